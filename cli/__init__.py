@@ -1,0 +1,1 @@
+"""Producers: the `tfo` command line (and, later, the webhook)."""

@@ -1,0 +1,120 @@
+"""`tfo runs show`, `tfo backups list`, `tfo rollback`, `tfo audit show`: reading and acting on the record."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import click
+
+from cli.options import GlobalOptions
+from orchestrator.deploy import state_addresses
+from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_OK, UnknownDeploymentError, UserError
+from orchestrator.finalize import run_summary_key
+from orchestrator.names import unsafe_name_reason
+from orchestrator.redaction import Redactor
+from orchestrator.runtime import build_runtime
+from orchestrator.store import open_store
+
+RUN_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]{6}")
+
+
+def _check_run_id(run_id: str) -> re.Match[str]:
+    m = RUN_ID.fullmatch(run_id)
+    if not m:
+        raise UserError(f"run id {run_id!r} is not of the form YYYYMMDDTHHMMSSZ-xxxxxx")
+    return m
+
+
+def state_key_of(deployment: str) -> str:
+    parts = deployment.split("/")
+    if len(parts) != 4:
+        raise UserError(f"deployment {deployment!r}: expected SERVICE/ACCOUNT/REGION/PROJECT")
+    for p in parts:
+        reason = unsafe_name_reason(p)
+        if reason:
+            raise UserError(f"deployment {deployment!r}: {reason}")
+    return f"{deployment}/terraform.tfstate"
+
+
+def runs_show(g: GlobalOptions, run_id: str) -> int:
+    _check_run_id(run_id)
+    store = open_store(g.load())
+    try:
+        summary = store.get_json(run_summary_key(run_id))
+    except KeyError:
+        raise UnknownDeploymentError(f"run {run_id} is not recorded in {store.describe()}") from None
+    click.echo(json.dumps(summary, indent=2))
+    return EXIT_OK if summary.get("status") == "succeeded" else EXIT_DEPLOYMENT_FAILED
+
+
+def backups_list(g: GlobalOptions, deployment: str, as_json: bool) -> int:
+    key = state_key_of(deployment)
+    store = open_store(g.load())
+    backups = store.list_backups(key)
+    if as_json:
+        click.echo(json.dumps([{"key": b.key, "size": b.size, "last_modified": b.last_modified,
+                                "encrypted": b.encrypted, "metadata": b.metadata} for b in backups], indent=2))
+        return EXIT_OK
+    if not backups:
+        click.echo(f"no backups for {deployment}", err=True)
+    for b in backups:
+        empty = " (no state existed)" if b.metadata.get("tfo-empty") == "true" else ""
+        click.echo(f"{b.key}\t{b.last_modified}\trun={b.metadata.get('run-id', '?')}\t{b.encrypted}{empty}")
+    return EXIT_OK
+
+
+def rollback_to(g: GlobalOptions, deployment: str, to: str | None) -> int:
+    """Point-in-time restore by hand: back up the current state first, then restore the chosen backup."""
+    key = state_key_of(deployment)
+    cfg = g.load()
+    rt = build_runtime(cfg)
+    backups = rt.store.list_backups(key)
+    if not backups:
+        raise UnknownDeploymentError(f"no backups exist for {deployment}")
+    chosen = to or backups[-1].key
+    if chosen not in {b.key for b in backups}:
+        raise UnknownDeploymentError(f"{chosen} is not a backup of {deployment}; see `tfo backups list {deployment}`")
+    owner = f"manual-rollback-{rt.host}-{os.getpid()}"
+    lease = rt.leases.acquire(key, owner, cfg.lock_timeout_s)
+    if not lease.acquired:
+        who = lease.holder.describe() if lease.holder else "another run"
+        click.echo(f"tfo: {key} is locked by {who}; try again later", err=True)
+        return EXIT_DEPLOYMENT_FAILED
+    try:
+        current = rt.store.read_state(key)
+        safety = rt.store.backup_state(key, {"run-id": owner, "deployment": deployment, "reason": "manual rollback"})
+        data = rt.store.read_backup(chosen)
+        untracked = sorted(state_addresses(current) - state_addresses(data))
+        rt.store.restore_state(key, data)
+    finally:
+        rt.leases.release(key, owner)
+        rt.leases.close()
+    click.echo(f"restored {key} from {chosen}; the state before this restore is saved as {safety.key}")
+    if untracked:
+        click.echo("warning: the restored state no longer tracks: " + ", ".join(untracked), err=True)
+    return EXIT_OK
+
+
+def audit_show(g: GlobalOptions, run_id: str, unredacted: bool) -> int:
+    m = _check_run_id(run_id)
+    store = open_store(g.load())
+    prefix = f"audit/year={m.group(1)}/month={m.group(2)}/day={m.group(3)}/run_id={run_id}/"
+    objects = store.list(prefix, audit=True)
+    if not objects:
+        raise UnknownDeploymentError(f"no audit records for run {run_id} in {store.describe()}")
+    records = []
+    for obj in objects:
+        record = store.get_json(obj.key, audit=True)
+        records.append({"key": obj.key, "encrypted": obj.encrypted, "record": record})
+    text = json.dumps(records, indent=2)
+    if not unredacted:
+        redactor = Redactor()
+        for r in records:
+            dep = r["record"].get("deployment") or {}
+            redactor.add_sensitive_variables(dep.get("variables", {}), dep.get("sensitive_variables", []))
+        text = redactor.redact(text)
+    click.echo(text)
+    return EXIT_OK
+

@@ -1,0 +1,97 @@
+"""`tfo plan` and `tfo apply`: select, validate, bundle, execute, finalize, report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from cli.options import GlobalOptions, Selectors, select
+from orchestrator.cancel import CancelToken
+from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_OK, UserError
+from orchestrator.models import Action, RunOptions, RunResult
+from orchestrator.progress import Progress
+from orchestrator.report import to_json, to_markdown
+from orchestrator.runs import execute_local, prepare_run
+from orchestrator.runtime import build_runtime
+
+
+@contextmanager
+def cancel_on_signals(token: CancelToken) -> Iterator[None]:
+    """SIGINT/SIGTERM stop the run cleanly: terraform gets one SIGINT, leases are released, results recorded."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not token.cancelled:
+            click.echo(f"tfo: {name} received: stopping terraform and recording the run as cancelled", err=True)
+        token.cancel(f"{name} received")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def write_reports(result: RunResult, json_out: Path | None, markdown_out: Path | None) -> None:
+    if json_out:
+        json_out.write_text(to_json(result) + "\n")
+    markdown = to_markdown(result)
+    if markdown_out:
+        markdown_out.write_text(markdown)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(markdown + "\n")
+
+
+def print_summary(result: RunResult) -> None:
+    click.echo(f"run {result.run.run_id}: {result.run.options.action.value} {result.status}")
+    for r in result.results:
+        line = f"  {r.status.value:<16} {r.spec.id}  +{r.plan.add} ~{r.plan.change} -{r.plan.destroy}"
+        if r.backup_key:
+            line += f"  backup={r.backup_key}"
+        click.echo(line)
+        if r.error:
+            click.echo(f"      error: {r.error.splitlines()[0][:300]}")
+        if r.rollback:
+            rb = r.rollback
+            click.echo(f"      rollback: {rb.strategy} {rb.status} target={rb.target or '-'} "
+                       f"matches={rb.matches_target}" + (f" note: {rb.error[:200]}" if rb.error else ""))
+    if result.audit_key:
+        click.echo(f"audit: {result.audit_key}")
+
+
+def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out: Path | None,
+                  markdown_out: Path | None, executor: str | None, max_workers: int | None,
+                  rollback: str | None, atomic: bool, no_wait: bool) -> int:
+    cfg = g.load(max_workers=max_workers, rollback=rollback)
+    chosen = executor or ("celery" if cfg.celery.broker_url else "local")
+    if chosen != "local" or no_wait:
+        raise UserError("the celery executor (and --no-wait) is not available in this version; use --executor local")
+    _, specs = select(cfg, sel)
+    token = CancelToken()
+    progress = Progress()
+    rt = build_runtime(cfg, token, progress)
+    rt.client.version()  # fails with exit 3 before anything runs when the binary is missing
+    for s in specs:
+        progress.redactor.add_sensitive_variables(s.variables, s.sensitive_variables)
+    run = prepare_run(cfg, rt.store, specs, RunOptions(action, cfg.rollback, atomic))
+    click.echo(f"tfo {action.value}: run {run.run_id}, {len(specs)} deployment(s), store {rt.store.describe()}",
+               err=True)
+    try:
+        with cancel_on_signals(token):
+            result = execute_local(run, rt, cfg.max_workers)
+    finally:
+        rt.leases.close()
+    write_reports(result, json_out, markdown_out)
+    print_summary(result)
+    sys.stdout.flush()
+    return EXIT_OK if result.status == "succeeded" else EXIT_DEPLOYMENT_FAILED

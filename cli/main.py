@@ -1,0 +1,166 @@
+"""The `tfo` command line. One module per subcommand group; one handler maps errors to exit codes.
+
+Exit codes: 0 all succeeded (plan: also with changes); 1 a deployment failed, was rolled back or was
+cancelled; 2 invalid input or usage; 3 tfo could not run (store, lock backend, broker, binary).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cli.commands import discover as discover_cmd
+from cli.commands import records
+from cli.commands import run as run_cmd
+from cli.options import GlobalOptions, read_selectors, selector_options
+from orchestrator import __version__
+from orchestrator.errors import EXIT_INVALID_INPUT, EXIT_PLATFORM, TfoError
+from orchestrator.models import Action
+from orchestrator.redaction import Redactor
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tfo")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="tfo.toml (default: ./tfo.toml when present).")
+@click.option("-C", "--repo", type=click.Path(file_okay=False, path_type=Path),
+              help="Repository root (default: the config file's directory, else the current directory).")
+@click.option("--terraform-bin", help="terraform or tofu binary (overrides terraform_bin).")
+@click.pass_context
+def cli(ctx: click.Context, config_file: Path | None, repo: Path | None, terraform_bin: str | None) -> None:
+    """tfo: plan and apply Terraform across accounts, regions and services, with backups and rollback."""
+    ctx.obj = GlobalOptions(config_file=config_file, repo=repo, terraform_bin=terraform_bin)
+
+
+@cli.command()
+@selector_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def discover(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None,
+             as_json: bool) -> int:
+    """List the deployments the selected tfvars files shard into."""
+    return discover_cmd.run_discover(g, read_selectors(paths, changed_files, git_diff), as_json)
+
+
+@cli.command()
+@selector_options
+@click.pass_obj
+def validate(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None) -> int:
+    """Check the selected tfvars files without running Terraform."""
+    return discover_cmd.run_validate(g, read_selectors(paths, changed_files, git_diff))
+
+
+def _run_options(f):  # type: ignore[no-untyped-def]
+    f = click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report.")(f)
+    f = click.option("--markdown-out", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the Markdown report (PR comment size).")(f)
+    f = click.option("--executor", type=click.Choice(["local", "celery"]), help="Default: celery when a broker is configured.")(f)
+    f = click.option("--max-workers", type=click.IntRange(min=1), help="Parallel deployments (local executor).")(f)
+    return selector_options(f)
+
+
+@cli.command()
+@_run_options
+@click.pass_obj
+def plan(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None,
+         json_out: Path | None, markdown_out: Path | None, executor: str | None, max_workers: int | None) -> int:
+    """Plan the selected deployments (exit 0 even with changes)."""
+    return run_cmd.run_terraform(g, read_selectors(paths, changed_files, git_diff), Action.PLAN,
+                                 json_out=json_out, markdown_out=markdown_out, executor=executor,
+                                 max_workers=max_workers, rollback=None, atomic=False, no_wait=False)
+
+
+@cli.command()
+@_run_options
+@click.option("--rollback", type=click.Choice(["reapply", "state", "none"]), help="What to do when an apply fails.")
+@click.option("--atomic", is_flag=True, help="Roll back every deployment of the run if any fails.")
+@click.option("--no-wait", is_flag=True, help="Submit and return the run id (celery executor).")
+@click.pass_obj
+def apply(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None,
+          json_out: Path | None, markdown_out: Path | None, executor: str | None, max_workers: int | None,
+          rollback: str | None, atomic: bool, no_wait: bool) -> int:
+    """Apply the selected deployments: lease, backup, apply, automatic rollback on failure."""
+    return run_cmd.run_terraform(g, read_selectors(paths, changed_files, git_diff), Action.APPLY,
+                                 json_out=json_out, markdown_out=markdown_out, executor=executor,
+                                 max_workers=max_workers, rollback=rollback, atomic=atomic, no_wait=no_wait)
+
+
+@cli.group()
+def runs() -> None:
+    """Recorded runs."""
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.pass_obj
+def runs_show(g: GlobalOptions, run_id: str) -> int:
+    """Show a run's (redacted) summary."""
+    return records.runs_show(g, run_id)
+
+
+@cli.group()
+def backups() -> None:
+    """Pre-apply state backups."""
+
+
+@backups.command("list")
+@click.argument("deployment")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def backups_list(g: GlobalOptions, deployment: str, as_json: bool) -> int:
+    """List the backups of DEPLOYMENT (SERVICE/ACCOUNT/REGION/PROJECT)."""
+    return records.backups_list(g, deployment, as_json)
+
+
+@cli.command("rollback")
+@click.argument("deployment")
+@click.option("--to", "to", metavar="BACKUP_KEY", help="Backup to restore (default: the newest).")
+@click.pass_obj
+def rollback_cmd(g: GlobalOptions, deployment: str, to: str | None) -> int:
+    """Restore DEPLOYMENT's state from a backup, by hand (the current state is backed up first)."""
+    return records.rollback_to(g, deployment, to)
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """The audit trail."""
+
+
+@audit_group.command("show")
+@click.argument("run_id")
+@click.option("--unredacted", is_flag=True, help="Print secrets too (the audit holds the full output).")
+@click.pass_obj
+def audit_show(g: GlobalOptions, run_id: str, unredacted: bool) -> int:
+    """Print a run's audit records."""
+    return records.audit_show(g, run_id, unredacted)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        rv = cli.main(args=argv, prog_name="tfo", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        return EXIT_INVALID_INPUT
+    except click.exceptions.Abort:
+        click.echo("tfo: aborted", err=True)
+        return EXIT_INVALID_INPUT
+    except TfoError as e:
+        kind = "invalid input" if e.exit_code == EXIT_INVALID_INPUT else "cannot run"
+        click.echo(f"tfo: {kind}: {Redactor().redact(str(e))}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("tfo: interrupted", err=True)
+        return EXIT_PLATFORM
+    return int(rv or 0)
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,7 @@
+tags = {
+  team = "platform"
+}
+
+iam_roles = {
+  deployer = { policy_file = "policies/deployer.json", delay_seconds = 1 }
+}

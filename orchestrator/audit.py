@@ -1,0 +1,68 @@
+"""The audit trail: full, unredacted output and metadata per deployment and per run.
+
+Objects are one JSON document each under `audit/year=YYYY/month=MM/day=DD/run_id=ID/`, a layout
+Athena can partition on. They are encrypted at rest (SSE on S3, Fernet in the local store). If the
+store refuses an audit object after retries, the record is kept on local disk (0600) and the result
+says where, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator import __version__
+from orchestrator.errors import StoreError
+from orchestrator.models import RunSpec
+from orchestrator.store.base import Store
+from orchestrator.terraform import CommandResult
+
+RETRIES = 3
+
+
+def run_prefix(run: RunSpec) -> str:
+    day = datetime.fromisoformat(run.started_at)
+    return f"audit/year={day:%Y}/month={day:%m}/day={day:%d}/run_id={run.run_id}/"
+
+
+def deployment_key(run: RunSpec, slug: str, kind: str = "deploy") -> str:
+    return f"{run_prefix(run)}deployments/{slug}.{kind}.json"
+
+
+def run_key(run: RunSpec) -> str:
+    return f"{run_prefix(run)}run.json"
+
+
+def command_record(r: CommandResult) -> dict[str, Any]:
+    return {"step": r.step, "argv": list(r.argv), "status": r.status.value, "exit_code": r.exit_code,
+            "duration_s": round(r.duration_s, 3), "output": r.output}
+
+
+def base_metadata(run: RunSpec) -> dict[str, Any]:
+    return {"run_id": run.run_id, "actor": run.actor, "git_sha": run.git_sha,
+            "action": run.options.action.value, "atomic": run.options.atomic,
+            "rollback_strategy": run.options.rollback, "tfo_version": __version__,
+            "started_at": run.started_at}
+
+
+def write(store: Store, key: str, record: dict[str, Any], fallback_dir: Path) -> tuple[str, str]:
+    """Upload an audit record; returns (key, error). On failure the record lands in `fallback_dir`."""
+    body = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
+    error = ""
+    for attempt in range(RETRIES):
+        try:
+            store.put(key, body, audit=True, encrypt=True, metadata={"run-id": str(record.get("run_id", ""))})
+            return key, ""
+        except StoreError as e:
+            error = str(e)
+            time.sleep(0.5 * (2**attempt))
+    local = fallback_dir / "audit-pending" / key
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+    return "", f"audit upload of {key} failed ({error}); kept locally at {local}"

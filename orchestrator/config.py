@@ -1,0 +1,226 @@
+"""tfo.toml plus TFO_<SECTION>_<KEY> environment overrides, resolved once into frozen dataclasses."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ConfigError
+
+DEFAULT_SERVICES: dict[str, str] = {
+    "s3_buckets": "s3",
+    "kms_keys": "kms",
+    "iam_roles": "iam",
+    "iam_policies": "iam",
+    "lambda_functions": "lambda",
+    "sqs_queues": "sqs",
+    "sns_topics": "sns",
+    "dynamodb_tables": "dynamodb",
+    "ecr_repositories": "ecr",
+    "cloudwatch_log_groups": "logs",
+    "vpcs": "vpc",
+    "security_groups": "vpc",
+    "route53_zones": "route53",
+}
+
+ROLLBACK_STRATEGIES = ("reapply", "state", "none")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    kind: str = "local"
+    path: str = ".tfo/store"
+    bucket: str = ""
+    audit_bucket: str = ""
+    lock_table: str = "terraform-locks"
+    region: str = "us-east-1"
+    endpoint_url: str = ""
+    sse: str = "AES256"
+    kms_key_id: str = ""
+
+
+@dataclass(frozen=True)
+class CeleryConfig:
+    broker_url: str = ""
+    result_backend: str = ""
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    role_arn: str = ""
+
+
+@dataclass(frozen=True)
+class TfoConfig:
+    repo_root: Path
+    module_dir: str = "terraform"
+    path_template: str = "Accounts/{account}/{project}.tfvars"
+    default_region: str = "us-east-1"
+    terraform_bin: str = "terraform"
+    max_workers: int = 5
+    rollback: str = "reapply"
+    workdir: str = ".tfo/work"
+    # How long a run waits for another run's lease on the same state key before failing it.
+    lock_timeout_s: float = 300.0
+    # A lease not renewed for this long belongs to a dead process and may be taken over.
+    lease_ttl_s: float = 120.0
+    # One terraform command may run this long before it is stopped and the deployment cancelled.
+    terraform_timeout_s: float = 3600.0
+    services: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SERVICES))
+    modules: Mapping[str, str] = field(default_factory=dict)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    backend_config: Mapping[str, str] = field(default_factory=dict)
+    accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
+    celery: CeleryConfig = field(default_factory=CeleryConfig)
+
+    def resolve(self, relative: str) -> Path:
+        """A configured path, relative to the repo root unless absolute."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.repo_root / p
+
+    @property
+    def workdir_path(self) -> Path:
+        return self.resolve(self.workdir)
+
+    def module_for(self, service: str) -> str:
+        return self.modules.get(service, self.module_dir)
+
+
+_SCALAR_SECTIONS = {"store": StoreConfig, "celery": CeleryConfig}
+_MAP_SECTIONS = ("services", "modules", "backend_config")
+
+
+def _coerce(name: str, value: Any, like: Any) -> Any:
+    """Coerce a TOML or environment value to the type of the field's default."""
+    try:
+        if isinstance(like, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes")
+            return bool(value)
+        if isinstance(like, int):
+            return int(value)
+        if isinstance(like, float):
+            return float(value)
+        if isinstance(like, str):
+            if not isinstance(value, str | int | float):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{name}: {value!r} is not a valid {type(like).__name__}") from e
+    return value
+
+
+def _scalar_fields(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    defaults = cls(repo_root=Path(".")) if cls is TfoConfig else cls()
+    known = {f.name for f in fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known or isinstance(value, dict):
+            raise ConfigError(f"{where}: unknown key {key!r}")
+        out[key] = _coerce(f"{where}.{key}", value, getattr(defaults, key))
+    return out
+
+
+def load_config(
+    config_file: Path | None = None,
+    *,
+    repo_root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TfoConfig:
+    """Read tfo.toml (if any), then TFO_* variables, then command-line overrides."""
+    env = os.environ if environ is None else environ
+    if config_file is None:
+        candidate = (repo_root or Path.cwd()) / "tfo.toml"
+        config_file = candidate if candidate.is_file() else None
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"{config_file}: config file does not exist") from e
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{config_file}: not valid TOML: {e}") from e
+        data = dict(raw.get("tfo", {}))
+        unknown_top = set(raw) - {"tfo"}
+        if unknown_top:
+            raise ConfigError(f"{config_file}: unknown table(s) {sorted(unknown_top)}; everything lives under [tfo]")
+    root = (repo_root or (config_file.parent if config_file else Path.cwd())).resolve()
+    where = str(config_file or "config")
+
+    sections: dict[str, Any] = {}
+    for name, cls in _SCALAR_SECTIONS.items():
+        sections[name] = _scalar_fields(cls, data.pop(name, {}), f"{where} [tfo.{name}]")
+    maps: dict[str, dict[str, str]] = {}
+    for name in _MAP_SECTIONS:
+        section = data.pop(name, None)
+        if section is not None:
+            if not isinstance(section, dict) or not all(isinstance(v, str | int | bool) for v in section.values()):
+                raise ConfigError(f"{where} [tfo.{name}]: must be a table of strings")
+            maps[name] = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in section.items()}
+    accounts_raw = data.pop("accounts", {})
+    accounts = {
+        str(acct): AccountConfig(**_scalar_fields(AccountConfig, settings, f"{where} [tfo.accounts.{acct}]"))
+        for acct, settings in accounts_raw.items()
+    }
+    top = _scalar_fields(TfoConfig, data, f"{where} [tfo]")
+
+    # Environment: TFO_STORE_BUCKET -> store.bucket, TFO_MAX_WORKERS -> max_workers, ...
+    for var, value in env.items():
+        if not var.startswith("TFO_"):
+            continue
+        rest = var[4:].lower()
+        section_hit = next((s for s in _SCALAR_SECTIONS if rest.startswith(s + "_")), None)
+        if section_hit:
+            key = rest[len(section_hit) + 1 :]
+            cls = _SCALAR_SECTIONS[section_hit]
+            if key in {f.name for f in fields(cls)}:
+                sections[section_hit][key] = _coerce(var, value, getattr(cls(), key))
+            continue
+        if rest in {f.name for f in fields(TfoConfig)} and rest not in _MAP_SECTIONS and rest != "repo_root":
+            top[rest] = _coerce(var, value, getattr(TfoConfig(repo_root=root), rest))
+
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            top[key] = value
+
+    cfg = TfoConfig(
+        repo_root=root,
+        store=StoreConfig(**sections["store"]),
+        celery=CeleryConfig(**sections["celery"]),
+        accounts=accounts,
+        **{k: v for k, v in maps.items()},
+        **top,
+    )
+    _check(cfg, where)
+    return cfg
+
+
+def _check(cfg: TfoConfig, where: str) -> None:
+    if cfg.rollback not in ROLLBACK_STRATEGIES:
+        raise ConfigError(f"{where}: rollback = {cfg.rollback!r}; expected one of {', '.join(ROLLBACK_STRATEGIES)}")
+    if cfg.store.kind not in ("local", "s3"):
+        raise ConfigError(f"{where}: store.kind = {cfg.store.kind!r}; expected 'local' or 's3'")
+    if cfg.store.kind == "s3" and not cfg.store.bucket:
+        raise ConfigError(f"{where}: store.kind = 's3' needs store.bucket (or TFO_STORE_BUCKET)")
+    if cfg.store.sse not in ("AES256", "aws:kms"):
+        raise ConfigError(f"{where}: store.sse = {cfg.store.sse!r}; expected 'AES256' or 'aws:kms'")
+    if cfg.max_workers < 1:
+        raise ConfigError(f"{where}: max_workers must be at least 1")
+    if "{account}" not in cfg.path_template or "{project}" not in cfg.path_template:
+        raise ConfigError(f"{where}: path_template must contain {{account}} and {{project}}")
+    if not cfg.path_template.endswith(".tfvars"):
+        raise ConfigError(f"{where}: path_template must end in .tfvars")
+
+
+def with_overrides(cfg: TfoConfig, **changes: Any) -> TfoConfig:
+    clean = {k: v for k, v in changes.items() if v is not None}
+    new = replace(cfg, **clean)
+    _check(new, "command line")
+    return new

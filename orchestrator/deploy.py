@@ -1,0 +1,263 @@
+"""deploy(spec): one deployment from bundle to result. Never raises for a Terraform failure.
+
+materialize directory -> lease (apply) -> init -> plan -> show -> backup -> apply -> audit.
+A failed apply keeps its lease for the rollback that finalize runs; every other path releases it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator import audit
+from orchestrator.bundle import extract_bundle, fetch_bundle
+from orchestrator.errors import StateBackupError, TfoError
+from orchestrator.models import Action, DeploymentResult, DeploymentSpec, PlanSummary, RunSpec, Status
+from orchestrator.redaction import Redactor
+from orchestrator.runtime import Runtime
+from orchestrator.steps import ApplyStep, InitStep, PlanStep, ShowPlanStep, StepContext
+from orchestrator.store.base import Store
+from orchestrator.terraform import CommandResult, CommandStatus
+
+ERROR_TAIL_LINES = 40
+
+
+def redactor_for(spec: DeploymentSpec) -> Redactor:
+    r = Redactor()
+    r.add_sensitive_variables(spec.variables, spec.sensitive_variables)
+    return r
+
+
+def parse_state(data: bytes | None) -> dict[str, Any] | None:
+    if not data:
+        return None
+    try:
+        state = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def state_serial(store: Store, state_key: str) -> int | None:
+    state = parse_state(store.read_state(state_key))
+    serial = state.get("serial") if state else None
+    return serial if isinstance(serial, int) else None
+
+
+def state_addresses(data: bytes | None) -> set[str]:
+    state = parse_state(data)
+    out: set[str] = set()
+    for res in (state or {}).get("resources", []):
+        prefix = f"{res['module']}." if res.get("module") else ""
+        kind = "data." if res.get("mode") == "data" else ""
+        for inst in res.get("instances", []):
+            key = inst.get("index_key")
+            index = "" if key is None else (f"[{key}]" if isinstance(key, int) else f'["{key}"]')
+            out.add(f"{prefix}{kind}{res['type']}.{res['name']}{index}")
+    return out
+
+
+def last_good_key(spec: DeploymentSpec) -> str:
+    return f"last-good/{spec.id}.json"
+
+
+def read_last_good(store: Store, spec: DeploymentSpec) -> str:
+    try:
+        return str(store.get_json(last_good_key(spec)).get("bundle_key", ""))
+    except KeyError:
+        return ""
+
+
+def write_last_good(store: Store, spec: DeploymentSpec, bundle_key: str, run_id: str) -> None:
+    if bundle_key:
+        store.put_json(last_good_key(spec), {"bundle_key": bundle_key, "run_id": run_id,
+                                             "deployment": spec.id, "at": time.time()})
+    else:
+        store.delete(last_good_key(spec))
+
+
+def prepare_workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle_key: str, suffix: str = "") -> Path:
+    """A fresh per-deployment directory: module copy, filtered tfvars, referenced files, backend settings."""
+    dest = rt.run_dir(run.run_id) / f"{spec.slug}{suffix}"
+    if dest.exists():
+        shutil.rmtree(dest)  # a retried deployment starts from its bundle, never from leftovers
+    extract_bundle(fetch_bundle(rt.store, bundle_key), dest)
+    for name, content in rt.store.backend_files(spec.state_key).items():
+        (dest / name).write_text(content)
+    return dest
+
+
+def step_context(rt: Runtime, workdir: Path, spec: DeploymentSpec) -> StepContext:
+    backend = {**rt.store.backend_config(spec.state_key, spec.region), **rt.cfg.backend_config}
+    return StepContext(workdir=workdir, client=rt.client, cancel=rt.cancel, timeout_s=rt.cfg.terraform_timeout_s,
+                       lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend,
+                       env=deployment_env(spec, workdir))
+
+
+def deployment_env(spec: DeploymentSpec, workdir: Path) -> dict[str, str]:
+    # TF_VAR_* for variables a module does not declare are ignored, so every module may opt in.
+    return {
+        "TF_DATA_DIR": str(workdir / ".terraform"),
+        "TF_VAR_tfo_deployment_id": spec.id,
+        "TF_VAR_tfo_service": spec.service,
+        "TF_VAR_tfo_account": spec.account,
+        "TF_VAR_tfo_region": spec.region,
+        "TF_VAR_tfo_project": spec.project,
+    }
+
+
+def failure_text(result: CommandResult, redactor: Redactor) -> str:
+    """A short, redacted explanation of a failed step: its Error blocks, else the tail of its output."""
+    lines = result.output.strip().splitlines()
+    errors = [i for i, ln in enumerate(lines) if re.match(r"^\s*(│\s*)?Error: ", ln)]
+    picked = lines[errors[0]:] if errors else lines
+    tail = "\n".join(picked[-ERROR_TAIL_LINES:])
+    what = {CommandStatus.TIMEOUT: "timed out", CommandStatus.CANCELLED: "was cancelled"}.get(
+        result.status, f"failed (exit {result.exit_code})")
+    return redactor.redact(f"terraform {result.step} {what}: {tail}".strip())
+
+
+@dataclass
+class _Outcome:
+    status: Status = Status.FAILED
+    plan: PlanSummary = field(default_factory=PlanSummary)
+    plan_text: str = ""
+    error: str = ""
+    backup_key: str = ""
+    backup_version: str = ""
+    applied: bool = False
+    state_serial: int | None = None
+    previous_bundle_key: str = ""
+    keep_lease: bool = False
+
+
+def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
+    start = time.monotonic()
+    redactor = redactor_for(spec)
+    out = _Outcome()
+    log: list[CommandResult] = []
+    held = False
+    try:
+        if rt.cancel.cancelled:
+            out.status, out.error = Status.CANCELLED, f"not started: {rt.cancel.reason}"
+            return _finish(spec, run, rt, out, log, start, held)
+        rt.event(spec.id, "preparing")
+        workdir = prepare_workspace(rt, run, spec, spec.bundle_key)
+        ctx = step_context(rt, workdir, spec)
+        ctx.log = log
+        if run.options.action == Action.APPLY:
+            rt.event(spec.id, "waiting_lock")
+            lease = rt.leases.acquire(spec.state_key, run.run_id, rt.cfg.lock_timeout_s, lambda: rt.cancel.cancelled)
+            if not lease.acquired:
+                if rt.cancel.cancelled:
+                    out.status, out.error = Status.CANCELLED, f"cancelled while waiting for the lease: {rt.cancel.reason}"
+                else:
+                    who = lease.holder.describe() if lease.holder else "another run"
+                    out.error = (f"state {spec.state_key} is locked by {who}; gave up after "
+                                 f"{lease.waited_s:.0f}s (lock_timeout_s = {rt.cfg.lock_timeout_s:g})")
+                return _finish(spec, run, rt, out, log, start, held)
+            held = True
+        _run_steps(spec, run, rt, ctx, redactor, out)
+    except TfoError as e:
+        out.status, out.error = Status.FAILED, redactor.redact(str(e))
+    except Exception as e:  # a bug or an OS error must become a result, or the chord callback never runs
+        out.status, out.error = Status.FAILED, redactor.redact(f"internal error: {type(e).__name__}: {e}")
+    return _finish(spec, run, rt, out, log, start, held)
+
+
+def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext, redactor: Redactor,
+               out: _Outcome) -> None:
+    def stopped(r: CommandResult) -> bool:
+        if r.ok:
+            return False
+        out.status = Status.CANCELLED if r.status in (CommandStatus.CANCELLED, CommandStatus.TIMEOUT) else Status.FAILED
+        out.error = failure_text(r, redactor)
+        return True
+
+    rt.event(spec.id, "init")
+    if stopped(InitStep().run(ctx)):
+        return
+    rt.event(spec.id, "plan")
+    plan = PlanStep().run(ctx)
+    out.plan_text = redactor.redact(plan.output)
+    if stopped(plan):
+        return
+    show, summary = ShowPlanStep().run(ctx)
+    if stopped(show) or summary is None:
+        return
+    out.plan = summary
+    has_changes = plan.exit_code == 2
+    if run.options.action == Action.PLAN or not has_changes:
+        out.status = Status.SUCCEEDED if has_changes else Status.NO_CHANGES
+        if run.options.action == Action.APPLY:
+            # Infrastructure already matches this configuration: it is the last good one.
+            write_last_good(rt.store, spec, spec.bundle_key, run.run_id)
+        return
+
+    out.previous_bundle_key = read_last_good(rt.store, spec)
+    rt.event(spec.id, "backup")
+    try:
+        backup = rt.store.backup_state(spec.state_key, {"run-id": run.run_id, "deployment": spec.id})
+    except StateBackupError as e:
+        out.status, out.error = Status.FAILED, redactor.redact(f"{e}; the apply was not run")
+        return
+    out.backup_key, out.backup_version = backup.key, backup.source_version
+    if rt.cancel.cancelled:
+        out.status, out.error = Status.CANCELLED, f"cancelled before apply: {rt.cancel.reason}"
+        return
+    rt.event(spec.id, "apply")
+    out.applied = True
+    apply = ApplyStep().run(ctx)
+    out.state_serial = state_serial(rt.store, spec.state_key)
+    if apply.ok:
+        out.status = Status.SUCCEEDED
+        write_last_good(rt.store, spec, spec.bundle_key, run.run_id)
+        return
+    stopped(apply)
+    # A failed apply changed real infrastructure: keep the lease so nobody else touches this state
+    # before finalize has rolled it back.
+    out.keep_lease = out.status == Status.FAILED
+
+
+def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Outcome, log: list[CommandResult],
+            start: float, held: bool) -> DeploymentResult:
+    duration = time.monotonic() - start
+    record = {
+        **audit.base_metadata(run),
+        "kind": "deploy",
+        "deployment": spec.to_dict(),
+        "host": rt.host,
+        "terraform_bin": rt.cfg.terraform_bin,
+        "status": out.status.value,
+        "error": out.error,
+        "plan": {"add": out.plan.add, "change": out.plan.change, "destroy": out.plan.destroy},
+        "backup": {"key": out.backup_key, "source_version": out.backup_version},
+        "applied": out.applied,
+        "state_serial": out.state_serial,
+        "previous_bundle_key": out.previous_bundle_key,
+        "duration_s": round(duration, 3),
+        "steps": [audit.command_record(r) for r in log],
+    }
+    audit_key, audit_error = audit.write(rt.store, audit.deployment_key(run, spec.slug), record,
+                                         rt.run_dir(run.run_id))
+    error = out.error
+    if audit_error:
+        error = f"{error}; {audit_error}" if error else audit_error
+    keep = held and out.keep_lease
+    if held and not keep:
+        rt.leases.release(spec.state_key, run.run_id)
+    workdir = rt.run_dir(run.run_id) / spec.slug
+    # Provider binaries are large and re-fetched on demand; the plan, tfvars and module stay as the record.
+    shutil.rmtree(workdir / ".terraform", ignore_errors=True)
+    rt.event(spec.id, out.status.value, error.splitlines()[0] if error else "")
+    return DeploymentResult(
+        spec=spec, action=run.options.action.value, status=out.status, plan=out.plan,
+        backup_key=out.backup_key, audit_key=audit_key, plan_text=out.plan_text, error=error,
+        duration_s=duration, host=rt.host, applied=out.applied, state_serial=out.state_serial,
+        previous_bundle_key=out.previous_bundle_key, lease_held=keep,
+    )

@@ -1,0 +1,204 @@
+"""Which tfvars files a run is about: from paths, a changed-files list or a git diff."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from orchestrator import git
+from orchestrator.config import TfoConfig
+from orchestrator.errors import Problem
+from orchestrator.models import TfvarsFile
+from orchestrator.names import unsafe_name_reason
+
+_PLACEHOLDER = re.compile(r"\{(account|project|region)\}")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    files: tuple[TfvarsFile, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    problems: tuple[Problem, ...] = field(default=())
+
+
+def template_regex(template: str) -> re.Pattern[str]:
+    parts = _PLACEHOLDER.split(template)
+    out = []
+    for i, part in enumerate(parts):
+        # split() alternates literal text and placeholder names
+        out.append(f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part))
+    return re.compile("".join(out))
+
+
+def template_glob(template: str) -> str:
+    return _PLACEHOLDER.sub("*", template)
+
+
+def match_template(cfg: TfoConfig, rel: str) -> TfvarsFile | None:
+    m = template_regex(cfg.path_template).fullmatch(rel)
+    if not m:
+        return None
+    groups = m.groupdict()
+    return TfvarsFile(path=rel, account=groups["account"], project=groups["project"], region=groups.get("region"))
+
+
+def _inside(root: Path, p: Path) -> bool:
+    try:
+        p.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+class _Collector:
+    def __init__(self, cfg: TfoConfig) -> None:
+        self.cfg = cfg
+        self.root = cfg.repo_root.resolve()
+        self.files: dict[str, TfvarsFile] = {}
+        self.skipped: list[Skipped] = []
+        self.problems: list[Problem] = []
+
+    def _rel(self, shown: str, candidate: Path) -> str | None:
+        """Repo-relative POSIX path of `candidate`, or None (with a problem) when it leaves the repo."""
+        lexical = Path(*[p for p in candidate.parts])
+        if ".." in PurePosixPath(shown).parts:
+            self.problems.append(Problem(shown, "path contains '..'; only paths inside the repository are accepted"))
+            return None
+        resolved = lexical.resolve()
+        if not _inside(self.root, resolved):
+            self.problems.append(
+                Problem(shown, f"is outside the repository {self.root} (symlinks are followed)")
+            )
+            return None
+        # Keep the path as written inside the repo (a symlink inside the repo pointing inside is fine).
+        absolute = lexical if lexical.is_absolute() else (Path.cwd() / lexical)
+        try:
+            return absolute.relative_to(self.root).as_posix()
+        except ValueError:
+            return resolved.relative_to(self.root).as_posix()
+
+    def add_tfvars(self, shown: str, rel: str) -> None:
+        if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+            self.problems.append(Problem(repr(shown), "path contains control characters"))
+            return
+        tf = match_template(self.cfg, rel)
+        if tf is None:
+            self.skipped.append(Skipped(rel, f"does not match path_template {self.cfg.path_template!r}"))
+            return
+        for label, value in (("account", tf.account), ("project", tf.project), ("region", tf.region)):
+            if value is None:
+                continue
+            reason = unsafe_name_reason(value)
+            if reason:
+                self.problems.append(Problem(rel, f"{label} name {reason}"))
+                return
+        self.files[rel] = tf
+
+    def all_tfvars(self) -> list[str]:
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in self.root.glob(template_glob(self.cfg.path_template))
+            if p.is_file()
+        )
+
+    def add_path(self, given: str) -> None:
+        candidate = Path(given)
+        if not candidate.is_absolute() and not candidate.exists() and (self.root / candidate).exists():
+            candidate = self.root / candidate
+        rel = self._rel(given, candidate)
+        if rel is None:
+            return
+        full = self.root / rel
+        if full.is_dir():
+            prefix = "" if rel == "." else rel.rstrip("/") + "/"
+            for tfvars in self.all_tfvars():
+                if tfvars.startswith(prefix):
+                    self.add_tfvars(tfvars, tfvars)
+        elif full.is_file():
+            if full.suffix != ".tfvars":
+                self.problems.append(Problem(given, "is not a .tfvars file"))
+            else:
+                self.add_tfvars(given, rel)
+        else:
+            self.problems.append(Problem(given, "does not exist"))
+
+    def _module_dirs(self) -> dict[str, str | None]:
+        """Module directory (repo-relative) -> the service it serves, None for the root module."""
+        dirs: dict[str, str | None] = {self.cfg.module_dir.rstrip("/"): None}
+        for service, d in self.cfg.modules.items():
+            dirs[d.rstrip("/")] = service
+        return dirs
+
+    def add_changed(self, paths: Iterable[tuple[str, str]]) -> None:
+        """(status, path) pairs as git reports them, paths relative to the repo root."""
+        modules = self._module_dirs()
+        for status, raw in paths:
+            given = raw.strip()
+            if not given or given.startswith("#"):
+                continue
+            rel = self._rel(given, self.root / given if not Path(given).is_absolute() else Path(given))
+            if rel is None:
+                continue
+            full = self.root / rel
+            if status == "D" or not full.exists():
+                if rel.endswith(".tfvars"):
+                    self.skipped.append(
+                        Skipped(rel, "deleted: tfo never destroys on deletion; destroy the deployment explicitly")
+                    )
+                continue
+            if rel.endswith(".tfvars"):
+                self.add_tfvars(given, rel)
+                continue
+            hit = next((d for d in modules if rel == d or rel.startswith(d + "/")), None)
+            if hit is not None:
+                # A module change touches every deployment built from it.
+                for tfvars in self.all_tfvars():
+                    self.add_tfvars(tfvars, tfvars)
+                continue
+            self.skipped.append(Skipped(rel, "not a tfvars file or module file"))
+
+    def result(self) -> Discovery:
+        return Discovery(
+            files=tuple(self.files[k] for k in sorted(self.files)),
+            skipped=tuple(self.skipped),
+            problems=tuple(self.problems),
+        )
+
+
+def read_changed_files(text: str) -> list[tuple[str, str]]:
+    """A `git diff --name-only` style list, one path per line; a tab-separated status column is accepted."""
+    pairs: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if "\t" in line and len(line.split("\t", 1)[0]) <= 4 and line.split("\t", 1)[0][:1].isalpha():
+            status, path = line.split("\t", 1)
+            pairs.append((status[:1].upper(), path.split("\t")[-1]))
+        else:
+            pairs.append(("M", line))
+    return pairs
+
+
+def discover(
+    cfg: TfoConfig,
+    paths: Sequence[str] = (),
+    changed_files: str | None = None,
+    git_diff: str | None = None,
+) -> Discovery:
+    c = _Collector(cfg)
+    for p in paths:
+        c.add_path(p)
+    if changed_files is not None:
+        c.add_changed(read_changed_files(changed_files))
+    if git_diff:
+        c.add_changed((cp.status, cp.path) for cp in git.changed_paths(cfg.repo_root, git_diff))
+    if not paths and changed_files is None and not git_diff:
+        for tfvars in c.all_tfvars():
+            c.add_tfvars(tfvars, tfvars)
+    return c.result()

@@ -1,0 +1,59 @@
+"""finalize(results): the chord callback's body. Rollbacks, lease backstop, run audit, run summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from orchestrator import audit
+from orchestrator.models import Action, DeploymentResult, RunResult, RunSpec, Status
+from orchestrator.rollback import rollback
+from orchestrator.runtime import Runtime
+
+
+def needs_rollback(run: RunSpec, results: Sequence[DeploymentResult], cancelled: bool) -> set[str]:
+    """Ids of the deployments to roll back: failed applies; with --atomic, every applied one."""
+    if run.options.action != Action.APPLY or cancelled:
+        return set()
+    failed = {r.spec.id for r in results if r.applied and r.status == Status.FAILED}
+    if run.options.atomic and any(not r.status.ok for r in results):
+        failed |= {r.spec.id for r in results if r.applied and r.status == Status.SUCCEEDED}
+    return failed
+
+
+def run_summary_key(run_id: str) -> str:
+    return f"runs/{run_id}.json"
+
+
+def finalize(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> RunResult:
+    results = list(results)
+    cancelled = rt.cancel.cancelled or any(r.status == Status.CANCELLED for r in results)
+    targets = needs_rollback(run, results, cancelled)
+    strategy = run.options.rollback
+    if targets:
+        todo = [r for r in results if r.spec.id in targets]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(todo), rt.cfg.max_workers))) as pool:
+            done = {r.spec.id: r for r in pool.map(lambda r: rollback(r, run, rt, strategy), todo)}
+        results = [done.get(r.spec.id, r) for r in results]
+    # Backstop: whatever this run still holds (a failed apply in a cancelled run, a lost rollback) is freed.
+    for r in results:
+        if r.lease_held:
+            rt.leases.release(r.spec.state_key, run.run_id)
+    rt.leases.release_all(run.run_id)
+
+    finished = datetime.now(UTC).isoformat()
+    partial = RunResult(run=run, results=tuple(results), finished_at=finished)
+    record = {**audit.base_metadata(run), "kind": "run", "status": partial.status, "finished_at": finished,
+              "cancelled": cancelled, "cancel_reason": rt.cancel.reason,
+              "deployments": [r.to_dict() for r in results]}
+    audit_key, audit_error = audit.write(rt.store, audit.run_key(run), record, rt.run_dir(run.run_id))
+    result = RunResult(run=run, results=tuple(results), finished_at=finished, audit_key=audit_key)
+    summary = result.report_dict()
+    if audit_error:
+        summary["audit_error"] = audit_error
+    try:
+        rt.store.put_json(run_summary_key(run.run_id), summary)
+    except Exception as e:  # noqa: BLE001 - the audit already holds the run; the summary is a convenience
+        summary["summary_error"] = str(e)
+    return result

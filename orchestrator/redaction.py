@@ -1,0 +1,114 @@
+"""Redaction of everything shown to people: console, Markdown, logs, run summaries.
+
+The full, unredacted output goes only to the encrypted audit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "[REDACTED]"
+_MIN_LITERAL = 4  # shorter "secrets" would mask ordinary words and numbers everywhere
+
+_SECRET_WORDS = (
+    r"password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
+    r"|client[_-]?secret|credentials?|auth"
+)
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # PEM private keys, whole block
+    (re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S),
+     "-----BEGIN PRIVATE KEY-----" + MASK + "-----END PRIVATE KEY-----"),
+    # a PEM block cut off before its END line still must not leak
+    (re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----(?!\[REDACTED\])[A-Za-z0-9+/=\s\\n]+"),
+     "-----BEGIN PRIVATE KEY-----" + MASK),
+    # scheme://user:password@host
+    (re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^:/\s@]+):([^@\s/]+)@"), r"\1\2:" + MASK + "@"),
+    # Authorization: Bearer xyz / token xyz
+    (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
+    # AWS access key ids
+    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"), MASK),
+    # GitHub, Slack and similar prefixed tokens
+    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9-]{10,})\b"),
+     MASK),
+    # name = value / name: value / "name": "value" where the name says it is a secret
+    (re.compile(
+        r"""(?ix)
+        (?P<name>["']?[\w.-]*(?:""" + _SECRET_WORDS + r""")[\w.-]*["']?)
+        (?P<sep>\s*(?:=>|=|:)\s*)
+        (?P<value>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,;}\])]+)
+        """),
+     None),
+    # AWS secret access keys: 40 base64 characters that are not part of a longer token
+    (re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"), None),
+)
+
+
+def _mask_assignment(m: re.Match[str]) -> str:
+    value = m.group("value")
+    if value.strip("\"'") in ("", "(sensitive value)", "(sensitive)", MASK, "null", "true", "false") \
+            or value.startswith(("(", "[")):
+        return m.group(0)
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{m.group('name')}{m.group('sep')}{quote}{MASK}{quote}"
+
+
+def _mask_aws_secret(m: re.Match[str]) -> str:
+    s = m.group(0)
+    # Hex digests and lowercase-only ids are not secret keys; real ones mix cases and digits.
+    if re.fullmatch(r"[0-9a-f]{40}", s) or not (re.search(r"[A-Z]", s) and re.search(r"[a-z]", s)
+                                                 and re.search(r"[0-9/+]", s)):
+        return s
+    return MASK
+
+
+def _leaves(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield str(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+
+
+class Redactor:
+    def __init__(self, literals: Iterable[str] = ()) -> None:
+        self._literals: set[str] = set()
+        self.add(literals)
+
+    def add(self, literals: Iterable[str]) -> None:
+        for lit in literals:
+            for line in str(lit).splitlines() or [str(lit)]:
+                if len(line.strip()) >= _MIN_LITERAL:
+                    self._literals.add(line.strip())
+                    escaped = json.dumps(line.strip())[1:-1]
+                    if escaped != line.strip():
+                        self._literals.add(escaped)
+
+    def add_sensitive_variables(self, variables: dict[str, Any], names: Iterable[str]) -> None:
+        for name in names:
+            if name in variables:
+                self.add(_leaves(variables[name]))
+
+    def redact(self, text: str) -> str:
+        if not text:
+            return text
+        # Longest first, so a secret that contains another is masked whole.
+        for lit in sorted(self._literals, key=len, reverse=True):
+            if lit in text:
+                text = text.replace(lit, MASK)
+        for pattern, replacement in _PATTERNS:
+            if replacement is not None:
+                text = pattern.sub(replacement, text)
+            elif "value" in pattern.groupindex:
+                text = pattern.sub(_mask_assignment, text)
+            else:
+                text = pattern.sub(_mask_aws_secret, text)
+        return text

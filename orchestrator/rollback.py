@@ -1,0 +1,138 @@
+"""Rollback of one deployment whose apply failed (or, with --atomic, succeeded in a failed run).
+
+reapply: apply the last successfully applied bundle against the current state, so infrastructure
+         converges back to it; with no last-good bundle, destroy what the failed apply created.
+state:   restore the pre-apply backup; warn about what the restored state no longer tracks.
+none:    record the failure only.
+After reapply or state, a plan of the target configuration records whether infrastructure matches.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from orchestrator import audit
+from orchestrator.deploy import (
+    failure_text,
+    prepare_workspace,
+    read_last_good,
+    redactor_for,
+    state_addresses,
+    state_serial,
+    step_context,
+    write_last_good,
+)
+from orchestrator.errors import TfoError
+from orchestrator.models import DeploymentResult, DeploymentSpec, RollbackRecord, RunSpec, Status
+from orchestrator.redaction import Redactor
+from orchestrator.runtime import Runtime
+from orchestrator.steps import ApplyStep, InitStep, PlanStep, StepContext
+from orchestrator.terraform import CommandResult
+
+
+class _Failed(Exception):
+    pass
+
+
+def _check(r: CommandResult, redactor: Redactor) -> CommandResult:
+    if not r.ok:
+        raise _Failed(failure_text(r, redactor))
+    return r
+
+
+def _verify(ctx: StepContext, redactor: Redactor, destroy: bool = False) -> bool:
+    """True when a plan of the target shows no changes: infrastructure matches it."""
+    r = _check(PlanStep(destroy=destroy, name="verify").run(ctx), redactor)
+    return r.exit_code == 0
+
+
+def _workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle: str,
+               redactor: Redactor, log: list[CommandResult]) -> StepContext:
+    ctx = step_context(rt, prepare_workspace(rt, run, spec, bundle, suffix=".rollback"), spec)
+    ctx.log = log
+    _check(InitStep().run(ctx), redactor)
+    return ctx
+
+
+def _reapply(rt: Runtime, run: RunSpec, result: DeploymentResult, redactor: Redactor,
+             log: list[CommandResult]) -> RollbackRecord:
+    spec = result.spec
+    target = result.previous_bundle_key
+    destroy = not target
+    ctx = _workspace(rt, run, spec, target or spec.bundle_key, redactor, log)
+    plan = _check(PlanStep(destroy=destroy, name="rollback-plan").run(ctx), redactor)
+    if plan.exit_code == 2:
+        _check(ApplyStep(name="rollback-apply").run(ctx), redactor)
+    matches = _verify(ctx, redactor, destroy=destroy)
+    write_last_good(rt.store, spec, target, run.run_id)
+    return RollbackRecord("reapply", "succeeded", target=target or "destroy", matches_target=matches,
+                          error="" if matches else "infrastructure still differs from the rollback target")
+
+
+def _restore(rt: Runtime, run: RunSpec, result: DeploymentResult, redactor: Redactor,
+             log: list[CommandResult]) -> RollbackRecord:
+    spec = result.spec
+    if not result.backup_key:
+        raise _Failed("no pre-apply backup was recorded for this deployment")
+    current = rt.store.read_state(spec.state_key)
+    backup = rt.store.read_backup(result.backup_key)
+    untracked = tuple(sorted(state_addresses(current) - state_addresses(backup)))
+    rt.store.restore_state(spec.state_key, backup)
+    target = result.previous_bundle_key or read_last_good(rt.store, spec)
+    ctx = _workspace(rt, run, spec, target or spec.bundle_key, redactor, log)
+    matches = _verify(ctx, redactor, destroy=not target)
+    write_last_good(rt.store, spec, target, run.run_id)
+    note = ""
+    if untracked:
+        note = ("restored state no longer tracks resources the failed apply created; they still exist: "
+                + ", ".join(untracked))
+    return RollbackRecord("state", "succeeded", target=result.backup_key, matches_target=matches,
+                          untracked=untracked, error=redactor.redact(note))
+
+
+def rollback(result: DeploymentResult, run: RunSpec, rt: Runtime, strategy: str) -> DeploymentResult:
+    spec = result.spec
+    start = time.monotonic()
+    redactor = redactor_for(spec)
+    log: list[CommandResult] = []
+    owner = run.run_id
+    if strategy == "none":
+        rt.leases.release(spec.state_key, owner)
+        rec = RollbackRecord("none", "skipped", error="rollback = none: the failure is recorded only")
+        return replace(result, rollback=rec, lease_held=False)
+
+    rt.event(spec.id, "rollback", strategy)
+    lease = rt.leases.acquire(spec.state_key, owner, rt.cfg.lock_timeout_s)
+    try:
+        if not lease.acquired:
+            who = lease.holder.describe() if lease.holder else "another run"
+            rec = RollbackRecord(strategy, "failed", error=f"could not take the lease on {spec.state_key}: held by {who}")
+        else:
+            now = state_serial(rt.store, spec.state_key)
+            if result.state_serial is not None and now != result.state_serial:
+                rec = RollbackRecord(strategy, "failed", error=(
+                    f"state {spec.state_key} moved on since this run's apply (serial {result.state_serial} -> {now}); "
+                    "refusing to roll back over a later change"))
+            else:
+                try:
+                    rec = (_reapply if strategy == "reapply" else _restore)(rt, run, result, redactor, log)
+                except _Failed as e:
+                    rec = RollbackRecord(strategy, "failed", error=str(e))
+                except TfoError as e:
+                    rec = RollbackRecord(strategy, "failed", error=redactor.redact(str(e)))
+                except Exception as e:  # recorded, never raised: the other rollbacks still run
+                    rec = RollbackRecord(strategy, "failed", error=redactor.redact(f"internal error: {type(e).__name__}: {e}"))
+    finally:
+        # Also frees the lease the failed apply kept for us; release never touches another owner's lease.
+        rt.leases.release(spec.state_key, owner)
+    rec = replace(rec, duration_s=round(time.monotonic() - start, 3))
+    record = {**audit.base_metadata(run), "kind": "rollback", "deployment": spec.to_dict(), "host": rt.host,
+              "rollback": rec.to_dict(), "steps": [audit.command_record(r) for r in log]}
+    _, audit_error = audit.write(rt.store, audit.deployment_key(run, spec.slug, "rollback"), record,
+                                 rt.run_dir(run.run_id))
+    if audit_error:
+        rec = replace(rec, error=f"{rec.error}; {audit_error}".lstrip("; "))
+    status = Status.ROLLED_BACK if rec.status == "succeeded" else Status.ROLLBACK_FAILED
+    rt.event(spec.id, status.value, rec.error.splitlines()[0] if rec.error else "")
+    return replace(result, status=status, rollback=rec, lease_held=False)

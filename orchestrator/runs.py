@@ -1,0 +1,58 @@
+"""Producing a run (bundles, ids, who and what) and executing it with the local thread pool."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from orchestrator import git
+from orchestrator.bundle import build_bundle, upload_bundle
+from orchestrator.config import TfoConfig
+from orchestrator.deploy import deploy
+from orchestrator.finalize import finalize
+from orchestrator.models import DeploymentSpec, RunOptions, RunResult, RunSpec
+from orchestrator.runtime import Runtime
+from orchestrator.store.base import Store
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def actor(cfg: TfoConfig) -> str:
+    for var in ("TFO_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILDKITE_BUILD_CREATOR"):
+        if os.environ.get(var):
+            return os.environ[var]
+    email = git.user_email(cfg.repo_root)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user} <{email}>" if email else user
+
+
+def prepare_run(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], options: RunOptions) -> RunSpec:
+    """Upload one content-addressed bundle per deployment and fix everything the run needs."""
+    bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s))) for s in specs)
+    return RunSpec(
+        run_id=new_run_id(),
+        options=options,
+        deployments=bundled,
+        started_at=datetime.now(UTC).isoformat(),
+        actor=actor(cfg),
+        git_sha=os.environ.get("GITHUB_SHA") or git.head_sha(cfg.repo_root),
+    )
+
+
+def execute_local(run: RunSpec, rt: Runtime, max_workers: int) -> RunResult:
+    """The embedded executor: deployments in a thread pool, then finalize in-process."""
+    for spec in run.deployments:
+        rt.event(spec.id, "queued")
+    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="tfo-deploy") as pool:
+        results = list(pool.map(lambda s: deploy(s, run, rt), run.deployments))
+    return finalize(run, results, rt)

@@ -1,0 +1,67 @@
+"""What deploy/rollback/finalize need at run time, built once per process by an executor."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.cancel import CancelToken
+from orchestrator.config import TfoConfig
+from orchestrator.locks import DynamoLeaseBackend, FileLeaseBackend, LeaseManager
+from orchestrator.store import Store, open_store
+from orchestrator.terraform import TerraformClient
+
+# (deployment id, phase, detail): phases are queued, preparing, waiting_lock, init, plan, backup,
+# apply, rollback, verify, and a final status value.
+EventSink = Callable[[str, str, str], None]
+
+
+def _no_events(dep_id: str, phase: str, detail: str) -> None:
+    return None
+
+
+@dataclass
+class Runtime:
+    cfg: TfoConfig
+    store: Store
+    leases: LeaseManager
+    client: TerraformClient
+    cancel: CancelToken = field(default_factory=CancelToken)
+    on_event: EventSink = _no_events
+    host: str = field(default_factory=socket.gethostname)
+
+    def event(self, dep_id: str, phase: str, detail: str = "") -> None:
+        try:
+            self.on_event(dep_id, phase, detail)
+        except Exception:  # noqa: S110 - a broken progress display must never break a deployment
+            pass
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.cfg.workdir_path / run_id
+
+
+def open_leases(cfg: TfoConfig, store: Store) -> LeaseManager:
+    if cfg.store.kind == "s3":
+        from orchestrator.store.s3 import S3Store
+
+        assert isinstance(store, S3Store)
+        backend: FileLeaseBackend | DynamoLeaseBackend = DynamoLeaseBackend(
+            store.dynamodb, cfg.store.lock_table, cfg.store.bucket
+        )
+    else:
+        backend = FileLeaseBackend(cfg.resolve(cfg.store.path) / "locks")
+    return LeaseManager(backend, cfg.lease_ttl_s)
+
+
+def build_runtime(cfg: TfoConfig, cancel: CancelToken | None = None, on_event: EventSink | None = None) -> Runtime:
+    store = open_store(cfg)
+    return Runtime(
+        cfg=cfg,
+        store=store,
+        leases=open_leases(cfg, store),
+        client=TerraformClient(cfg.terraform_bin),
+        cancel=cancel or CancelToken(),
+        on_event=on_event or _no_events,
+    )

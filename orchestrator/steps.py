@@ -1,0 +1,94 @@
+"""Terraform steps: each a small object with one `run(ctx)`, each recording its CommandResult."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.bundle import TFVARS_NAME
+from orchestrator.cancel import CancelToken
+from orchestrator.models import PlanSummary
+from orchestrator.terraform import CommandResult, CommandStatus, TerraformClient, TerraformCommand
+
+PLAN_FILE = "tfplan"
+
+
+@dataclass
+class StepContext:
+    workdir: Path
+    client: TerraformClient
+    cancel: CancelToken
+    timeout_s: float
+    lock_timeout_s: float
+    backend_config: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)
+    log: list[CommandResult] = field(default_factory=list)
+
+    def execute(self, step: str, args: list[str], ok: tuple[int, ...] = (0,)) -> CommandResult:
+        cmd = TerraformCommand(step=step, args=tuple(args), cwd=self.workdir, env=self.env,
+                               timeout_s=self.timeout_s, ok_exit_codes=ok)
+        result = self.client.run(cmd, self.cancel)
+        self.log.append(result)
+        return result
+
+    @property
+    def lock_timeout(self) -> str:
+        return f"-lock-timeout={int(self.lock_timeout_s)}s"
+
+
+class InitStep:
+    def run(self, ctx: StepContext) -> CommandResult:
+        args = ["init", "-input=false", "-no-color"]
+        args += [f"-backend-config={k}={v}" for k, v in ctx.backend_config.items()]
+        return ctx.execute("init", args)
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    destroy: bool = False
+    name: str = "plan"
+
+    def run(self, ctx: StepContext) -> CommandResult:
+        """exit 0: no changes, 2: changes (both succeed), anything else fails."""
+        args = ["plan", "-input=false", "-no-color", ctx.lock_timeout, "-detailed-exitcode",
+                f"-out={PLAN_FILE}", f"-var-file={TFVARS_NAME}"]
+        if self.destroy:
+            args.append("-destroy")
+        return ctx.execute(self.name, args, ok=(0, 2))
+
+
+def summarize_plan(plan_json: str) -> PlanSummary:
+    data = json.loads(plan_json)
+    add = change = destroy = 0
+    for rc in data.get("resource_changes", []):
+        actions = rc.get("change", {}).get("actions", [])
+        if "create" in actions:
+            add += 1
+        if "delete" in actions:
+            destroy += 1
+        if actions == ["update"]:
+            change += 1
+    return PlanSummary(add=add, change=change, destroy=destroy)
+
+
+class ShowPlanStep:
+    def run(self, ctx: StepContext) -> tuple[CommandResult, PlanSummary | None]:
+        result = ctx.execute("show", ["show", "-json", "-no-color", PLAN_FILE])
+        if not result.ok:
+            return result, None
+        try:
+            return result, summarize_plan(result.output)
+        except (json.JSONDecodeError, AttributeError):
+            failed = CommandResult(result.step, result.argv, CommandStatus.FAILED, result.exit_code,
+                                   result.output, result.duration_s)
+            return failed, None
+
+
+class ApplyStep:
+    def __init__(self, name: str = "apply") -> None:
+        self.name = name
+
+    def run(self, ctx: StepContext) -> CommandResult:
+        return ctx.execute(self.name, ["apply", "-input=false", "-no-color", ctx.lock_timeout,
+                                       "-auto-approve", PLAN_FILE])

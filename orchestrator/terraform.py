@@ -1,0 +1,153 @@
+"""The only code that starts the terraform (or tofu) binary.
+
+Prepare, then execute: `TerraformCommand` holds the command line, environment and working directory
+(testable without the binary); `TerraformClient.run` only runs it and returns a `CommandResult` whose
+status is succeeded|failed|timeout|cancelled. A failing terraform is a result, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from orchestrator.cancel import CancelToken
+from orchestrator.errors import TerraformNotFoundError
+
+# Terraform reacts to one SIGINT by finishing in-flight resource operations, writing state and
+# releasing its state lock. Only if it ignores that for this long is the process group killed.
+DEFAULT_GRACE_S = 120.0
+
+
+class CommandStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class TerraformCommand:
+    step: str
+    args: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 3600.0
+    ok_exit_codes: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    step: str
+    argv: tuple[str, ...]
+    status: CommandStatus
+    exit_code: int | None
+    output: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == CommandStatus.SUCCEEDED
+
+
+AUTOMATION_ENV = {
+    "TF_IN_AUTOMATION": "1",
+    "TF_INPUT": "0",
+    "CHECKPOINT_DISABLE": "1",
+}
+
+
+class TerraformClient:
+    def __init__(self, binary: str, base_env: Mapping[str, str] | None = None,
+                 grace_s: float = DEFAULT_GRACE_S) -> None:
+        self.binary = binary
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.grace_s = grace_s
+
+    def environment(self, extra: Mapping[str, str]) -> dict[str, str]:
+        return {**self.base_env, **AUTOMATION_ENV, **extra}
+
+    def run(self, cmd: TerraformCommand, cancel: CancelToken | None = None) -> CommandResult:
+        argv = (self.binary, *cmd.args)
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cmd.cwd,
+                env=self.environment(cmd.env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # Own process group: our signal reaches terraform and its providers, nothing else,
+                # and a Ctrl-C on the terminal does not hit terraform before we decide to stop it.
+                start_new_session=True,
+            )
+        except FileNotFoundError as e:
+            raise TerraformNotFoundError(
+                f"terraform binary {self.binary!r} not found (set terraform_bin or --terraform-bin)"
+            ) from e
+        except PermissionError as e:
+            raise TerraformNotFoundError(f"terraform binary {self.binary!r} is not executable") from e
+
+        chunks: list[bytes] = []
+        assert proc.stdout is not None
+        stdout = proc.stdout
+        reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: stdout.read(65536), b"")), daemon=True)
+        reader.start()
+
+        stopped: CommandStatus | None = None
+        signalled_at = 0.0
+        while True:
+            try:
+                proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if stopped is None:
+                if cancel is not None and cancel.cancelled:
+                    stopped = CommandStatus.CANCELLED
+                elif now - start > cmd.timeout_s:
+                    stopped = CommandStatus.TIMEOUT
+                if stopped is not None:
+                    self._signal(proc, signal.SIGINT)
+                    signalled_at = now
+            elif now - signalled_at > self.grace_s:
+                self._signal(proc, signal.SIGKILL)
+        reader.join(timeout=10)
+        output = b"".join(chunks).decode("utf-8", errors="replace")
+        code = proc.returncode
+        if stopped is not None:
+            status = stopped
+        elif code in cmd.ok_exit_codes:
+            status = CommandStatus.SUCCEEDED
+        else:
+            status = CommandStatus.FAILED
+        return CommandResult(cmd.step, argv, status, code, output, time.monotonic() - start)
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def version(self) -> str:
+        try:
+            out = subprocess.run([self.binary, "version", "-json"], capture_output=True, text=True, timeout=60,
+                                 env=self.environment({}), check=False)
+        except (FileNotFoundError, PermissionError) as e:
+            raise TerraformNotFoundError(f"terraform binary {self.binary!r} cannot be started: {e}") from e
+        except subprocess.TimeoutExpired:
+            return "unknown"
+        try:
+            return str(json.loads(out.stdout).get("terraform_version", "unknown"))
+        except json.JSONDecodeError:
+            return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"

@@ -1,0 +1,37 @@
+"""Install the test provider into a Terraform filesystem mirror and write a CLI config that uses it."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+from tfo_testprovider.provider import PROVIDER_SOURCE, PROVIDER_TYPE, PROVIDER_VERSION
+
+
+def install(mirror_dir: Path, python: str = sys.executable) -> Path:
+    """Write the provider executable into `mirror_dir` and return a CLI config file that uses it."""
+    plugin_dir = mirror_dir / PROVIDER_SOURCE / PROVIDER_VERSION / "linux_amd64"
+    plugin_dir.mkdir(parents=True, exist_ok=True)
+    exe = plugin_dir / f"terraform-provider-{PROVIDER_TYPE}_v{PROVIDER_VERSION}"
+    exe.write_text(f"#!{python}\nfrom tfo_testprovider.provider import main\nmain()\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    cli_config = mirror_dir / "terraformrc"
+    cli_config.write_text(
+        "provider_installation {\n"
+        f'  filesystem_mirror {{\n    path    = "{mirror_dir}"\n    include = ["example.com/*/*"]\n  }}\n'
+        '  direct {\n    exclude = ["example.com/*/*"]\n  }\n'
+        "}\n"
+    )
+    return cli_config
+
+
+def main() -> None:
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else ".tfo/provider-mirror").resolve()
+    print(install(target))
+    os.sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
