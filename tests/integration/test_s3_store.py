@@ -1,0 +1,114 @@
+"""The same end-to-end path on the s3 store: moto's HTTP server, Terraform's S3 backend and DynamoDB lock."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.helpers import FIRST_APPLY_WORLD, SECRET_PASSWORD, SECRET_TOKEN, Repo, write_sample
+
+pytestmark = pytest.mark.integration
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_REGION": "us-east-1"}
+
+
+def _client(kind: str, endpoint: str) -> Any:
+    return boto3.client(kind, endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture
+def s3_repo(repo: Repo, moto_endpoint: str) -> tuple[Repo, str, str]:
+    bucket = f"tfo-state-{secrets.token_hex(4)}"
+    table = f"tfo-locks-{secrets.token_hex(4)}"
+    s3 = _client("s3", moto_endpoint)
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    _client("dynamodb", moto_endpoint).create_table(
+        TableName=table, KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    repo.env.update(AWS_ENV)
+    repo.config(store=f"""
+[tfo.store]
+kind = "s3"
+bucket = "{bucket}"
+lock_table = "{table}"
+region = "us-east-1"
+endpoint_url = "{moto_endpoint}"
+
+[tfo.backend_config]
+endpoint = "{moto_endpoint}"
+dynamodb_endpoint = "{moto_endpoint}"
+force_path_style = "true"
+skip_credentials_validation = "true"
+skip_metadata_api_check = "true"
+skip_region_validation = "true"
+""")
+    return repo, bucket, table
+
+
+def test_apply_and_rollback_on_s3_store(s3_repo: tuple[Repo, str, str], moto_endpoint: str, tmp_path: Path) -> None:
+    repo, bucket, table = s3_repo
+    s3 = _client("s3", moto_endpoint)
+    ddb = _client("dynamodb", moto_endpoint)
+    write_sample(repo)
+    first = repo.tfo("apply")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD
+    after_first = repo.world_state()
+    # Terraform's S3 backend wrote each shard's state at its sharded key
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "s3/acct-a/us-west-2/data-lake/terraform.tfstate" in keys
+    assert "iam/acct-b/us-east-1/platform/terraform.tfstate" in keys
+
+    write_sample(repo, failing=True)
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    second = repo.tfo("apply", "--json-out", str(out), "--markdown-out", str(md))
+    assert second.returncode == 1, second.stdout + second.stderr
+    s3dep = {d["id"]: d for d in json.loads(out.read_text())["deployments"]}["s3/acct-a/us-west-2/data-lake"]
+    assert s3dep["status"] == "rolled_back" and s3dep["rollback"]["matches_target"] is True
+    assert repo.world_state() == after_first
+
+    # the backup: server-side encrypted, with the source version id recorded
+    head = s3.head_object(Bucket=bucket, Key=s3dep["backup_key"])
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["Metadata"]["source-version-id"]
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=s3dep["state_key"])["Versions"]
+    assert head["Metadata"]["source-version-id"] in {v["VersionId"] for v in versions}
+    backed_up = json.loads(s3.get_object(Bucket=bucket, Key=s3dep["backup_key"])["Body"].read())
+    assert {i["index_key"] for r in backed_up["resources"] for i in r["instances"]} == {"raw", "curated"}
+
+    # audit: encrypted, full output with secrets; console and Markdown without
+    audit = s3.get_object(Bucket=bucket, Key=s3dep["audit_key"])
+    assert audit["ServerSideEncryption"] == "AES256"
+    audit_text = audit["Body"].read().decode()
+    assert "failed on purpose" in audit_text and SECRET_PASSWORD in audit_text
+    shown = second.stdout + second.stderr + md.read_text() + out.read_text()
+    assert SECRET_PASSWORD not in shown and SECRET_TOKEN not in shown
+
+    # no lock of ours (tfo-lease:) nor Terraform's left in the table; only Terraform's -md5 digests
+    items = [i["LockID"]["S"] for i in ddb.scan(TableName=table)["Items"]]
+    assert items, "terraform keeps state digests in the lock table"
+    assert all(i.endswith("-md5") for i in items), items
+
+
+def test_state_rollback_on_s3_keeps_terraform_digest_valid(s3_repo: tuple[Repo, str, str], tmp_path: Path) -> None:
+    repo, _, _ = s3_repo
+    write_sample(repo)
+    assert repo.tfo("apply", "Accounts/acct-a/data-lake.tfvars").returncode == 0
+    write_sample(repo, failing=True)
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--rollback", "state", "--json-out", str(out), "Accounts/acct-a/data-lake.tfvars")
+    assert r.returncode == 1
+    s3dep = {d["id"]: d for d in json.loads(out.read_text())["deployments"]}["s3/acct-a/us-west-2/data-lake"]
+    assert s3dep["status"] == "rolled_back", s3dep
+    # Terraform still accepts the restored state (its MD5 digest in DynamoDB was updated with it)
+    write_sample(repo)
+    again = repo.tfo("plan", "Accounts/acct-a/data-lake.tfvars")
+    assert again.returncode == 0, again.stdout + again.stderr
