@@ -7,7 +7,9 @@ cancelled; 2 invalid input or usage; 3 tfo could not run (store, lock backend, b
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -19,6 +21,8 @@ from orchestrator import __version__
 from orchestrator.errors import EXIT_INVALID_INPUT, EXIT_PLATFORM, TfoError
 from orchestrator.models import Action
 from orchestrator.redaction import Redactor
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,11 +56,12 @@ def validate(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None
     return discover_cmd.run_validate(g, read_selectors(paths, changed_files, git_diff))
 
 
-def _run_options(f):  # type: ignore[no-untyped-def]
+def _run_options(f: F) -> F:
     f = click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report.")(f)
     f = click.option("--markdown-out", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write the Markdown report (PR comment size).")(f)
-    f = click.option("--executor", type=click.Choice(["local", "celery"]), help="Default: celery when a broker is configured.")(f)
+    f = click.option("--executor", type=click.Choice(["local", "celery"]),
+                     help="Default: celery when a broker is configured.")(f)
     f = click.option("--max-workers", type=click.IntRange(min=1), help="Parallel deployments (local executor).")(f)
     return selector_options(f)
 

@@ -55,7 +55,8 @@ def build_bundle(cfg: TfoConfig, spec: DeploymentSpec) -> bytes:
     # gzip with mtime=0 so identical inputs give identical bytes.
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         for f in module_files(module_dir):
-            _add(tar, f.relative_to(module_dir).as_posix(), f.read_bytes(), 0o755 if f.stat().st_mode & 0o111 else 0o644)
+            mode = 0o755 if f.stat().st_mode & 0o111 else 0o644
+            _add(tar, f.relative_to(module_dir).as_posix(), f.read_bytes(), mode)
         for rel in spec.referenced_files:
             _add(tar, f"inputs/{rel}", (root / rel).read_bytes())
         _add(tar, TFVARS_NAME, json.dumps(spec.variables, indent=2, sort_keys=True).encode())

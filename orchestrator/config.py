@@ -157,7 +157,7 @@ def load_config(
     sections: dict[str, Any] = {}
     for name, cls in _SCALAR_SECTIONS.items():
         sections[name] = _scalar_fields(cls, data.pop(name, {}), f"{where} [tfo.{name}]")
-    maps: dict[str, dict[str, str]] = {}
+    maps: dict[str, Any] = {}
     for name in _MAP_SECTIONS:
         section = data.pop(name, None)
         if section is not None:
@@ -195,7 +195,7 @@ def load_config(
         store=StoreConfig(**sections["store"]),
         celery=CeleryConfig(**sections["celery"]),
         accounts=accounts,
-        **{k: v for k, v in maps.items()},
+        **maps,
         **top,
     )
     _check(cfg, where)

@@ -155,7 +155,8 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
             lease = rt.leases.acquire(spec.state_key, run.run_id, rt.cfg.lock_timeout_s, lambda: rt.cancel.cancelled)
             if not lease.acquired:
                 if rt.cancel.cancelled:
-                    out.status, out.error = Status.CANCELLED, f"cancelled while waiting for the lease: {rt.cancel.reason}"
+                    out.status = Status.CANCELLED
+                    out.error = f"cancelled while waiting for the lease: {rt.cancel.reason}"
                 else:
                     who = lease.holder.describe() if lease.holder else "another run"
                     out.error = (f"state {spec.state_key} is locked by {who}; gave up after "

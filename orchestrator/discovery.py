@@ -148,22 +148,22 @@ class _Collector:
             if rel is None:
                 continue
             full = self.root / rel
-            if status == "D" or not full.exists():
-                if rel.endswith(".tfvars"):
+            deleted = status == "D" or not full.exists()
+            if rel.endswith(".tfvars"):
+                if deleted:
                     self.skipped.append(
                         Skipped(rel, "deleted: tfo never destroys on deletion; destroy the deployment explicitly")
                     )
-                continue
-            if rel.endswith(".tfvars"):
-                self.add_tfvars(given, rel)
+                else:
+                    self.add_tfvars(given, rel)
                 continue
             hit = next((d for d in modules if rel == d or rel.startswith(d + "/")), None)
             if hit is not None:
-                # A module change touches every deployment built from it.
+                # A module change (a deleted module file too) touches every deployment built from it.
                 for tfvars in self.all_tfvars():
                     self.add_tfvars(tfvars, tfvars)
                 continue
-            self.skipped.append(Skipped(rel, "not a tfvars file or module file"))
+            self.skipped.append(Skipped(rel, "deleted" if deleted else "not a tfvars file or module file"))
 
     def result(self) -> Discovery:
         return Discovery(

@@ -54,6 +54,6 @@ def finalize(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> 
         summary["audit_error"] = audit_error
     try:
         rt.store.put_json(run_summary_key(run.run_id), summary)
-    except Exception as e:  # noqa: BLE001 - the audit already holds the run; the summary is a convenience
+    except Exception as e:
         summary["summary_error"] = str(e)
     return result

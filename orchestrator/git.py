@@ -38,7 +38,7 @@ def toplevel(path: Path) -> Path | None:
 
 def changed_paths(repo: Path, revision_range: str) -> list[ChangedPath]:
     """Files changed in `BASE..HEAD` (or `BASE`, meaning BASE..HEAD), renames as their new path."""
-    base, sep, head = revision_range.partition("..")
+    base, _, head = revision_range.partition("..")
     head = head.lstrip(".") or "HEAD"
     if not base or base.startswith("-") or head.startswith("-"):
         raise SelectorError(f"--git-diff {revision_range!r}: expected BASE or BASE..HEAD")

@@ -7,6 +7,7 @@ dead process never holds one forever. A lease held by someone else is an answer,
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -264,10 +265,9 @@ class LeaseManager:
             with self._guard:
                 held = list(self._held)
             for key, owner in held:
-                try:
+                # A missed beat is retried on the next one; the lease outlives a few of them.
+                with contextlib.suppress(LockError):
                     self.backend.renew(key, self._me(owner))
-                except LockError:
-                    pass  # renewed on the next beat; the lease outlives a few missed beats
 
     def close(self) -> None:
         self._stop.set()

@@ -16,5 +16,6 @@ def unsafe_name_reason(value: str) -> str | None:
     if ".." in value:
         return f"{value!r} contains '..'"
     if not SAFE_NAME.fullmatch(value):
-        return f"{value!r} is not a safe name (letters, digits, '.', '_', '-'; starting with a letter or digit; at most 63)"
+        return (f"{value!r} is not a safe name (letters, digits, '.', '_', '-'; "
+                "starting with a letter or digit; at most 63)")
     return None

@@ -13,12 +13,13 @@ from typing import Any
 MASK = "[REDACTED]"
 _MIN_LITERAL = 4  # shorter "secrets" would mask ordinary words and numbers everywhere
 
+# Words that mark a name as holding a secret (not secrets themselves).
 _SECRET_WORDS = (
-    r"password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
+    r"password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key"  # noqa: S105
     r"|client[_-]?secret|credentials?|auth"
 )
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+_PATTERNS: tuple[tuple[re.Pattern[str], str | None], ...] = (
     # PEM private keys, whole block
     (re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S),
      "-----BEGIN PRIVATE KEY-----" + MASK + "-----END PRIVATE KEY-----"),

@@ -11,7 +11,7 @@ from typing import Any
 from orchestrator.models import DeploymentResult, RunResult
 
 GITHUB_COMMENT_LIMIT = 65536
-_ICON = {"succeeded": "✅", "no_changes": "➖", "failed": "❌", "rolled_back": "↩️", "rollback_failed": "🔥",
+_ICON = {"succeeded": "✅", "no_changes": "⏸️", "failed": "❌", "rolled_back": "↩️", "rollback_failed": "🔥",
          "invalid": "⚠️", "cancelled": "⏹️"}
 
 

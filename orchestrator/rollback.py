@@ -107,7 +107,8 @@ def rollback(result: DeploymentResult, run: RunSpec, rt: Runtime, strategy: str)
     try:
         if not lease.acquired:
             who = lease.holder.describe() if lease.holder else "another run"
-            rec = RollbackRecord(strategy, "failed", error=f"could not take the lease on {spec.state_key}: held by {who}")
+            rec = RollbackRecord(strategy, "failed",
+                                 error=f"could not take the lease on {spec.state_key}: held by {who}")
         else:
             now = state_serial(rt.store, spec.state_key)
             if result.state_serial is not None and now != result.state_serial:
@@ -122,7 +123,8 @@ def rollback(result: DeploymentResult, run: RunSpec, rt: Runtime, strategy: str)
                 except TfoError as e:
                     rec = RollbackRecord(strategy, "failed", error=redactor.redact(str(e)))
                 except Exception as e:  # recorded, never raised: the other rollbacks still run
-                    rec = RollbackRecord(strategy, "failed", error=redactor.redact(f"internal error: {type(e).__name__}: {e}"))
+                    error = redactor.redact(f"internal error: {type(e).__name__}: {e}")
+                    rec = RollbackRecord(strategy, "failed", error=error)
     finally:
         # Also frees the lease the failed apply kept for us; release never touches another owner's lease.
         rt.leases.release(spec.state_key, owner)

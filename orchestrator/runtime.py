@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,10 +34,9 @@ class Runtime:
     host: str = field(default_factory=socket.gethostname)
 
     def event(self, dep_id: str, phase: str, detail: str = "") -> None:
-        try:
+        # A broken progress display must never break a deployment.
+        with contextlib.suppress(Exception):
             self.on_event(dep_id, phase, detail)
-        except Exception:  # noqa: S110 - a broken progress display must never break a deployment
-            pass
 
     def run_dir(self, run_id: str) -> Path:
         return self.cfg.workdir_path / run_id

@@ -63,10 +63,14 @@ class _Sharder:
         try:
             full.relative_to(self.root)
         except ValueError:
-            self.problems.append(Problem(shown, f"module directory {module!r} for service {service!r} is outside the repository"))
+            self.problems.append(
+                Problem(shown, f"module directory {module!r} for service {service!r} is outside the repository")
+            )
             return None
         if not full.is_dir() or not any(full.glob("*.tf")):
-            self.problems.append(Problem(shown, f"module directory {module!r} for service {service!r} has no .tf files"))
+            self.problems.append(
+                Problem(shown, f"module directory {module!r} for service {service!r} has no .tf files")
+            )
             return None
         rel = full.relative_to(self.root).as_posix()
         if rel not in self._sensitive:
@@ -90,7 +94,9 @@ class _Sharder:
             try:
                 rel = target.relative_to(self.root).as_posix()
             except ValueError:
-                self.problems.append(Problem(tf.path, f"{where.lstrip('.')}: {value!r} resolves outside the repository"))
+                self.problems.append(
+                    Problem(tf.path, f"{where.lstrip('.')}: {value!r} resolves outside the repository")
+                )
                 ok = False
                 continue
             if not target.is_file():
@@ -172,7 +178,9 @@ def build_deployments(cfg: TfoConfig, discovery: Discovery) -> list[DeploymentSp
     seen: dict[str, str] = {}
     for spec in specs:
         if spec.id in seen:
-            sharder.problems.append(Problem(spec.tfvars_path, f"deployment {spec.id} is also defined by {seen[spec.id]}"))
+            sharder.problems.append(
+                Problem(spec.tfvars_path, f"deployment {spec.id} is also defined by {seen[spec.id]}")
+            )
         seen[spec.id] = spec.tfvars_path
     if sharder.problems:
         raise ValidationError(sharder.problems)

@@ -7,6 +7,7 @@ status is succeeded|failed|timeout|cancelled. A failing terraform is a result, n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -134,10 +135,8 @@ class TerraformClient:
 
     @staticmethod
     def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def version(self) -> str:
         try:

@@ -32,7 +32,7 @@ def run_discover(g: GlobalOptions, sel: Selectors, as_json: bool) -> int:
 
 def run_validate(g: GlobalOptions, sel: Selectors) -> int:
     cfg = g.load()
-    found, specs = select(cfg, sel)
+    _, specs = select(cfg, sel)
     files = {s.tfvars_path for s in specs}
     click.echo(f"ok: {len(files)} tfvars file(s), {len(specs)} deployment(s) valid")
     return 0

@@ -101,7 +101,7 @@ def audit_show(g: GlobalOptions, run_id: str, unredacted: bool) -> int:
     m = _check_run_id(run_id)
     store = open_store(g.load())
     prefix = f"audit/year={m.group(1)}/month={m.group(2)}/day={m.group(3)}/run_id={run_id}/"
-    objects = store.list(prefix, audit=True)
+    objects = store.list_objects(prefix, audit=True)
     if not objects:
         raise UnknownDeploymentError(f"no audit records for run {run_id} in {store.describe()}")
     records = []

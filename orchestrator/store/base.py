@@ -60,7 +60,7 @@ class Store(ABC):
     def head(self, key: str, *, audit: bool = False) -> ObjectInfo | None: ...
 
     @abstractmethod
-    def list(self, prefix: str, *, audit: bool = False) -> list[ObjectInfo]: ...
+    def list_objects(self, prefix: str, *, audit: bool = False) -> list[ObjectInfo]: ...
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -102,7 +102,7 @@ class Store(ABC):
         return BackupInfo(key, version, False)
 
     def list_backups(self, state_key: str) -> list[ObjectInfo]:
-        return sorted(self.list(f"backups/{state_key}."), key=lambda o: o.key)
+        return sorted(self.list_objects(f"backups/{state_key}."), key=lambda o: o.key)
 
     def read_backup(self, backup_key: str) -> bytes | None:
         """The backed-up state, None for a backup that records 'there was no state'."""

@@ -121,7 +121,7 @@ class LocalStore(Store):
             encrypted=str(meta.get("encrypted", "")),
         )
 
-    def list(self, prefix: str, *, audit: bool = False) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str, *, audit: bool = False) -> list[ObjectInfo]:
         base = self.root / prefix
         directory = base if prefix.endswith("/") else base.parent
         if not directory.is_dir():

@@ -84,7 +84,7 @@ class S3Store(Store):
         return ObjectInfo(key=key, size=r.get("ContentLength", 0), last_modified=str(r.get("LastModified", "")),
                           metadata=dict(r.get("Metadata", {})), encrypted=str(r.get("ServerSideEncryption", "")))
 
-    def list(self, prefix: str, *, audit: bool = False) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str, *, audit: bool = False) -> list[ObjectInfo]:
         out: list[ObjectInfo] = []
         try:
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket(audit), Prefix=prefix):
