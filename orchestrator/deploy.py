@@ -234,6 +234,7 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Outcome, log:
         "deployment": spec.to_dict(),
         "host": rt.host,
         "terraform_bin": rt.cfg.terraform_bin,
+        "terraform_version": rt.terraform_version,
         "status": out.status.value,
         "error": out.error,
         "plan": {"add": out.plan.add, "change": out.plan.change, "destroy": out.plan.destroy},

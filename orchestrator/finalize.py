@@ -45,6 +45,7 @@ def finalize(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> 
     finished = datetime.now(UTC).isoformat()
     partial = RunResult(run=run, results=tuple(results), finished_at=finished)
     record = {**audit.base_metadata(run), "kind": "run", "status": partial.status, "finished_at": finished,
+              "terraform_version": rt.terraform_version, "host": rt.host,
               "cancelled": cancelled, "cancel_reason": rt.cancel.reason,
               "deployments": [r.to_dict() for r in results]}
     audit_key, audit_error = audit.write(rt.store, audit.run_key(run), record, rt.run_dir(run.run_id))

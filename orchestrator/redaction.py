@@ -27,7 +27,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | None], ...] = (
     (re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----(?!\[REDACTED\])[A-Za-z0-9+/=\s\\n]+"),
      "-----BEGIN PRIVATE KEY-----" + MASK),
     # scheme://user:password@host
-    (re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^:/\s@]+):([^@\s/]+)@"), r"\1\2:" + MASK + "@"),
+    (re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^:/\s@]*):([^@\s/]+)@"), r"\1\2:" + MASK + "@"),
     # Authorization: Bearer xyz / token xyz
     (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
     # AWS access key ids
@@ -35,12 +35,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | None], ...] = (
     # GitHub, Slack and similar prefixed tokens
     (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9-]{10,})\b"),
      MASK),
-    # name = value / name: value / "name": "value" where the name says it is a secret
+    # name = value / name: value / "name": "value" where the name says it is a secret; quotes may be
+    # backslash-escaped, as in JSON embedded in JSON (plan output inside an audit record)
     (re.compile(
         r"""(?ix)
-        (?P<name>["']?[\w.-]*(?:""" + _SECRET_WORDS + r""")[\w.-]*["']?)
+        (?P<name>(?:\\*["'])?[\w.-]*(?:""" + _SECRET_WORDS + r""")[\w.-]*(?:\\*["'])?)
         (?P<sep>\s*(?:=>|=|:)\s*)
-        (?P<value>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,;}\])]+)
+        (?P<value>\\*"(?:[^"\\\n]|\\(?!\\*"))*\\*"|'[^'\n]*'|[^\s,;}\])"'\\]+)
         """),
      None),
     # AWS secret access keys: 40 base64 characters that are not part of a longer token
@@ -50,11 +51,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | None], ...] = (
 
 def _mask_assignment(m: re.Match[str]) -> str:
     value = m.group("value")
-    if value.strip("\"'") in ("", "(sensitive value)", "(sensitive)", MASK, "null", "true", "false") \
+    if value.strip("\"'\\") in ("", "(sensitive value)", "(sensitive)", MASK, "null", "true", "false") \
             or value.startswith(("(", "[")):
         return m.group(0)
-    quote = value[0] if value[0] in "\"'" else ""
-    return f"{m.group('name')}{m.group('sep')}{quote}{MASK}{quote}"
+    opening = re.match(r"""^\\*["']?""", value)
+    closing = re.search(r"""\\*["']?$""", value)
+    head = opening.group(0) if opening else ""
+    tail = closing.group(0) if closing and len(value) > len(head) else ""
+    return f"{m.group('name')}{m.group('sep')}{head}{MASK}{tail}"
 
 
 def _mask_aws_secret(m: re.Match[str]) -> str:

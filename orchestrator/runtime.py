@@ -38,6 +38,15 @@ class Runtime:
         with contextlib.suppress(Exception):
             self.on_event(dep_id, phase, detail)
 
+    _terraform_version: str = ""
+
+    @property
+    def terraform_version(self) -> str:
+        """Asked once per process; recorded in every audit record."""
+        if not self._terraform_version:
+            self._terraform_version = self.client.version()
+        return self._terraform_version
+
     def run_dir(self, run_id: str) -> Path:
         return self.cfg.workdir_path / run_id
 

@@ -80,7 +80,7 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
     token = CancelToken()
     progress = Progress()
     rt = build_runtime(cfg, token, progress)
-    rt.client.version()  # fails with exit 3 before anything runs when the binary is missing
+    _ = rt.terraform_version  # fails with exit 3 before anything runs when the binary is missing
     for s in specs:
         progress.redactor.add_sensitive_variables(s.variables, s.sensitive_variables)
     run = prepare_run(cfg, rt.store, specs, RunOptions(action, cfg.rollback, atomic))

@@ -152,3 +152,38 @@ def test_plan_reports_changes_and_exits_zero(repo: Repo, tmp_path: Path) -> None
     plans = {d["id"]: d["plan"] for d in json.loads(out.read_text())["deployments"]}
     assert plans["s3/acct-a/us-west-2/data-lake"] == {"add": 2, "change": 0, "destroy": 0}
     assert repo.world_state() == {}  # plan changes nothing
+
+
+def test_manual_rollback_restores_a_chosen_backup_and_audit_show_redacts(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    assert repo.tfo("apply", "Accounts/acct-a/data-lake.tfvars").returncode == 0
+    p = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    p.write_text(p.read_text().replace("curated = { versioning = true }", ""))
+    out = tmp_path / "r.json"
+    assert repo.tfo("apply", "--json-out", str(out), "Accounts/acct-a/data-lake.tfvars").returncode == 0
+    report = json.loads(out.read_text())
+    s3 = {d["id"]: d for d in report["deployments"]}["s3/acct-a/us-west-2/data-lake"]
+    state_path = _store(repo) / s3["state_key"]
+    assert "curated" not in state_path.read_text()
+
+    r = repo.tfo("rollback", "s3/acct-a/us-west-2/data-lake", "--to", s3["backup_key"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "curated" in state_path.read_text()  # the state from before the second apply
+    assert "saved as backups/" in r.stdout  # and the state it replaced was backed up first
+    listed = json.loads(repo.tfo("backups", "list", "s3/acct-a/us-west-2/data-lake", "--json").stdout)
+    assert len(listed) == 3
+    assert not list((_store(repo) / "locks").glob("*.lease"))
+
+    bad = repo.tfo("rollback", "s3/acct-a/us-west-2/data-lake", "--to", "backups/not-one-of-ours")
+    assert bad.returncode == 2 and "not a backup" in bad.stderr
+
+    shown = repo.tfo("audit", "show", report["run_id"])
+    assert shown.returncode == 0, shown.stderr
+    records = json.loads(shown.stdout)
+    kinds = {r["record"]["kind"] for r in records}
+    assert kinds == {"run", "deploy"}
+    assert all(r["record"]["terraform_version"] for r in records)
+    assert all(r["encrypted"] == "fernet" for r in records)
+    assert SECRET_TOKEN not in shown.stdout and SECRET_PASSWORD not in shown.stdout
+    full = repo.tfo("audit", "show", "--unredacted", report["run_id"])
+    assert SECRET_TOKEN in full.stdout

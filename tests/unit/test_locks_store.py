@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from orchestrator.errors import StoreError
+from orchestrator.locks import HOST, DynamoLeaseBackend, FileLeaseBackend, LeaseHolder, LeaseManager
+from orchestrator.store.local import KEY_FILE, LocalStore
+
+
+def holder(owner: str, ttl: float = 60, pid: int | None = None, host: str = HOST) -> LeaseHolder:
+    return LeaseHolder(owner, host, pid or os.getpid(), time.time() + ttl)
+
+
+def test_file_lease_excludes_others_and_is_reentrant(tmp_path: Path) -> None:
+    b = FileLeaseBackend(tmp_path)
+    assert b.try_acquire("k", holder("run-1")) is None
+    assert b.try_acquire("k", holder("run-1")) is None  # same owner refreshes
+    refused = b.try_acquire("k", holder("run-2"))
+    assert refused is not None and refused.owner == "run-1"
+    b.release("k", "run-2")  # not the owner: nothing happens
+    assert b.holder("k") is not None
+    b.release("k", "run-1")
+    assert b.holder("k") is None
+    assert b.try_acquire("k", holder("run-2")) is None
+
+
+def test_file_lease_of_dead_process_or_expired_is_taken_over(tmp_path: Path) -> None:
+    b = FileLeaseBackend(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert b.try_acquire("k", holder("dead-run", pid=dead.pid)) is None
+    assert b.try_acquire("k", holder("next-run")) is None
+    assert b.try_acquire("j", holder("old", ttl=-1, host="elsewhere")) is None
+    assert b.try_acquire("j", holder("new")) is None
+
+
+def test_manager_waits_then_reports_the_holder(tmp_path: Path) -> None:
+    m = LeaseManager(FileLeaseBackend(tmp_path), ttl_s=30)
+    assert m.acquire("k", "run-1", wait_s=0).acquired
+    start = time.monotonic()
+    r = m.acquire("k", "run-2", wait_s=0.6, poll_s=0.1)
+    assert not r.acquired and r.holder is not None and r.holder.owner == "run-1"
+    assert time.monotonic() - start >= 0.5
+    assert "run run-1" in r.holder.describe()
+    m.release_all("run-1")
+    assert m.acquire("k", "run-2", wait_s=0).acquired
+    m.close()
+
+
+def test_manager_heartbeat_renews_the_lease(tmp_path: Path) -> None:
+    backend = FileLeaseBackend(tmp_path)
+    m = LeaseManager(backend, ttl_s=1.5)
+    m.acquire("k", "run-1", wait_s=0)
+    first = backend.holder("k")
+    time.sleep(1.2)
+    later = backend.holder("k")
+    assert first is not None and later is not None and later.expires > first.expires
+    m.close()
+
+
+@mock_aws
+def test_dynamo_lease_conditional_writes() -> None:
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    client.create_table(TableName="locks", KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+    b = DynamoLeaseBackend(client, "locks", "bucket")
+    assert b.try_acquire("s3/a/r/p/terraform.tfstate", holder("run-1")) is None
+    refused = b.try_acquire("s3/a/r/p/terraform.tfstate", holder("run-2"))
+    assert refused is not None and refused.owner == "run-1"
+    assert b.renew("s3/a/r/p/terraform.tfstate", holder("run-1"))
+    assert not b.renew("s3/a/r/p/terraform.tfstate", holder("run-2"))
+    ids = [i["LockID"]["S"] for i in client.scan(TableName="locks")["Items"]]
+    assert ids == ["tfo-lease:bucket/s3/a/r/p/terraform.tfstate"]  # never Terraform's "bucket/key" form
+    b.release("s3/a/r/p/terraform.tfstate", "run-2")
+    assert b.holder("s3/a/r/p/terraform.tfstate") is not None
+    b.release("s3/a/r/p/terraform.tfstate", "run-1")
+    assert b.holder("s3/a/r/p/terraform.tfstate") is None
+    assert b.try_acquire("x", holder("old", ttl=-5)) is None  # an expired lease is taken over
+    assert b.try_acquire("x", holder("new")) is None
+
+
+def test_local_store_encrypts_on_request_and_keeps_its_key_private(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put("audit/x.json", b'{"secret": "s3cr3t"}', encrypt=True)
+    assert b"s3cr3t" not in (tmp_path / "audit/x.json").read_bytes()
+    assert store.get("audit/x.json") == b'{"secret": "s3cr3t"}'
+    assert store.head("audit/x.json").encrypted == "fernet"  # type: ignore[union-attr]
+    assert oct((tmp_path / KEY_FILE).stat().st_mode & 0o777) == "0o600"
+    store.put("plain", b"x")
+    assert store.get("plain") == b"x"
+    assert [o.key for o in store.list_objects("audit/")] == ["audit/x.json"]
+    with pytest.raises(KeyError):
+        store.get("nope")
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs", "a/../b", "a//b", ""])
+def test_local_store_refuses_unsafe_keys(tmp_path: Path, key: str) -> None:
+    with pytest.raises(StoreError):
+        LocalStore(tmp_path).put(key, b"x")
+
+
+def test_backup_of_missing_state_restores_to_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    info = store.backup_state("s3/a/r/p/terraform.tfstate", {"run-id": "r1"})
+    assert info.empty and store.read_backup(info.key) is None
+    (tmp_path / "s3/a/r/p").mkdir(parents=True)
+    (tmp_path / "s3/a/r/p/terraform.tfstate").write_text(json.dumps({"serial": 3}))
+    second = store.backup_state("s3/a/r/p/terraform.tfstate", {"run-id": "r2"})
+    assert not second.empty and second.source_version.startswith("sha256:")
+    assert json.loads(store.read_backup(second.key) or b"") == {"serial": 3}
+    assert [b.key for b in store.list_backups("s3/a/r/p/terraform.tfstate")] == [info.key, second.key]
+    store.restore_state("s3/a/r/p/terraform.tfstate", None)
+    assert store.read_state("s3/a/r/p/terraform.tfstate") is None

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.bundle import build_bundle, bundle_key, extract_bundle, fetch_bundle, upload_bundle
+from orchestrator.config import load_config
+from orchestrator.errors import StoreError
+from orchestrator.models import (
+    Action,
+    DeploymentResult,
+    DeploymentSpec,
+    PlanSummary,
+    RollbackRecord,
+    RunOptions,
+    RunResult,
+    RunSpec,
+    Status,
+)
+from orchestrator.report import to_json, to_markdown
+from orchestrator.store.local import LocalStore
+
+
+def spec(n: int = 0, **kw: object) -> DeploymentSpec:
+    base = dict(id=f"s3/acct/us-east-1/p{n}", service="s3", account="acct", region="us-east-1", project=f"p{n}",
+                state_key=f"s3/acct/us-east-1/p{n}/terraform.tfstate", tfvars_path=f"Accounts/acct/p{n}.tfvars",
+                module_dir="terraform", variables={"s3_buckets": {"a": {}}})
+    base.update(kw)
+    return DeploymentSpec(**base)  # type: ignore[arg-type]
+
+
+def run_result(results: list[DeploymentResult]) -> RunResult:
+    run = RunSpec("20260101T000000Z-abcdef", RunOptions(Action.APPLY), tuple(r.spec for r in results),
+                  "2026-01-01T00:00:00+00:00")
+    return RunResult(run, tuple(results), "2026-01-01T00:01:00+00:00")
+
+
+def test_json_report_follows_the_contract() -> None:
+    r = DeploymentResult(spec(), "apply", Status.ROLLED_BACK, PlanSummary(1, 2, 3), backup_key="backups/x",
+                         rollback=RollbackRecord("reapply", "succeeded", "bundles/x", True))
+    data = json.loads(to_json(run_result([r])))
+    assert {"run_id", "action", "status", "deployments"} <= set(data)
+    d = data["deployments"][0]
+    assert {"id", "service", "account", "region", "project", "state_key", "status", "backup_key", "audit_key",
+            "plan", "rollback", "duration_s", "error"} <= set(d)
+    assert d["plan"] == {"add": 1, "change": 2, "destroy": 3}
+    assert d["status"] == "rolled_back" and d["rollback"]["matches_target"] is True
+    assert data["status"] == "failed"
+
+
+def test_result_round_trips_through_json() -> None:
+    r = DeploymentResult(spec(referenced_files=("a.json",)), "apply", Status.FAILED, PlanSummary(1, 0, 0),
+                         applied=True, state_serial=4, rollback=RollbackRecord("state", "failed", untracked=("x.y",)))
+    assert DeploymentResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    run = run_result([r]).run
+    assert RunSpec.from_dict(json.loads(json.dumps(run.to_dict()))) == run
+
+
+def test_markdown_stays_under_the_limit_truncating_longest_plan_first() -> None:
+    huge = "\n".join(f"  + resource line {i}" for i in range(20000))
+    small = "Plan: 1 to add, 0 to change, 0 to destroy."
+    results = [DeploymentResult(spec(0), "plan", Status.SUCCEEDED, PlanSummary(1, 0, 0), plan_text=huge),
+               DeploymentResult(spec(1), "plan", Status.SUCCEEDED, PlanSummary(1, 0, 0), plan_text=small),
+               DeploymentResult(spec(2), "plan", Status.SUCCEEDED, PlanSummary(1, 0, 0), plan_text=huge[:90000])]
+    md = to_markdown(run_result(results), limit=65536)
+    assert len(md) <= 65536
+    assert small in md  # the short plan is kept whole
+    assert md.count("output truncated") >= 1
+    assert "| `s3/acct/us-east-1/p0` | 1 | 0 | 0 |" in md
+    assert "<details>" in md
+
+
+def test_markdown_fences_survive_backticks_in_output() -> None:
+    r = DeploymentResult(spec(), "plan", Status.FAILED, error="bad ``` fence")
+    md = to_markdown(run_result([r]))
+    assert "````" in md
+
+
+def make_module(tmp_path: Path) -> None:
+    (tmp_path / "terraform" / ".terraform").mkdir(parents=True)
+    (tmp_path / "terraform" / "main.tf").write_text("# module\n")
+    (tmp_path / "terraform" / ".terraform" / "junk").write_text("provider binary")
+    (tmp_path / "terraform" / "terraform.tfstate").write_text("{}")
+    (tmp_path / "Accounts/acct").mkdir(parents=True)
+    (tmp_path / "Accounts/acct/r.json").write_text("{}")
+
+
+def test_bundle_is_deterministic_and_complete(tmp_path: Path) -> None:
+    make_module(tmp_path)
+    cfg = load_config(repo_root=tmp_path, environ={})
+    s = spec(referenced_files=("Accounts/acct/r.json",))
+    a, b = build_bundle(cfg, s), build_bundle(cfg, s)
+    assert a == b and bundle_key(a) == bundle_key(b)
+    with tarfile.open(fileobj=io.BytesIO(a)) as tar:
+        names = tar.getnames()
+    assert set(names) == {"main.tf", "inputs/Accounts/acct/r.json", "tfo.tfvars.json", "tfo-spec.json"}
+    changed = build_bundle(cfg, spec(variables={"s3_buckets": {"b": {}}}, referenced_files=("Accounts/acct/r.json",)))
+    assert bundle_key(changed) != bundle_key(a)
+    out = tmp_path / "out"
+    extract_bundle(a, out)
+    assert json.loads((out / "tfo.tfvars.json").read_text()) == {"s3_buckets": {"a": {}}}
+
+
+def _tar_with(member: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return raw.getvalue()
+
+
+@pytest.mark.parametrize("member", [tarfile.TarInfo("../escape.tf"), tarfile.TarInfo("/abs.tf")])
+def test_extract_refuses_members_outside_the_directory(tmp_path: Path, member: tarfile.TarInfo) -> None:
+    with pytest.raises(StoreError):
+        extract_bundle(_tar_with(member, b"x"), tmp_path / "d")
+
+
+def test_extract_refuses_links(tmp_path: Path) -> None:
+    link = tarfile.TarInfo("main.tf")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "/etc/passwd"
+    with pytest.raises(StoreError):
+        extract_bundle(_tar_with(link), tmp_path / "d")
+
+
+def test_corrupt_bundle_is_detected(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    key = upload_bundle(store, b"original")
+    assert fetch_bundle(store, key) == b"original"
+    (tmp_path / "store" / key).write_bytes(b"tampered")
+    with pytest.raises(StoreError, match="digest"):
+        fetch_bundle(store, key)
+    with pytest.raises(StoreError, match="missing"):
+        fetch_bundle(store, "bundles/sha256/" + "0" * 64 + ".tar.gz")

@@ -1,0 +1,91 @@
+"""The client that starts terraform, driven with small stand-in executables (real processes)."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cancel import CancelToken
+from orchestrator.errors import TerraformNotFoundError
+from orchestrator.steps import InitStep, PlanStep, StepContext, summarize_plan
+from orchestrator.terraform import CommandStatus, TerraformClient, TerraformCommand
+
+
+def fake_binary(tmp_path: Path, body: str) -> str:
+    exe = tmp_path / "fake-terraform"
+    exe.write_text("#!/bin/sh\n" + body)
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return str(exe)
+
+
+def test_success_failure_and_accepted_exit_codes(tmp_path: Path) -> None:
+    client = TerraformClient(fake_binary(tmp_path, 'echo "args: $*"; echo "to stderr" >&2; exit "$EXIT"\n'))
+    ok = client.run(TerraformCommand("plan", ("plan", "-x"), tmp_path, {"EXIT": "2"}, ok_exit_codes=(0, 2)))
+    assert ok.status == CommandStatus.SUCCEEDED and ok.exit_code == 2
+    assert "args: plan -x" in ok.output and "to stderr" in ok.output
+    bad = client.run(TerraformCommand("apply", ("apply",), tmp_path, {"EXIT": "1"}))
+    assert bad.status == CommandStatus.FAILED and bad.exit_code == 1
+
+
+def test_automation_environment_is_set(tmp_path: Path) -> None:
+    client = TerraformClient(fake_binary(tmp_path, 'echo "$TF_IN_AUTOMATION $TF_INPUT $MINE"\n'), base_env={})
+    r = client.run(TerraformCommand("x", (), tmp_path, {"MINE": "yes"}))
+    assert r.output.strip() == "1 0 yes"
+
+
+def test_cancel_sends_one_sigint_and_records_cancelled(tmp_path: Path) -> None:
+    marker = tmp_path / "got-int"
+    body = f'trap "echo interrupted > {marker}; exit 130" INT\nwhile true; do sleep 0.1; done\n'
+    client = TerraformClient(fake_binary(tmp_path, body), grace_s=10)
+    token = CancelToken()
+    start = time.monotonic()
+    import threading
+
+    threading.Timer(0.5, token.cancel, args=("test",)).start()
+    r = client.run(TerraformCommand("apply", (), tmp_path), token)
+    assert r.status == CommandStatus.CANCELLED
+    assert marker.read_text().strip() == "interrupted"  # terraform got the chance to stop cleanly
+    assert time.monotonic() - start < 8
+
+
+def test_timeout_then_kill_when_sigint_is_ignored(tmp_path: Path) -> None:
+    client = TerraformClient(fake_binary(tmp_path, 'trap "" INT\nsleep 30\n'), grace_s=0.5)
+    start = time.monotonic()
+    r = client.run(TerraformCommand("apply", (), tmp_path, timeout_s=0.5))
+    assert r.status == CommandStatus.TIMEOUT
+    assert time.monotonic() - start < 10
+
+
+def test_missing_binary_is_a_platform_error(tmp_path: Path) -> None:
+    with pytest.raises(TerraformNotFoundError) as e:
+        TerraformClient(str(tmp_path / "nope")).run(TerraformCommand("init", (), tmp_path))
+    assert e.value.exit_code == 3
+
+
+def test_init_and_plan_command_lines(tmp_path: Path) -> None:
+    client = TerraformClient(fake_binary(tmp_path, 'echo "$*"\n'))
+    ctx = StepContext(tmp_path, client, CancelToken(), 60, 30, {"key": "s3/a/r/p/terraform.tfstate", "region": "x"})
+    init = InitStep().run(ctx)
+    assert "-backend-config=key=s3/a/r/p/terraform.tfstate" in init.output
+    assert "-backend-config=region=x" in init.output and "-input=false" in init.output
+    plan = PlanStep(destroy=True).run(ctx)
+    for flag in ("-detailed-exitcode", "-out=tfplan", "-var-file=tfo.tfvars.json", "-destroy", "-lock-timeout=30s"):
+        assert flag in plan.output
+    assert [r.step for r in ctx.log] == ["init", "plan"]
+
+
+def test_plan_summary_counts_replacements_as_add_and_destroy() -> None:
+    plan = {"resource_changes": [
+        {"change": {"actions": ["create"]}},
+        {"change": {"actions": ["update"]}},
+        {"change": {"actions": ["delete"]}},
+        {"change": {"actions": ["delete", "create"]}},
+        {"change": {"actions": ["no-op"]}},
+        {"change": {"actions": ["read"]}},
+    ]}
+    s = summarize_plan(json.dumps(plan))
+    assert (s.add, s.change, s.destroy) == (2, 1, 2)
