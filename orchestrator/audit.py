@@ -61,8 +61,11 @@ def write(store: Store, key: str, record: dict[str, Any], fallback_dir: Path) ->
             error = str(e)
             time.sleep(0.5 * (2**attempt))
     local = fallback_dir / "audit-pending" / key
-    local.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(body)
+    try:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+    except OSError as e:
+        return "", f"audit upload of {key} failed ({error}) and the local copy failed too ({e.strerror})"
     return "", f"audit upload of {key} failed ({error}); kept locally at {local}"

@@ -252,7 +252,10 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Outcome, log:
         error = f"{error}; {audit_error}" if error else audit_error
     keep = held and out.keep_lease
     if held and not keep:
-        rt.leases.release(spec.state_key, run.run_id)
+        try:
+            rt.leases.release(spec.state_key, run.run_id)
+        except TfoError as e:  # the lease expires on its own; say so rather than lose the result
+            error = f"{error}; lease not released ({e}); it expires after {rt.cfg.lease_ttl_s:g}s".lstrip("; ")
     workdir = rt.run_dir(run.run_id) / spec.slug
     # Provider binaries are large and re-fetched on demand; the plan, tfvars and module stay as the record.
     shutil.rmtree(workdir / ".terraform", ignore_errors=True)

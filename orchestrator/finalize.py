@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from orchestrator import audit
+from orchestrator.errors import TfoError
 from orchestrator.models import Action, DeploymentResult, RunResult, RunSpec, Status
 from orchestrator.rollback import rollback
 from orchestrator.runtime import Runtime
@@ -37,16 +38,23 @@ def finalize(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> 
             done = {r.spec.id: r for r in pool.map(lambda r: rollback(r, run, rt, strategy), todo)}
         results = [done.get(r.spec.id, r) for r in results]
     # Backstop: whatever this run still holds (a failed apply in a cancelled run, a lost rollback) is freed.
+    lease_errors = []
     for r in results:
-        if r.lease_held:
-            rt.leases.release(r.spec.state_key, run.run_id)
-    rt.leases.release_all(run.run_id)
+        try:
+            if r.lease_held:
+                rt.leases.release(r.spec.state_key, run.run_id)
+        except TfoError as e:
+            lease_errors.append(f"{r.spec.state_key}: {e}")
+    try:
+        rt.leases.release_all(run.run_id)
+    except TfoError as e:
+        lease_errors.append(str(e))
 
     finished = datetime.now(UTC).isoformat()
     partial = RunResult(run=run, results=tuple(results), finished_at=finished)
     record = {**audit.base_metadata(run), "kind": "run", "status": partial.status, "finished_at": finished,
               "terraform_version": rt.terraform_version, "host": rt.host,
-              "cancelled": cancelled, "cancel_reason": rt.cancel.reason,
+              "cancelled": cancelled, "cancel_reason": rt.cancel.reason, "lease_errors": lease_errors,
               "deployments": [r.to_dict() for r in results]}
     audit_key, audit_error = audit.write(rt.store, audit.run_key(run), record, rt.run_dir(run.run_id))
     result = RunResult(run=run, results=tuple(results), finished_at=finished, audit_key=audit_key)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator import audit
+from orchestrator.errors import StoreError
+from orchestrator.models import Action, RunOptions, RunSpec
+from orchestrator.progress import Progress
+from orchestrator.redaction import Redactor
+from orchestrator.store.local import LocalStore
+
+
+def test_plain_lines_for_ci_are_redacted() -> None:
+    out = io.StringIO()
+    p = Progress(out, live=False, redactor=Redactor(["tok-12345"]))
+    p("s3/a/r/p", "failed", "error with tok-12345 and password=hunter22")
+    line = out.getvalue()
+    assert "s3/a/r/p failed" in line and "tok-12345" not in line and "hunter22" not in line
+    assert "\x1b[" not in line
+
+
+def test_terminal_display_redraws_one_row_per_deployment() -> None:
+    out = io.StringIO()
+    p = Progress(out, live=True)
+    p("s3/a/r/p", "queued", "")
+    p("kms/a/r/p", "queued", "")
+    p("s3/a/r/p", "apply", "")
+    text = out.getvalue()
+    assert "\x1b[2A" in text  # moved up over the two rows it drew before
+    last_frame = text.rsplit("\x1b[2A", 1)[-1]
+    assert "apply" in last_frame and "kms/a/r/p" in last_frame
+
+
+class BrokenStore(LocalStore):
+    def put(self, *args: object, **kwargs: object) -> None:
+        raise StoreError("s3://bucket/audit unreachable")
+
+
+def test_audit_upload_failure_keeps_the_record_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit.time, "sleep", lambda s: None)  # no backoff waits in a unit test
+    run = RunSpec("20260102T030405Z-abcdef", RunOptions(Action.APPLY), (), "2026-01-02T03:04:05+00:00")
+    key = audit.run_key(run)
+    assert key == "audit/year=2026/month=01/day=02/run_id=20260102T030405Z-abcdef/run.json"
+    stored, error = audit.write(BrokenStore(tmp_path / "s"), key, {"run_id": run.run_id, "x": 1}, tmp_path / "w")
+    assert stored == "" and "unreachable" in error and "kept locally" in error
+    local = tmp_path / "w" / "audit-pending" / key
+    assert json.loads(local.read_text())["x"] == 1
+    assert oct(local.stat().st_mode & 0o777) == "0o600"
