@@ -68,18 +68,15 @@ class _Collector:
 
     def _rel(self, shown: str, candidate: Path) -> str | None:
         """Repo-relative POSIX path of `candidate`, or None (with a problem) when it leaves the repo."""
-        lexical = Path(*[p for p in candidate.parts])
         if ".." in PurePosixPath(shown).parts:
             self.problems.append(Problem(shown, "path contains '..'; only paths inside the repository are accepted"))
             return None
-        resolved = lexical.resolve()
+        absolute = candidate if candidate.is_absolute() else Path.cwd() / candidate
+        resolved = absolute.resolve()
         if not _inside(self.root, resolved):
-            self.problems.append(
-                Problem(shown, f"is outside the repository {self.root} (symlinks are followed)")
-            )
+            self.problems.append(Problem(shown, f"is outside the repository {self.root} (symlinks are followed)"))
             return None
-        # Keep the path as written inside the repo (a symlink inside the repo pointing inside is fine).
-        absolute = lexical if lexical.is_absolute() else (Path.cwd() / lexical)
+        # Keep the path as written when it is inside the repo (an in-repo symlink keeps its own name).
         try:
             return absolute.relative_to(self.root).as_posix()
         except ValueError:
