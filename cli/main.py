@@ -16,6 +16,7 @@ import click
 from cli.commands import discover as discover_cmd
 from cli.commands import records
 from cli.commands import run as run_cmd
+from cli.commands import worker as worker_cmd
 from cli.options import GlobalOptions, read_selectors, selector_options
 from orchestrator import __version__
 from orchestrator.errors import EXIT_INVALID_INPUT, EXIT_PLATFORM, TfoError
@@ -103,6 +104,26 @@ def runs() -> None:
 def runs_show(g: GlobalOptions, run_id: str) -> int:
     """Show a run's (redacted) summary."""
     return records.runs_show(g, run_id)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.pass_obj
+def runs_cancel(g: GlobalOptions, run_id: str) -> int:
+    """Cancel a run: its running deployments stop cleanly and are recorded cancelled."""
+    return records.runs_cancel(g, run_id)
+
+
+@cli.command()
+@click.option("-Q", "--queues", default="", help="Extra queues to consume, comma separated (e.g. tfo.acct-a).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1),
+              help="Worker processes (default: celery.worker_concurrency).")
+@click.option("-n", "--hostname", default="tfo@%h", show_default=True, help="Worker node name.")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_obj
+def worker(g: GlobalOptions, queues: str, concurrency: int | None, hostname: str, loglevel: str) -> int:
+    """Run a Celery worker for tfo on this host (same config on every host)."""
+    return worker_cmd.run_worker(g, queues, concurrency, hostname, loglevel)
 
 
 @cli.group()

@@ -46,7 +46,18 @@ class StoreConfig:
 @dataclass(frozen=True)
 class CeleryConfig:
     broker_url: str = ""
-    result_backend: str = ""
+    result_backend: str = ""  # default: the broker URL
+    # "account" or "region": deployments go to queue "tfo.<value>" (workers opt in with --queues).
+    route_by: str = ""
+    # One deployment task may run this long: soft limit stops terraform cleanly (recorded cancelled),
+    # the hard limit kills the worker child as a last resort.
+    soft_time_limit_s: int = 7200
+    time_limit_s: int = 7500
+    # An unacknowledged task returns to the queue after this long; above the hard limit, so a running
+    # deployment is never handed to a second worker while the first still works on it.
+    visibility_timeout_s: int = 10800
+    result_expires_days: int = 7
+    worker_concurrency: int = 2
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,8 @@ class TfoConfig:
     max_workers: int = 5
     rollback: str = "reapply"
     workdir: str = ".tfo/work"
+    # Terraform's provider plugin cache for this host; `terraform init` is serialised per cache directory.
+    plugin_cache_dir: str = ""
     # How long a run waits for another run's lease on the same state key before failing it.
     lock_timeout_s: float = 300.0
     # A lease not renewed for this long belongs to a dead process and may be taken over.
@@ -213,6 +226,11 @@ def _check(cfg: TfoConfig, where: str) -> None:
         raise ConfigError(f"{where}: store.sse = {cfg.store.sse!r}; expected 'AES256' or 'aws:kms'")
     if cfg.max_workers < 1:
         raise ConfigError(f"{where}: max_workers must be at least 1")
+    c = cfg.celery
+    if c.route_by not in ("", "account", "region"):
+        raise ConfigError(f"{where}: celery.route_by = {c.route_by!r}; expected 'account', 'region' or empty")
+    if not c.soft_time_limit_s < c.time_limit_s < c.visibility_timeout_s:
+        raise ConfigError(f"{where}: celery needs soft_time_limit_s < time_limit_s < visibility_timeout_s")
     if "{account}" not in cfg.path_template or "{project}" not in cfg.path_template:
         raise ConfigError(f"{where}: path_template must contain {{account}} and {{project}}")
     if not cfg.path_template.endswith(".tfvars"):

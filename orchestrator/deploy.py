@@ -7,10 +7,11 @@ A failed apply keeps its lease for the rollback that finalize runs; every other 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from orchestrator import audit
 from orchestrator.bundle import extract_bundle, fetch_bundle
 from orchestrator.errors import StateBackupError, TfoError
 from orchestrator.models import Action, DeploymentResult, DeploymentSpec, PlanSummary, RunSpec, Status
+from orchestrator.procs import wait_until_idle
 from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime
 from orchestrator.steps import ApplyStep, InitStep, PlanStep, ShowPlanStep, StepContext
@@ -81,6 +83,25 @@ def write_last_good(store: Store, spec: DeploymentSpec, bundle_key: str, run_id:
         store.delete(last_good_key(spec))
 
 
+def checkpoint_key(run_id: str, spec: DeploymentSpec) -> str:
+    return f"runs/{run_id}/deployments/{spec.slug}.json"
+
+
+def read_checkpoint(rt: Runtime, run: RunSpec, spec: DeploymentSpec) -> dict[str, Any] | None:
+    """Where an earlier attempt of this deployment in this run got to (a redelivered task reads it)."""
+    try:
+        data = rt.store.get_json(checkpoint_key(run.run_id, spec))
+    except KeyError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_checkpoint(rt: Runtime, run: RunSpec, spec: DeploymentSpec, phase: str, **data: Any) -> None:
+    # Encrypted: a finished result carries the deployment's variables.
+    rt.store.put_json(checkpoint_key(run.run_id, spec),
+                      {"phase": phase, "host": rt.host, "pid": os.getpid(), "at": time.time(), **data}, encrypt=True)
+
+
 def prepare_workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle_key: str, suffix: str = "") -> Path:
     """A fresh per-deployment directory: module copy, filtered tfvars, referenced files, backend settings."""
     dest = rt.run_dir(run.run_id) / f"{spec.slug}{suffix}"
@@ -96,12 +117,15 @@ def step_context(rt: Runtime, workdir: Path, spec: DeploymentSpec) -> StepContex
     backend = {**rt.store.backend_config(spec.state_key, spec.region), **rt.cfg.backend_config}
     return StepContext(workdir=workdir, client=rt.client, cancel=rt.cancel, timeout_s=rt.cfg.terraform_timeout_s,
                        lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend,
-                       env=deployment_env(spec, workdir))
+                       env=deployment_env(spec, workdir, rt.cfg.resolve(rt.cfg.plugin_cache_dir)
+                                          if rt.cfg.plugin_cache_dir else None))
 
 
-def deployment_env(spec: DeploymentSpec, workdir: Path) -> dict[str, str]:
+def deployment_env(spec: DeploymentSpec, workdir: Path, plugin_cache: Path | None = None) -> dict[str, str]:
     # TF_VAR_* for variables a module does not declare are ignored, so every module may opt in.
+    cache = {"TF_PLUGIN_CACHE_DIR": str(plugin_cache)} if plugin_cache else {}
     return {
+        **cache,
         "TF_DATA_DIR": str(workdir / ".terraform"),
         "TF_VAR_tfo_deployment_id": spec.id,
         "TF_VAR_tfo_service": spec.service,
@@ -143,11 +167,21 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
     log: list[CommandResult] = []
     held = False
     try:
+        prior = read_checkpoint(rt, run, spec)
+        if prior and prior.get("phase") == "done" and isinstance(prior.get("result"), dict):
+            # A redelivered task whose first attempt finished: report, never run again.
+            rt.event(spec.id, "recorded", "an earlier attempt finished this deployment")
+            return DeploymentResult.from_dict(prior["result"])
         if rt.cancel.cancelled:
             out.status, out.error = Status.CANCELLED, f"not started: {rt.cancel.reason}"
             return _finish(spec, run, rt, out, log, start, held)
         rt.event(spec.id, "preparing")
-        workdir = prepare_workspace(rt, run, spec, spec.bundle_key)
+        resuming = prior is not None and prior.get("phase") in ("backed_up", "applying")
+        if resuming and prior is not None:
+            # The lost attempt's terraform may still be running in its directory on this host:
+            # let it finish (it writes state and releases its lock) before touching the state.
+            wait_until_idle(rt.run_dir(run.run_id) / spec.slug, rt.cfg.lock_timeout_s)
+        workdir = prepare_workspace(rt, run, spec, spec.bundle_key, suffix=".resume" if resuming else "")
         ctx = step_context(rt, workdir, spec)
         ctx.log = log
         if run.options.action == Action.APPLY:
@@ -163,7 +197,9 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
                                  f"{lease.waited_s:.0f}s (lock_timeout_s = {rt.cfg.lock_timeout_s:g})")
                 return _finish(spec, run, rt, out, log, start, held)
             held = True
-        _run_steps(spec, run, rt, ctx, redactor, out)
+            if not resuming:
+                write_checkpoint(rt, run, spec, "started")
+        _run_steps(spec, run, rt, ctx, redactor, out, prior if resuming else None)
     except TfoError as e:
         out.status, out.error = Status.FAILED, redactor.redact(str(e))
     except Exception as e:  # a bug or an OS error must become a result, or the chord callback never runs
@@ -172,7 +208,7 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
 
 
 def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext, redactor: Redactor,
-               out: _Outcome) -> None:
+               out: _Outcome, prior: dict[str, Any] | None = None) -> None:
     def stopped(r: CommandResult) -> bool:
         if r.ok:
             return False
@@ -193,6 +229,13 @@ def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext
         return
     out.plan = summary
     has_changes = plan.exit_code == 2
+    if prior is not None:
+        out.backup_key = str(prior.get("backup_key", ""))
+        out.backup_version = str(prior.get("backup_version", ""))
+        out.previous_bundle_key = str(prior.get("previous_bundle_key", ""))
+        if prior.get("phase") == "applying":
+            _after_lost_apply(spec, run, rt, out, has_changes, prior)
+            return
     if run.options.action == Action.PLAN or not has_changes:
         out.status = Status.SUCCEEDED if has_changes else Status.NO_CHANGES
         if run.options.action == Action.APPLY:
@@ -200,19 +243,24 @@ def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext
             write_last_good(rt.store, spec, spec.bundle_key, run.run_id)
         return
 
-    out.previous_bundle_key = read_last_good(rt.store, spec)
-    rt.event(spec.id, "backup")
-    try:
-        backup = rt.store.backup_state(spec.state_key, {"run-id": run.run_id, "deployment": spec.id})
-    except StateBackupError as e:
-        out.status, out.error = Status.FAILED, redactor.redact(f"{e}; the apply was not run")
-        return
-    out.backup_key, out.backup_version = backup.key, backup.source_version
+    if prior is None:  # a resumed attempt reuses the backup its lost predecessor took
+        out.previous_bundle_key = read_last_good(rt.store, spec)
+        rt.event(spec.id, "backup")
+        try:
+            backup = rt.store.backup_state(spec.state_key, {"run-id": run.run_id, "deployment": spec.id})
+        except StateBackupError as e:
+            out.status, out.error = Status.FAILED, redactor.redact(f"{e}; the apply was not run")
+            return
+        out.backup_key, out.backup_version = backup.key, backup.source_version
+        write_checkpoint(rt, run, spec, "backed_up", backup_key=out.backup_key, backup_version=out.backup_version,
+                         previous_bundle_key=out.previous_bundle_key)
     if rt.cancel.cancelled:
         out.status, out.error = Status.CANCELLED, f"cancelled before apply: {rt.cancel.reason}"
         return
     rt.event(spec.id, "apply")
     out.applied = True
+    write_checkpoint(rt, run, spec, "applying", backup_key=out.backup_key, backup_version=out.backup_version,
+                     previous_bundle_key=out.previous_bundle_key)
     apply = ApplyStep().run(ctx)
     out.state_serial = state_serial(rt.store, spec.state_key)
     if apply.ok:
@@ -223,6 +271,24 @@ def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext
     # A failed apply changed real infrastructure: keep the lease so nobody else touches this state
     # before finalize has rolled it back.
     out.keep_lease = out.status == Status.FAILED
+
+
+def _after_lost_apply(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Outcome, has_changes: bool,
+                      prior: dict[str, Any]) -> None:
+    """An earlier attempt started `apply` and was lost. Never apply again: resume or report."""
+    out.applied = True
+    out.state_serial = state_serial(rt.store, spec.state_key)
+    who = f"{prior.get('host', '?')} (pid {prior.get('pid', '?')})"
+    if not has_changes:
+        # The lost apply completed: infrastructure already matches this configuration.
+        out.status = Status.SUCCEEDED
+        out.error = f"resumed: the apply started by a lost attempt on {who} had completed"
+        write_last_good(rt.store, spec, spec.bundle_key, run.run_id)
+        return
+    out.status = Status.FAILED
+    out.error = (f"the attempt on {who} was lost during apply and left infrastructure partly changed; "
+                 "not applying twice, rolling back instead")
+    out.keep_lease = True
 
 
 def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Outcome, log: list[CommandResult],
@@ -256,13 +322,18 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Outcome, log:
             rt.leases.release(spec.state_key, run.run_id)
         except TfoError as e:  # the lease expires on its own; say so rather than lose the result
             error = f"{error}; lease not released ({e}); it expires after {rt.cfg.lease_ttl_s:g}s".lstrip("; ")
-    workdir = rt.run_dir(run.run_id) / spec.slug
-    # Provider binaries are large and re-fetched on demand; the plan, tfvars and module stay as the record.
-    shutil.rmtree(workdir / ".terraform", ignore_errors=True)
-    rt.event(spec.id, out.status.value, error.splitlines()[0] if error else "")
-    return DeploymentResult(
+    for suffix in ("", ".resume"):
+        # Provider binaries are large and re-fetched on demand; plan, tfvars, module and logs stay as the record.
+        shutil.rmtree(rt.run_dir(run.run_id) / f"{spec.slug}{suffix}" / ".terraform", ignore_errors=True)
+    result = DeploymentResult(
         spec=spec, action=run.options.action.value, status=out.status, plan=out.plan,
         backup_key=out.backup_key, audit_key=audit_key, plan_text=out.plan_text, error=error,
         duration_s=duration, host=rt.host, applied=out.applied, state_serial=out.state_serial,
         previous_bundle_key=out.previous_bundle_key, lease_held=keep,
     )
+    try:
+        write_checkpoint(rt, run, spec, "done", result=result.to_dict())
+    except TfoError as e:
+        result = replace(result, error=f"{result.error}; checkpoint not recorded: {e}".lstrip("; "))
+    rt.event(spec.id, out.status.value, error.splitlines()[0] if error else "")
+    return result

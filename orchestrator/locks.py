@@ -267,7 +267,10 @@ class LeaseManager:
             for key, owner in held:
                 # A missed beat is retried on the next one; the lease outlives a few of them.
                 with contextlib.suppress(LockError):
-                    self.backend.renew(key, self._me(owner))
+                    if not self.backend.renew(key, self._me(owner)):
+                        # Released elsewhere (finalize on another worker) or taken over: stop renewing.
+                        with self._guard:
+                            self._held.pop((key, owner), None)
 
     def close(self) -> None:
         self._stop.set()

@@ -169,6 +169,12 @@ class DeploymentResult:
             rollback=RollbackRecord.from_dict(d["rollback"]) if d.get("rollback") else None,
         )
 
+    def public_dict(self) -> dict[str, Any]:
+        """`to_dict` without the variables' values: safe for a result backend and Flower."""
+        d = self.to_dict()
+        d["spec"]["variables"] = {}
+        return d
+
     def report_dict(self) -> dict[str, Any]:
         """The `--json-out` shape of one deployment (the CLI contract)."""
         s = self.spec

@@ -20,6 +20,23 @@ from orchestrator.runtime import Runtime
 from orchestrator.store.base import Store
 
 
+def run_spec_key(run_id: str) -> str:
+    return f"runs/{run_id}/spec.json"
+
+
+def cancel_key(run_id: str) -> str:
+    return f"runs/{run_id}/cancel"
+
+
+def save_run_spec(store: Store, run: RunSpec) -> None:
+    """Workers read the run from here: task arguments carry ids only, never variables."""
+    store.put_json(run_spec_key(run.run_id), run.to_dict(), encrypt=True)
+
+
+def load_run_spec(store: Store, run_id: str) -> RunSpec:
+    return RunSpec.from_dict(store.get_json(run_spec_key(run_id)))
+
+
 def new_run_id(now: datetime | None = None) -> str:
     return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
@@ -39,14 +56,17 @@ def actor(cfg: TfoConfig) -> str:
 def prepare_run(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], options: RunOptions) -> RunSpec:
     """Upload one content-addressed bundle per deployment and fix everything the run needs."""
     bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s))) for s in specs)
-    return RunSpec(
-        run_id=new_run_id(),
+    now = datetime.now(UTC)
+    run = RunSpec(
+        run_id=new_run_id(now),
         options=options,
         deployments=bundled,
-        started_at=datetime.now(UTC).isoformat(),
+        started_at=now.isoformat(),
         actor=actor(cfg),
         git_sha=os.environ.get("GITHUB_SHA") or git.head_sha(cfg.repo_root),
     )
+    save_run_spec(store, run)
+    return run
 
 
 def execute_local(run: RunSpec, rt: Runtime, max_workers: int) -> RunResult:

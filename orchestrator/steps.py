@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +43,18 @@ class InitStep:
     def run(self, ctx: StepContext) -> CommandResult:
         args = ["init", "-input=false", "-no-color"]
         args += [f"-backend-config={k}={v}" for k, v in ctx.backend_config.items()]
-        return ctx.execute("init", args)
+        cache = ctx.env.get("TF_PLUGIN_CACHE_DIR")
+        if not cache:
+            return ctx.execute("init", args)
+        # Terraform's plugin cache is not safe for concurrent init: one init per cache directory at a time.
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        fd = os.open(Path(cache) / ".tfo-init.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return ctx.execute("init", args)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from orchestrator.errors import TerraformNotFoundError
 # Terraform reacts to one SIGINT by finishing in-flight resource operations, writing state and
 # releasing its state lock. Only if it ignores that for this long is the process group killed.
 DEFAULT_GRACE_S = 120.0
+LOG_DIR = ".tfo-logs"
 
 
 class CommandStatus(StrEnum):
@@ -78,37 +78,60 @@ class TerraformClient:
     def run(self, cmd: TerraformCommand, cancel: CancelToken | None = None) -> CommandResult:
         argv = (self.binary, *cmd.args)
         start = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cmd.cwd,
-                env=self.environment(cmd.env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # Own process group: our signal reaches terraform and its providers, nothing else,
-                # and a Ctrl-C on the terminal does not hit terraform before we decide to stop it.
-                start_new_session=True,
-            )
-        except FileNotFoundError as e:
-            raise TerraformNotFoundError(
-                f"terraform binary {self.binary!r} not found (set terraform_bin or --terraform-bin)"
-            ) from e
-        except PermissionError as e:
-            raise TerraformNotFoundError(f"terraform binary {self.binary!r} is not executable") from e
+        # Output goes to a file, not a pipe: if this process dies, terraform does not die of SIGPIPE
+        # half-way through an apply; it finishes, writes state and releases its lock.
+        log_dir = cmd.cwd / LOG_DIR
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{int(time.time() * 1000)}-{cmd.step}.log"
+        with open(log_path, "wb") as log:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cmd.cwd,
+                    env=self.environment(cmd.env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    # Own process group: our signal reaches terraform and its providers, nothing else,
+                    # and a Ctrl-C on the terminal does not hit terraform before we decide to stop it.
+                    start_new_session=True,
+                )
+            except FileNotFoundError as e:
+                raise TerraformNotFoundError(
+                    f"terraform binary {self.binary!r} not found (set terraform_bin or --terraform-bin)"
+                ) from e
+            except PermissionError as e:
+                raise TerraformNotFoundError(f"terraform binary {self.binary!r} is not executable") from e
+            try:
+                stopped = self._wait(proc, cmd, cancel, start)
+            except BaseException:
+                # Interrupted ourselves (a task time limit, KeyboardInterrupt): stop terraform the
+                # same clean way before the exception goes on.
+                self._signal(proc, signal.SIGINT)
+                try:
+                    proc.wait(timeout=self.grace_s)
+                except subprocess.TimeoutExpired:
+                    self._signal(proc, signal.SIGKILL)
+                raise
+        output = log_path.read_bytes().decode("utf-8", errors="replace")
+        code = proc.returncode
+        if stopped is not None:
+            status = stopped
+        elif code in cmd.ok_exit_codes:
+            status = CommandStatus.SUCCEEDED
+        else:
+            status = CommandStatus.FAILED
+        return CommandResult(cmd.step, argv, status, code, output, time.monotonic() - start)
 
-        chunks: list[bytes] = []
-        assert proc.stdout is not None
-        stdout = proc.stdout
-        reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: stdout.read(65536), b"")), daemon=True)
-        reader.start()
-
+    def _wait(self, proc: subprocess.Popen[bytes], cmd: TerraformCommand, cancel: CancelToken | None,
+              start: float) -> CommandStatus | None:
+        """Wait for terraform; on cancel or timeout send one SIGINT, and SIGKILL only after the grace period."""
         stopped: CommandStatus | None = None
         signalled_at = 0.0
         while True:
             try:
                 proc.wait(timeout=0.2)
-                break
+                return stopped
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
@@ -122,16 +145,6 @@ class TerraformClient:
                     signalled_at = now
             elif now - signalled_at > self.grace_s:
                 self._signal(proc, signal.SIGKILL)
-        reader.join(timeout=10)
-        output = b"".join(chunks).decode("utf-8", errors="replace")
-        code = proc.returncode
-        if stopped is not None:
-            status = stopped
-        elif code in cmd.ok_exit_codes:
-            status = CommandStatus.SUCCEEDED
-        else:
-            status = CommandStatus.FAILED
-        return CommandResult(cmd.step, argv, status, code, output, time.monotonic() - start)
 
     @staticmethod
     def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

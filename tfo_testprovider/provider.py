@@ -91,20 +91,21 @@ class Thing(Resource):
     def _path(self, name: str) -> Path:
         return self.provider.world_dir / f"{name}.json"
 
-    def _journal(self, event: str, name: str) -> None:
-        """Append to the world's journal: lets tests see when and by which terraform each change ran."""
+    def _journal(self, event: str, name: str, op: str) -> None:
+        """Append to the world's journal: lets tests see when, what and by which terraform each change ran."""
         self.provider.world_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"t": time.time(), "event": event, "name": name, "terraform_pid": os.getppid()})
+        line = json.dumps({"t": time.time(), "event": event, "op": op, "name": name, "terraform_pid": os.getppid()})
         with open(self.provider.world_dir / JOURNAL, "a") as f:
             f.write(line + "\n")
 
     def _write(self, ctx: CreateContext | UpdateContext, planned: State) -> State | None:
-        self._journal("start", planned["name"])
+        op = "create" if isinstance(ctx, CreateContext) else "update"
+        self._journal("start", planned["name"], op)
         delay = planned.get("delay_seconds") or 0
         if delay:
             time.sleep(float(delay))
         if planned.get("fail"):
-            self._journal("fail", planned["name"])
+            self._journal("fail", planned["name"], op)
             ctx.diagnostics.add_error(
                 f"tfotest_thing {planned['name']!r} failed on purpose",
                 f"The resource sets fail = true. Its content was: {planned.get('content')}",
@@ -115,7 +116,7 @@ class Thing(Resource):
         tmp = self._path(planned["name"]).with_suffix(".tmp")
         tmp.write_text(json.dumps(record, sort_keys=True))
         tmp.replace(self._path(planned["name"]))
-        self._journal("done", planned["name"])
+        self._journal("done", planned["name"], op)
         return {**planned, "id": planned["name"]}
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
@@ -137,12 +138,12 @@ class Thing(Resource):
         return written if written is not None else current
 
     def delete(self, ctx: DeleteContext, current: State) -> None:
-        self._journal("start", current["name"])
+        self._journal("start", current["name"], "delete")
         delay = current.get("delay_seconds") or 0
         if delay:
             time.sleep(float(delay))
         self._path(current["name"]).unlink(missing_ok=True)
-        self._journal("done", current["name"])
+        self._journal("done", current["name"], "delete")
 
     def upgrade(self, ctx: Any, version: int, old: State) -> State:
         return old

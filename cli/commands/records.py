@@ -14,6 +14,7 @@ from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_OK, UnknownDeployme
 from orchestrator.finalize import run_summary_key
 from orchestrator.names import unsafe_name_reason
 from orchestrator.redaction import Redactor
+from orchestrator.runs import cancel_key, load_run_spec
 from orchestrator.runtime import build_runtime
 from orchestrator.store import open_store
 
@@ -39,14 +40,44 @@ def state_key_of(deployment: str) -> str:
 
 
 def runs_show(g: GlobalOptions, run_id: str) -> int:
+    """The finished run's summary; for a run still going, live per-deployment progress."""
     _check_run_id(run_id)
-    store = open_store(g.load())
+    cfg = g.load()
+    store = open_store(cfg)
     try:
         summary = store.get_json(run_summary_key(run_id))
     except KeyError:
+        summary = None
+    if summary is not None:
+        click.echo(json.dumps(summary, indent=2))
+        return EXIT_OK if summary.get("status") == "succeeded" else EXIT_DEPLOYMENT_FAILED
+    try:
+        run = load_run_spec(store, run_id)
+    except KeyError:
         raise UnknownDeploymentError(f"run {run_id} is not recorded in {store.describe()}") from None
-    click.echo(json.dumps(summary, indent=2))
-    return EXIT_OK if summary.get("status") == "succeeded" else EXIT_DEPLOYMENT_FAILED
+    live: dict[str, object] = {"run_id": run_id, "status": "running", "started_at": run.started_at}
+    if cfg.celery.broker_url:
+        from workers import producer
+        from workers.app import make_app
+
+        live["deployments"] = producer.progress(make_app(cfg), run)
+    else:
+        live["deployments"] = {s.id: {"state": "unknown"} for s in run.deployments}
+    click.echo(json.dumps(live, indent=2))
+    return EXIT_DEPLOYMENT_FAILED
+
+
+def runs_cancel(g: GlobalOptions, run_id: str) -> int:
+    """Ask every worker on the run to stop: terraform gets one SIGINT, deployments are recorded cancelled."""
+    _check_run_id(run_id)
+    store = open_store(g.load())
+    try:
+        load_run_spec(store, run_id)
+    except KeyError:
+        raise UnknownDeploymentError(f"run {run_id} is not recorded in {store.describe()}") from None
+    store.put(cancel_key(run_id), f"cancel requested by pid {os.getpid()}".encode())
+    click.echo(f"cancel requested for run {run_id}; running deployments stop at their next check")
+    return EXIT_OK
 
 
 def backups_list(g: GlobalOptions, deployment: str, as_json: bool) -> int:

@@ -29,7 +29,7 @@ def cancel_on_signals(token: CancelToken) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if not token.cancelled:
-            click.echo(f"tfo: {name} received: stopping terraform and recording the run as cancelled", err=True)
+            click.echo(f"tfo: {name} received: stopping", err=True)
         token.cancel(f"{name} received")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -74,21 +74,39 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
                   rollback: str | None, atomic: bool, no_wait: bool) -> int:
     cfg = g.load(max_workers=max_workers, rollback=rollback)
     chosen = executor or ("celery" if cfg.celery.broker_url else "local")
-    if chosen != "local" or no_wait:
-        raise UserError("the celery executor (and --no-wait) is not available in this version; use --executor local")
+    if chosen == "celery" and not cfg.celery.broker_url:
+        raise UserError("--executor celery needs [tfo.celery] broker_url (or TFO_CELERY_BROKER_URL)")
+    if no_wait and chosen != "celery":
+        raise UserError("--no-wait needs the celery executor: a local run lives in this process")
     _, specs = select(cfg, sel)
     token = CancelToken()
     progress = Progress()
     rt = build_runtime(cfg, token, progress)
-    _ = rt.terraform_version  # fails with exit 3 before anything runs when the binary is missing
+    if chosen == "local":
+        _ = rt.terraform_version  # fails with exit 3 before anything runs when the binary is missing
     for s in specs:
         progress.redactor.add_sensitive_variables(s.variables, s.sensitive_variables)
     run = prepare_run(cfg, rt.store, specs, RunOptions(action, cfg.rollback, atomic))
-    click.echo(f"tfo {action.value}: run {run.run_id}, {len(specs)} deployment(s), store {rt.store.describe()}",
-               err=True)
+    click.echo(f"tfo {action.value}: run {run.run_id}, {len(specs)} deployment(s), {chosen} executor, "
+               f"store {rt.store.describe()}", err=True)
     try:
-        with cancel_on_signals(token):
-            result = execute_local(run, rt, cfg.max_workers)
+        if chosen == "local":
+            with cancel_on_signals(token):
+                result = execute_local(run, rt, cfg.max_workers)
+        else:
+            from workers import producer
+
+            app = producer.submit(cfg, run)
+            if no_wait:
+                click.echo(run.run_id)
+                return EXIT_OK
+            with cancel_on_signals(token):
+                waited = producer.wait(app, run, progress, lambda: token.cancelled)
+            if waited is None:
+                click.echo(f"tfo: stopped waiting; run {run.run_id} goes on. Follow it with "
+                           f"`tfo runs show {run.run_id}`, stop it with `tfo runs cancel {run.run_id}`", err=True)
+                return EXIT_DEPLOYMENT_FAILED
+            result = waited
     finally:
         rt.leases.close()
     write_reports(result, json_out, markdown_out)

@@ -1,0 +1,26 @@
+"""`tfo worker`: a Celery worker with tfo's defaults (queues, prefetch 1, events, a stable node name)."""
+
+from __future__ import annotations
+
+import os
+
+from cli.options import GlobalOptions
+from orchestrator.errors import UserError
+
+
+def run_worker(g: GlobalOptions, queues: str, concurrency: int | None, hostname: str, loglevel: str) -> int:
+    cfg = g.load()
+    if not cfg.celery.broker_url:
+        raise UserError("tfo worker needs [tfo.celery] broker_url (or TFO_CELERY_BROKER_URL)")
+    # The worker module builds its app from the same config the CLI resolved.
+    if g.config_file:
+        os.environ["TFO_CONFIG"] = str(g.config_file.resolve())
+    os.environ["TFO_REPO"] = str(cfg.repo_root)
+    from workers.app import DEFAULT_QUEUE, FINALIZE_QUEUE, app
+
+    names = [DEFAULT_QUEUE, FINALIZE_QUEUE] + [q.strip() for q in queues.split(",") if q.strip()]
+    argv = ["worker", f"--queues={','.join(dict.fromkeys(names))}", f"--hostname={hostname}",
+            f"--loglevel={loglevel}", "--prefetch-multiplier=1", "--task-events", "--pool=prefork",
+            f"--concurrency={concurrency or cfg.celery.worker_concurrency}"]
+    app.worker_main(argv)
+    return 0
