@@ -317,6 +317,11 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Outcome, log:
     if audit_error:
         error = f"{error}; {audit_error}" if error else audit_error
     keep = held and out.keep_lease
+    if keep:
+        try:
+            rt.leases.keep_for_rollback(spec.state_key, run.run_id)
+        except TfoError as e:
+            error = f"{error}; lease not handed over for rollback ({e})".lstrip("; ")
     if held and not keep:
         try:
             rt.leases.release(spec.state_key, run.run_id)

@@ -11,6 +11,7 @@ from orchestrator.errors import TfoError
 from orchestrator.models import Action, DeploymentResult, RunResult, RunSpec, Status
 from orchestrator.rollback import rollback
 from orchestrator.runtime import Runtime
+from orchestrator.store.base import Store
 
 
 def needs_rollback(run: RunSpec, results: Sequence[DeploymentResult], cancelled: bool) -> set[str]:
@@ -25,6 +26,22 @@ def needs_rollback(run: RunSpec, results: Sequence[DeploymentResult], cancelled:
 
 def run_summary_key(run_id: str) -> str:
     return f"runs/{run_id}.json"
+
+
+def run_results_key(run_id: str) -> str:
+    """Redacted per-deployment results (plan text included) for reports of a finished run."""
+    return f"runs/{run_id}/results.json"
+
+
+def load_run_result(store: Store, run: RunSpec) -> RunResult | None:
+    """The finished run as finalize recorded it, or None while it is still going."""
+    try:
+        summary = store.get_json(run_summary_key(run.run_id))
+        results = store.get_json(run_results_key(run.run_id))
+    except KeyError:
+        return None
+    return RunResult(run=run, results=tuple(DeploymentResult.from_dict(r) for r in results),
+                     finished_at=summary.get("finished_at", ""), audit_key=summary.get("audit_key") or "")
 
 
 def finalize(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> RunResult:
@@ -62,7 +79,9 @@ def finalize(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> 
     if audit_error:
         summary["audit_error"] = audit_error
     try:
+        # Results first, then the summary: a client that sees the summary can read the results.
+        rt.store.put_json(run_results_key(run.run_id), [r.public_dict() for r in results])
         rt.store.put_json(run_summary_key(run.run_id), summary)
-    except Exception as e:
+    except TfoError as e:  # the audit already holds the run; these are for people and clients
         summary["summary_error"] = str(e)
     return result

@@ -37,6 +37,16 @@ class LeaseHolder:
     host: str
     pid: int
     expires: float
+    # Kept by a finished deployment for its run's rollback: another process of the same run may take it.
+    kept: bool = False
+
+    def yields_to(self, me: LeaseHolder) -> bool:
+        """Whether `me` may take this lease now (besides it being stale)."""
+        if self.owner != me.owner:
+            return False
+        # The same run: the same process again, or a lease handed over for rollback. Never a second,
+        # live attempt of the same deployment next to the first.
+        return (self.host == me.host and self.pid == me.pid) or self.kept
 
     def describe(self) -> str:
         left = max(0, int(self.expires - time.time()))
@@ -113,7 +123,7 @@ class FileLeaseBackend(LeaseBackend):
     def try_acquire(self, key: str, me: LeaseHolder) -> LeaseHolder | None:
         with self._mutex():
             current = self._read(key)
-            if current and current.owner != me.owner and not self._stale(current):
+            if current and not current.yields_to(me) and not self._stale(current):
                 return current
             self._write(key, me)
             return None
@@ -152,7 +162,7 @@ class DynamoLeaseBackend(LeaseBackend):
 
     def _item(self, key: str, me: LeaseHolder) -> dict[str, Any]:
         return {"LockID": self._id(key), "owner": {"S": me.owner}, "host": {"S": me.host},
-                "pid": {"N": str(me.pid)}, "expires": {"N": f"{me.expires:.3f}"}}
+                "pid": {"N": str(me.pid)}, "expires": {"N": f"{me.expires:.3f}"}, "kept": {"BOOL": me.kept}}
 
     def _fail(self, what: str, key: str, e: Exception) -> LockError:
         return LockError(f"{what} lease for {key} in DynamoDB table {self.table} failed: {e}")
@@ -162,9 +172,11 @@ class DynamoLeaseBackend(LeaseBackend):
             self.client.put_item(
                 TableName=self.table,
                 Item=self._item(key, me),
-                ConditionExpression="attribute_not_exists(LockID) OR #o = :o OR #e < :now",
-                ExpressionAttributeNames={"#o": "owner", "#e": "expires"},
-                ExpressionAttributeValues={":o": {"S": me.owner}, ":now": {"N": f"{time.time():.3f}"}},
+                ConditionExpression=("attribute_not_exists(LockID) OR #e < :now OR "
+                                     "(#o = :o AND ((#h = :h AND #p = :p) OR #k = :true))"),
+                ExpressionAttributeNames={"#o": "owner", "#e": "expires", "#h": "host", "#p": "pid", "#k": "kept"},
+                ExpressionAttributeValues={":o": {"S": me.owner}, ":now": {"N": f"{time.time():.3f}"},
+                                           ":h": {"S": me.host}, ":p": {"N": str(me.pid)}, ":true": {"BOOL": True}},
             )
             return None
         except ClientError as e:
@@ -206,7 +218,8 @@ class DynamoLeaseBackend(LeaseBackend):
             raise self._fail("reading", key, e) from e
         if not item:
             return None
-        h = LeaseHolder(item["owner"]["S"], item["host"]["S"], int(item["pid"]["N"]), float(item["expires"]["N"]))
+        h = LeaseHolder(item["owner"]["S"], item["host"]["S"], int(item["pid"]["N"]), float(item["expires"]["N"]),
+                        bool(item.get("kept", {}).get("BOOL", False)))
         return None if h.expires < time.time() else h
 
 
@@ -217,18 +230,21 @@ class LeaseManager:
         self.backend = backend
         self.ttl_s = ttl_s
         self._held: dict[tuple[str, str], None] = {}
+        self._kept: set[tuple[str, str]] = set()
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _me(self, owner: str) -> LeaseHolder:
-        return LeaseHolder(owner=owner, host=HOST, pid=os.getpid(), expires=time.time() + self.ttl_s)
+    def _me(self, owner: str, key: str = "") -> LeaseHolder:
+        with self._guard:
+            kept = (key, owner) in self._kept
+        return LeaseHolder(owner=owner, host=HOST, pid=os.getpid(), expires=time.time() + self.ttl_s, kept=kept)
 
     def acquire(self, key: str, owner: str, wait_s: float,
                 cancelled: Callable[[], bool] = lambda: False, poll_s: float = 0.5) -> LeaseResult:
         start = time.monotonic()
         while True:
-            holder = self.backend.try_acquire(key, self._me(owner))
+            holder = self.backend.try_acquire(key, self._me(owner, key))
             if holder is None:
                 with self._guard:
                     self._held[(key, owner)] = None
@@ -242,7 +258,14 @@ class LeaseManager:
     def release(self, key: str, owner: str) -> None:
         with self._guard:
             self._held.pop((key, owner), None)
+            self._kept.discard((key, owner))
         self.backend.release(key, owner)
+
+    def keep_for_rollback(self, key: str, owner: str) -> None:
+        """Hand the lease over to the run's finalize (any process of the run), still renewed by us."""
+        with self._guard:
+            self._kept.add((key, owner))
+        self.backend.renew(key, self._me(owner, key))
 
     def holds(self, key: str, owner: str) -> bool:
         with self._guard:
@@ -267,7 +290,7 @@ class LeaseManager:
             for key, owner in held:
                 # A missed beat is retried on the next one; the lease outlives a few of them.
                 with contextlib.suppress(LockError):
-                    if not self.backend.renew(key, self._me(owner)):
+                    if not self.backend.renew(key, self._me(owner, key)):
                         # Released elsewhere (finalize on another worker) or taken over: stop renewing.
                         with self._guard:
                             self._held.pop((key, owner), None)

@@ -27,7 +27,7 @@ from orchestrator.errors import TfoError
 from orchestrator.models import DeploymentResult, DeploymentSpec, RollbackRecord, RunSpec, Status
 from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime
-from orchestrator.steps import ApplyStep, InitStep, PlanStep, StepContext
+from orchestrator.steps import ApplyStep, InitStep, PlanStep, ShowPlanStep, StepContext
 from orchestrator.terraform import CommandResult
 
 
@@ -42,9 +42,17 @@ def _check(r: CommandResult, redactor: Redactor) -> CommandResult:
 
 
 def _verify(ctx: StepContext, redactor: Redactor, destroy: bool = False) -> bool:
-    """True when a plan of the target shows no changes: infrastructure matches it."""
+    """True when a plan of the target changes no resource: infrastructure matches it.
+
+    Resource changes only: output values alone (Terraform counts them in -detailed-exitcode) say
+    nothing about infrastructure.
+    """
     r = _check(PlanStep(destroy=destroy, name="verify").run(ctx), redactor)
-    return r.exit_code == 0
+    if r.exit_code == 0:
+        return True
+    show, summary = ShowPlanStep().run(ctx)
+    _check(show, redactor)
+    return summary is not None and not summary.has_changes
 
 
 def _workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle: str,

@@ -70,3 +70,38 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[object]:
+    import shutil
+
+    from tests.cluster import RedisServer
+
+    _require(shutil.which("redis-server"), "redis-server (apt-get install redis-server)")
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def celery_repo(repo: Repo, redis: object, tmp_path: Path) -> Iterator[tuple[Repo, object]]:
+    """The sample repo configured for the celery executor, with a workers handle (none started yet)."""
+    from tests.cluster import Workers
+
+    url = redis.url  # type: ignore[attr-defined]
+    repo.config(extra=f'plugin_cache_dir = "{tmp_path}/plugin-cache"', store=f"""
+[tfo.store]
+kind = "local"
+path = ".tfo/store"
+
+[tfo.celery]
+broker_url = "{url}"
+worker_concurrency = 1
+soft_time_limit_s = 30
+time_limit_s = 35
+visibility_timeout_s = 40
+""")
+    workers = Workers(repo, tmp_path)
+    yield repo, workers
+    workers.stop_all()

@@ -38,7 +38,15 @@ def queue_for(cfg: TfoConfig, spec: DeploymentSpec) -> str:
 
 def celery_settings(cfg: TfoConfig) -> dict[str, Any]:
     c = cfg.celery
-    transport = {"visibility_timeout": c.visibility_timeout_s}
+    transport = {
+        "visibility_timeout": c.visibility_timeout_s,
+        # Look for abandoned (unacknowledged, past the visibility timeout) tasks every few seconds
+        # instead of kombu's default of about 100 s, so a lost worker's task is redelivered promptly.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+        # A worker that died while sweeping must not block the sweep for kombu's default 5 minutes.
+        "unacked_mutex_expire": 60,
+    }
     return {
         # JSON only: a broker message can never make a worker unpickle arbitrary objects.
         "task_serializer": "json",

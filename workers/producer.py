@@ -8,11 +8,16 @@ from typing import Any
 
 from celery import Celery, chord
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from orchestrator.config import TfoConfig
 from orchestrator.errors import PlatformError
-from orchestrator.models import DeploymentResult, DeploymentSpec, RunResult, RunSpec
+from orchestrator.finalize import load_run_result
+from orchestrator.models import DeploymentSpec, RunResult, RunSpec
+from orchestrator.store.base import Store
 from workers.app import FINALIZE_QUEUE, make_app, queue_for
+
+BACKEND_PATIENCE_S = 300.0
 
 
 class BrokerError(PlatformError):
@@ -38,12 +43,10 @@ def submit(cfg: TfoConfig, run: RunSpec) -> Celery:
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=2, timeout=5)
-        if header:
-            handle = chord(header)(body)
-        else:
-            handle = body.apply_async(args=([],))  # zero deployments: finalize records an empty run
+        # Zero deployments: no chord, finalize records an empty run.
+        handle = chord(header)(body) if header else body.apply_async(args=([],))
         _release_handles(app, handle)
-    except (OperationalError, OSError, ConnectionError) as e:
+    except (OperationalError, OSError, RedisError) as e:
         raise BrokerError(f"broker {redact_url(cfg.celery.broker_url)} unreachable: {e}") from e
     return app
 
@@ -87,30 +90,32 @@ def progress(app: Celery, run: RunSpec) -> dict[str, dict[str, Any]]:
     return out
 
 
-def wait(app: Celery, run: RunSpec, on_event: Callable[[str, str, str], None],
+def wait(app: Celery, store: Store, run: RunSpec, on_event: Callable[[str, str, str], None],
          stop: Callable[[], bool], poll_s: float = 1.0) -> RunResult | None:
-    """Follow the run until finalize returns (RunResult) or `stop()` says to stop waiting (None)."""
+    """Follow the run until its result is in the store (RunResult) or `stop()` says to stop waiting (None).
+
+    The store, not the chord's result, says when a run is over: a broken chord is finalized later by
+    the reconciler, and this keeps following until it has.
+    """
     seen: dict[str, tuple[str, str]] = {}
-    final: dict[str, Any] = {}
+    unreachable_since: float | None = None
     while True:
+        done = load_run_result(store, run)
+        if done is not None:
+            return done
         try:
             for dep_id, p in progress(app, run).items():
                 key = (p["phase"], p["host"])
                 if seen.get(dep_id) != key:
                     seen[dep_id] = key
                     on_event(dep_id, p["phase"], f"on {p['host']}" if p["host"] else "")
-            final = _meta(app, finalize_task_id(run.run_id))
-            if final.get("status") in ("SUCCESS", "FAILURE", "REVOKED"):
-                break
-        except (OperationalError, OSError, ConnectionError):
-            pass  # the backend blinked (a Redis restart): keep following
+            unreachable_since = None
+        except (OperationalError, OSError, RedisError) as e:
+            # The backend blinked (a Redis restart): the run goes on in the workers; keep following.
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since > BACKEND_PATIENCE_S:
+                raise BrokerError(f"result backend unreachable for {BACKEND_PATIENCE_S:.0f}s while following "
+                                  f"run {run.run_id} (it may still finish; see `tfo runs show`): {e}") from e
         if stop():
             return None
         time.sleep(poll_s)
-    value = final.get("result")
-    if final.get("status") != "SUCCESS" or not isinstance(value, dict):
-        raise PlatformError(f"finalize of run {run.run_id} failed: {value!r}")
-    results = tuple(DeploymentResult.from_dict(r) for r in value.get("results", []))
-    summary = value.get("summary", {})
-    return RunResult(run=run, results=results, finished_at=summary.get("finished_at", ""),
-                     audit_key=summary.get("audit_key") or "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,14 +17,14 @@ from typing import Any
 
 from celery import Task
 
-from orchestrator import audit
+from orchestrator import recovery
 from orchestrator.cancel import CancelToken
 from orchestrator.deploy import deploy
-from orchestrator.finalize import finalize, run_summary_key
+from orchestrator.finalize import finalize, load_run_result
 from orchestrator.models import DeploymentResult, RunSpec
 from orchestrator.runs import cancel_key, load_run_spec
 from orchestrator.runtime import Runtime, build_runtime
-from workers.app import app
+from workers.app import FINALIZE_QUEUE, app
 
 CANCEL_POLL_S = 2.0
 _runtime: dict[int, Runtime] = {}
@@ -99,17 +100,42 @@ def finalize_task(self: TfoTask, results: list[dict[str, Any]], run_id: str) -> 
         return {"summary": result.report_dict(), "results": [r.public_dict() for r in result.results]}
 
 
+RECONCILE_INTERVAL_S = 5
+
+
+@app.task(bind=True, base=TfoTask, name="tfo.reconcile", max_retries=None)
+def reconcile_task(self: TfoTask, run_id: str, redeliver_by: float) -> dict[str, Any]:
+    """Finalize a run whose chord broke. The store's checkpoints are the truth.
+
+    Until `redeliver_by`, wait for Celery to redeliver and finish the lost deployments; after it,
+    resume them here (deploy is idempotent: a lost apply is never run twice), then finalize.
+    """
+    with self.runtime(run_id) as rt:
+        run = load_run_spec(rt.store, run_id)
+        if load_run_result(rt.store, run) is not None:
+            return {"run_id": run_id, "reconciled": False, "reason": "already finalized"}
+        done, pending = recovery.collect(rt, run)
+        if pending and time.time() < redeliver_by:
+            raise self.retry(countdown=RECONCILE_INTERVAL_S)
+        resumed = sorted(pending)
+        for spec in run.deployments:
+            if spec.id in pending:
+                deploy(spec, run, rt)
+        done, pending = recovery.collect(rt, run)
+        results = recovery.results_in_order(run, done, pending)
+        result = finalize(run, _with_specs(run, [r.public_dict() for r in results]), rt)
+        return {"run_id": run_id, "reconciled": True, "status": result.status, "resumed_here": resumed}
+
+
 @app.task(name="tfo.run_failed")
 def run_failed(request: Any, exc: Any, traceback: Any, run_id: str) -> dict[str, Any]:
-    """link_error backstop: a header task was lost for good. Record the run failed, free its leases."""
-    rt = process_runtime()
-    run = load_run_spec(rt.store, run_id)
-    for spec in run.deployments:
-        rt.leases.release(spec.state_key, run.run_id)
-    summary: dict[str, Any] = {"run_id": run_id, "action": run.options.action.value, "status": "failed",
-               "error": f"run aborted: {type(exc).__name__ if isinstance(exc, BaseException) else exc}",
-               "started_at": run.started_at, "finished_at": datetime.now(UTC).isoformat(), "deployments": []}
-    audit.write(rt.store, audit.run_key(run), {**audit.base_metadata(run), "kind": "run", **summary},
-                rt.run_dir(run_id))
-    rt.store.put_json(run_summary_key(run_id), summary)
-    return summary
+    """link_error backstop: the chord broke (a header task lost or revoked, or finalize failed).
+
+    Redelivered deployments may still finish, so hand the run to the reconciler, which finalizes from
+    the store once they are done, resuming any that Celery does not redeliver in time.
+    """
+    c = app.conf.tfo_config.celery
+    redeliver_by = time.time() + c.visibility_timeout_s + 30
+    reconcile_task.apply_async((run_id, redeliver_by), countdown=RECONCILE_INTERVAL_S, queue=FINALIZE_QUEUE,
+                               task_id=f"{run_id}.reconcile")
+    return {"run_id": run_id, "chord_error": f"{type(exc).__name__}: {exc}"[:500], "redeliver_by": redeliver_by}

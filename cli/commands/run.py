@@ -101,7 +101,7 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
                 click.echo(run.run_id)
                 return EXIT_OK
             with cancel_on_signals(token):
-                waited = producer.wait(app, run, progress, lambda: token.cancelled)
+                waited = producer.wait(app, rt.store, run, progress, lambda: token.cancelled)
             if waited is None:
                 click.echo(f"tfo: stopped waiting; run {run.run_id} goes on. Follow it with "
                            f"`tfo runs show {run.run_id}`, stop it with `tfo runs cancel {run.run_id}`", err=True)

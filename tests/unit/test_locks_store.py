@@ -121,3 +121,21 @@ def test_backup_of_missing_state_restores_to_nothing(tmp_path: Path) -> None:
     assert [b.key for b in store.list_backups("s3/a/r/p/terraform.tfstate")] == [info.key, second.key]
     store.restore_state("s3/a/r/p/terraform.tfstate", None)
     assert store.read_state("s3/a/r/p/terraform.tfstate") is None
+
+
+def test_same_run_from_another_live_process_waits_unless_handed_over(tmp_path: Path) -> None:
+    b = FileLeaseBackend(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        first = LeaseHolder("run-1", HOST, other.pid, time.time() + 60)
+        assert b.try_acquire("k", first) is None
+        # a second, live attempt of the same run must not run beside the first
+        assert b.try_acquire("k", holder("run-1")) is not None
+        # once the first hands the lease over for rollback, the run's finalize may take it
+        kept = LeaseHolder("run-1", HOST, other.pid, time.time() + 60, kept=True)
+        assert b.renew("k", kept)
+        assert b.try_acquire("k", holder("run-1")) is None
+        assert b.try_acquire("k", holder("run-2")) is not None
+    finally:
+        other.kill()
+        other.wait()

@@ -1,0 +1,101 @@
+"""A real redis-server and real `tfo worker` processes for the distributed tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import Repo, free_port
+
+
+class RedisServer:
+    """redis-server on a free loopback port with AOF on, so a restart keeps the queues (as in production)."""
+
+    def __init__(self, directory: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise FileNotFoundError("redis-server")
+        self.exe = exe
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", str(self.dir), "--maxmemory-policy", "noeviction"],
+            stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        deadline = time.monotonic() + 20
+        while not self.ping():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: {(self.dir / 'redis.log').read_text()[-1000:]}")
+            time.sleep(0.1)
+
+    def ping(self) -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+class Workers:
+    """`tfo worker` processes, each in its own process group so a test can SIGKILL one whole worker."""
+
+    def __init__(self, repo: Repo, log_dir: Path) -> None:
+        self.repo = repo
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, concurrency: int = 1) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "worker", "-n", f"{name}@%h", "-c", str(concurrency),
+             "--loglevel", "INFO"],
+            cwd=self.repo.root, env=self.repo.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready(name)
+
+    def wait_ready(self, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while "ready." not in self.log(name):
+            if self.procs[name].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start:\n{self.log(name)[-3000:]}")
+            time.sleep(0.2)
+
+    def log(self, name: str) -> str:
+        p = self.log_dir / f"{name}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the whole worker: main process and pool children, no goodbye."""
+        proc = self.procs[name]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)

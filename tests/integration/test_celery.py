@@ -1,0 +1,230 @@
+"""The distributed executor against a real redis-server and real `tfo worker` processes (never eager)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import RedisServer, Workers
+from tests.helpers import FIRST_APPLY_WORLD, SECRET_PASSWORD, SECRET_TOKEN, Repo, write_sample
+
+pytestmark = pytest.mark.integration
+STORE = Path(".tfo") / "store"
+
+
+def _report(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _by_id(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {d["id"]: d for d in report["deployments"]}
+
+
+def _no_locks_left(repo: Repo) -> None:
+    store = repo.root / STORE
+    assert list((store / "locks").glob("*.lease")) == [], "lease left behind"
+    assert list(store.rglob("*.lock.info")) == [], "terraform state lock left behind"
+
+
+def _state_matches_world(repo: Repo, state_key: str, prefix: str) -> None:
+    state = json.loads((repo.root / STORE / state_key).read_text())
+    in_state = {i["attributes"]["name"] for r in state["resources"] for i in r["instances"]}
+    in_world = {n for n in repo.world_state() if n.startswith(prefix)}
+    assert in_state == in_world
+
+
+def _wait_for_journal(repo: Repo, event: str = "start", timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(e["event"] == event for e in repo.journal()):
+        assert time.monotonic() < deadline, f"no {event!r} in the provider journal"
+        time.sleep(0.1)
+
+
+def test_fan_out_over_two_workers(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    workers.start("w1")
+    workers.start("w2")
+    write_sample(repo, delay=2)
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--json-out", str(out), timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "celery executor" in r.stderr
+    report = _report(out)
+    assert {d["status"] for d in report["deployments"]} == {"succeeded"}
+    hosts = {d["host"].split("@")[0] for d in report["deployments"]}
+    assert hosts == {"w1", "w2"}, hosts  # deployments really ran on both workers
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD  # the same world as the local executor makes
+    for d in report["deployments"]:
+        _state_matches_world(repo, d["state_key"], d["service"] + ".")
+    # task arguments and results carry no secrets: Flower and the result backend show only ids
+    for name in ("w1", "w2"):
+        assert SECRET_TOKEN not in workers.log(name) and SECRET_PASSWORD not in workers.log(name)
+    _no_locks_left(repo)
+
+
+def test_failure_is_rolled_back_by_the_chord_callback_and_atomic_rolls_back_all(
+        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    workers.start("w1")
+    workers.start("w2")
+    write_sample(repo)
+    assert repo.tfo("apply", timeout=240).returncode == 0
+    before = repo.world_state()
+
+    write_sample(repo, failing=True)
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--json-out", str(out), timeout=240)
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = _report(out)
+    deps = _by_id(report)
+    assert deps["s3/acct-a/us-west-2/data-lake"]["status"] == "rolled_back"
+    assert deps["s3/acct-a/us-west-2/data-lake"]["rollback"]["matches_target"] is True
+    assert deps["kms/acct-a/us-west-2/data-lake"]["status"] in ("succeeded", "no_changes")
+    assert repo.world_state() == before
+    assert report["audit_key"] and (repo.root / STORE / report["audit_key"]).exists()
+
+    p = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    p.write_text(p.read_text().replace("lake = { rotation = true }", "lake = { rotation = false }"))
+    out2 = tmp_path / "atomic.json"
+    r = repo.tfo("apply", "--atomic", "--json-out", str(out2), timeout=240)
+    assert r.returncode == 1, r.stdout + r.stderr
+    deps = _by_id(_report(out2))
+    assert deps["s3/acct-a/us-west-2/data-lake"]["status"] == "rolled_back"
+    assert deps["kms/acct-a/us-west-2/data-lake"]["status"] == "rolled_back"
+    assert repo.world_state() == before
+    assert _report(out2)["audit_key"]
+    _no_locks_left(repo)
+
+
+def test_zero_and_one_deployment_runs(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    workers.start("w1")
+    write_sample(repo)
+    repo.write("README.md", "docs\n")
+    out = tmp_path / "zero.json"
+    r = repo.tfo("apply", "--changed-files", "-", "--json-out", str(out), input="README.md\n", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _report(out)["deployments"] == [] and _report(out)["status"] == "succeeded"
+    out = tmp_path / "one.json"
+    r = repo.tfo("apply", "Accounts/acct-b/platform.tfvars", "--json-out", str(out), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [d["status"] for d in _report(out)["deployments"]] == ["succeeded"]
+
+
+def test_no_wait_then_runs_show_and_cancel(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    workers.start("w1")
+    repo.write("Accounts/acct-a/data-lake.tfvars", """\
+        s3_buckets = {
+          slow = { delay_seconds = 8 }
+        }
+        """)
+    r = repo.tfo("apply", "--no-wait", timeout=60)
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.strip().splitlines()[-1]
+    _wait_for_journal(repo)
+    live = repo.tfo("runs", "show", run_id)
+    data = json.loads(live.stdout)
+    assert data["status"] == "running"
+    (dep,) = data["deployments"].values()
+    assert dep["phase"] == "apply" and dep["host"].startswith("w1@")
+    assert repo.tfo("runs", "cancel", run_id).returncode == 0
+    deadline = time.monotonic() + 120
+    while True:
+        shown = repo.tfo("runs", "show", run_id)
+        summary = json.loads(shown.stdout)
+        if summary["status"] != "running":
+            break
+        assert time.monotonic() < deadline, "cancelled run never finished"
+        time.sleep(1)
+    assert summary["status"] == "cancelled"
+    assert summary["deployments"][0]["status"] == "cancelled"
+    _no_locks_left(repo)
+    _state_matches_world(repo, "s3/acct-a/us-east-1/data-lake/terraform.tfstate", "s3.")
+
+
+def _creates(repo: Repo) -> Counter[str]:
+    return Counter(e["name"] for e in repo.journal() if e["event"] == "start" and e["op"] == "create")
+
+
+def test_worker_sigkilled_mid_apply(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    workers.start("w1")
+    repo.write("Accounts/acct-a/data-lake.tfvars", """\
+        s3_buckets = {
+          one = { delay_seconds = 6 }
+          two = { delay_seconds = 6 }
+        }
+        """)
+    out = tmp_path / "r.json"
+    client = repo.popen("apply", "--json-out", str(out))
+    _wait_for_journal(repo)
+    workers.start("w2")
+    workers.kill("w1")  # main process and pool child, mid-apply
+    stdout, stderr = client.communicate(timeout=300)  # terminal in bounded time
+    report = _report(out)
+    (dep,) = report["deployments"]
+    assert dep["status"] in ("succeeded", "rolled_back"), (dep, stdout, stderr)
+    assert dep["host"].startswith("w2@")  # the redelivered task finished the job on the other worker
+    assert max(_creates(repo).values()) == 1, "a resource was created twice"
+    _no_locks_left(repo)
+    _state_matches_world(repo, dep["state_key"], "s3.")
+    assert len(list((repo.root / STORE / "backups/s3").rglob("*.tfstate.*Z"))) == 1  # backed up once
+
+
+def test_redis_restart_mid_run(celery_repo: tuple[Repo, Workers], redis: RedisServer, tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    workers.start("w1")
+    workers.start("w2")
+    write_sample(repo, delay=4)
+    out = tmp_path / "r.json"
+    client = repo.popen("apply", "--json-out", str(out))
+    _wait_for_journal(repo)
+    redis.stop()
+    time.sleep(2)
+    redis.start()
+    stdout, stderr = client.communicate(timeout=300)
+    assert out.exists(), stdout + stderr
+    report = _report(out)
+    # Terminal, and every deployment either finished (redelivered or resumed) or, when its apply was
+    # interrupted half-way, was recorded failed and rolled back; never applied twice.
+    statuses = {d["id"]: d["status"] for d in report["deployments"]}
+    assert set(statuses.values()) <= {"succeeded", "rolled_back"}, (report, stdout, stderr)
+    assert statuses["iam/acct-b/us-east-1/platform"] == "succeeded"
+    assert report["audit_key"]
+    assert not _creates(repo) or max(_creates(repo).values()) == 1, "a resource was created twice"
+    for d in report["deployments"]:
+        _state_matches_world(repo, d["state_key"], d["service"] + ".")
+        if d["status"] == "rolled_back":
+            assert d["rollback"]["matches_target"] is True
+            assert not [n for n in repo.world_state() if n.startswith(d["service"] + ".")]
+    _no_locks_left(repo)
+
+
+def test_two_runs_on_one_deployment_never_interleave(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    workers.start("w1")
+    workers.start("w2")
+    repo.write("Accounts/acct-a/data-lake.tfvars", """\
+        s3_buckets = {
+          one = { versioning = true, delay_seconds = 3 }
+        }
+        """)
+    a = repo.popen("apply", "--json-out", str(tmp_path / "a.json"))
+    b = repo.popen("apply", "--json-out", str(tmp_path / "b.json"))
+    a.communicate(timeout=240)
+    b.communicate(timeout=240)
+    assert a.returncode == 0 and b.returncode == 0
+    spans: dict[int, list[float]] = {}
+    for e in repo.journal():
+        spans.setdefault(e["terraform_pid"], []).append(e["t"])
+    ordered = sorted((min(t), max(t)) for t in spans.values())
+    for (_, end), (start, _) in itertools.pairwise(ordered):
+        assert end < start, f"applies interleaved: {ordered}"
+    _no_locks_left(repo)
