@@ -126,6 +126,17 @@ def worker(g: GlobalOptions, queues: str, concurrency: int | None, hostname: str
     return worker_cmd.run_worker(g, queues, concurrency, hostname, loglevel)
 
 
+@cli.command()
+@click.option("--basic-auth", envvar="TFO_FLOWER_BASIC_AUTH", required=True, metavar="USER:PASSWORD",
+              help="Required; also from TFO_FLOWER_BASIC_AUTH.")
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5555, show_default=True, type=int)
+@click.pass_obj
+def flower(g: GlobalOptions, basic_auth: str, address: str, port: int) -> int:
+    """Run Flower for tfo's workers: basic auth on, /metrics behind it."""
+    return worker_cmd.run_flower(g, basic_auth, address, port)
+
+
 @cli.group()
 def backups() -> None:
     """Pre-apply state backups."""

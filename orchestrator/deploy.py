@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,10 +20,18 @@ from orchestrator import audit
 from orchestrator.bundle import extract_bundle, fetch_bundle
 from orchestrator.errors import StateBackupError, TfoError
 from orchestrator.models import Action, DeploymentResult, DeploymentSpec, PlanSummary, RunSpec, Status
-from orchestrator.procs import wait_until_idle
+from orchestrator.procs import processes_in, wait_until_idle
 from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime
-from orchestrator.steps import ApplyStep, InitStep, PlanStep, ShowPlanStep, StepContext
+from orchestrator.steps import (
+    ApplyStep,
+    ForceUnlockStep,
+    InitStep,
+    PlanStep,
+    ShowPlanStep,
+    StepContext,
+    parse_lock_error,
+)
 from orchestrator.store.base import Store
 from orchestrator.terraform import CommandResult, CommandStatus
 
@@ -221,6 +230,8 @@ def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext
         return
     rt.event(spec.id, "plan")
     plan = PlanStep().run(ctx)
+    if prior is not None and not plan.ok and _release_dead_lock(spec, run, rt, ctx, plan, prior):
+        plan = PlanStep().run(ctx)
     out.plan_text = redactor.redact(plan.output)
     if stopped(plan):
         return
@@ -271,6 +282,25 @@ def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext
     # A failed apply changed real infrastructure: keep the lease so nobody else touches this state
     # before finalize has rolled it back.
     out.keep_lease = out.status == Status.FAILED
+
+
+def _release_dead_lock(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext, plan: CommandResult,
+                       prior: dict[str, Any]) -> bool:
+    """Force-unlock Terraform's state lock only when its owner is proven dead.
+
+    Proof: the lock was taken on this host by the lost attempt (its checkpoint says this host), and
+    no process is left working in that attempt's directory. A lock held from another host is never
+    broken: it waits for its owner, or for a person.
+    """
+    lock = parse_lock_error(plan.output)
+    machine = socket.gethostname()
+    # Worker names are "name@machine"; what matters is the machine the processes ran on.
+    if lock is None or lock.host != machine or str(prior.get("host", "")).split("@")[-1] != machine:
+        return False
+    if processes_in(rt.run_dir(run.run_id) / spec.slug):
+        return False
+    rt.event(spec.id, "force_unlock", f"lock {lock.lock_id} of a dead terraform ({lock.who})")
+    return ForceUnlockStep(lock.lock_id).run(ctx).ok
 
 
 def _after_lost_apply(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Outcome, has_changes: bool,

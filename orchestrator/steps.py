@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,3 +106,35 @@ class ApplyStep:
     def run(self, ctx: StepContext) -> CommandResult:
         return ctx.execute(self.name, ["apply", "-input=false", "-no-color", ctx.lock_timeout,
                                        "-auto-approve", PLAN_FILE])
+
+
+@dataclass(frozen=True)
+class StateLockInfo:
+    lock_id: str
+    who: str  # user@host, as Terraform records it
+    operation: str
+
+    @property
+    def host(self) -> str:
+        return self.who.rsplit("@", 1)[-1]
+
+
+def parse_lock_error(output: str) -> StateLockInfo | None:
+    """The lock Terraform reports in 'Error acquiring the state lock', if that is why a command failed."""
+    if "Error acquiring the state lock" not in output:
+        return None
+    found = {k: re.search(rf"^\W*{k}:\s+(\S+)", output, re.M) for k in ("ID", "Who", "Operation")}
+    if not found["ID"] or not found["Who"]:
+        return None
+    op = found["Operation"]
+    return StateLockInfo(found["ID"].group(1), found["Who"].group(1), op.group(1) if op else "")
+
+
+class ForceUnlockStep:
+    """Only for a lock whose owner is proven dead; the caller decides that."""
+
+    def __init__(self, lock_id: str) -> None:
+        self.lock_id = lock_id
+
+    def run(self, ctx: StepContext) -> CommandResult:
+        return ctx.execute("force-unlock", ["force-unlock", "-force", self.lock_id])

@@ -86,7 +86,12 @@ def progress(app: Celery, run: RunSpec) -> dict[str, dict[str, Any]]:
         info = meta.get("result") if isinstance(meta.get("result"), dict) else {}
         assert isinstance(info, dict)
         phase = info.get("phase") or info.get("status") or ("queued" if state == "PENDING" else state.lower())
-        out[spec.id] = {"state": state, "phase": phase, "host": info.get("host", ""), "detail": info.get("detail", "")}
+        started = info.get("started")
+        duration = round(time.time() - started, 1) if isinstance(started, int | float) else None
+        if isinstance(info.get("duration_s"), int | float):
+            duration = info["duration_s"]  # finished: the deployment's own measure
+        out[spec.id] = {"state": state, "phase": phase, "host": info.get("host", ""),
+                        "duration_s": duration, "detail": info.get("detail", "")}
     return out
 
 

@@ -49,11 +49,12 @@ class TfoTask(Task):  # type: ignore[misc]
         token = CancelToken()
         stop = threading.Event()
         task_id = self.request.id
+        started = time.time()
 
         def report(dep_id: str, phase: str, detail: str) -> None:
             self.update_state(task_id=task_id, state="PROGRESS", meta={
                 "deployment": dep_id, "phase": phase, "detail": detail, "host": self.request.hostname,
-                "at": datetime.now(UTC).isoformat()})
+                "started": started, "at": datetime.now(UTC).isoformat()})
 
         def watch_cancel() -> None:
             while not stop.wait(CANCEL_POLL_S):

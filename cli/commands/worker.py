@@ -8,14 +8,30 @@ from cli.options import GlobalOptions
 from orchestrator.errors import UserError
 
 
-def run_worker(g: GlobalOptions, queues: str, concurrency: int | None, hostname: str, loglevel: str) -> int:
+def _use_config(g: GlobalOptions) -> None:
     cfg = g.load()
     if not cfg.celery.broker_url:
-        raise UserError("tfo worker needs [tfo.celery] broker_url (or TFO_CELERY_BROKER_URL)")
+        raise UserError("needs [tfo.celery] broker_url (or TFO_CELERY_BROKER_URL)")
     # The worker module builds its app from the same config the CLI resolved.
     if g.config_file:
         os.environ["TFO_CONFIG"] = str(g.config_file.resolve())
     os.environ["TFO_REPO"] = str(cfg.repo_root)
+
+
+def run_flower(g: GlobalOptions, basic_auth: str, address: str, port: int) -> int:
+    _use_config(g)
+    from workers.app import app
+    from workers.flower import flower_argv, protect_metrics
+
+    argv = flower_argv(basic_auth, address, port)
+    protect_metrics()
+    app.start(argv=argv)
+    return 0
+
+
+def run_worker(g: GlobalOptions, queues: str, concurrency: int | None, hostname: str, loglevel: str) -> int:
+    _use_config(g)
+    cfg = g.load()
     from workers.app import DEFAULT_QUEUE, FINALIZE_QUEUE, app
 
     names = [DEFAULT_QUEUE, FINALIZE_QUEUE] + [q.strip() for q in queues.split(",") if q.strip()]

@@ -228,3 +228,60 @@ def test_two_runs_on_one_deployment_never_interleave(celery_repo: tuple[Repo, Wo
     for (_, end), (start, _) in itertools.pairwise(ordered):
         assert end < start, f"applies interleaved: {ordered}"
     _no_locks_left(repo)
+
+
+def test_flower_shows_readable_tasks_without_secrets_behind_basic_auth(
+        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    import base64
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.helpers import free_port
+
+    repo, workers = celery_repo
+    port = free_port()
+    log = open(tmp_path / "flower.log", "wb")  # noqa: SIM115 - closed below
+    flower = subprocess.Popen([sys.executable, "-m", "cli.main", "flower", "--port", str(port)], cwd=repo.root,
+                              env={**repo.env, "TFO_FLOWER_BASIC_AUTH": "ops:flower-pass-123"},
+                              stdout=log, stderr=subprocess.STDOUT)
+    auth = {"Authorization": "Basic " + base64.b64encode(b"ops:flower-pass-123").decode()}
+
+    def get(path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - loopback test server
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if get("/healthcheck")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "flower.log").read_text()
+            time.sleep(0.3)
+        workers.start("w1")
+        write_sample(repo)
+        assert repo.tfo("apply", timeout=240).returncode == 0
+        assert get("/metrics")[0] == 401  # not exposed unauthenticated
+        assert get("/api/tasks")[0] == 401
+        assert get("/metrics", auth)[0] == 200
+        time.sleep(2)  # let Flower take in the last events
+        status, body = get("/api/tasks", auth)
+        assert status == 200
+        tasks = json.loads(body)
+        names = {t["name"] for t in tasks.values()}
+        assert {"tfo.deploy", "tfo.finalize"} <= names
+        deploy_args = {t["args"] for t in tasks.values() if t["name"] == "tfo.deploy"}
+        assert any("s3/acct-a/us-west-2/data-lake" in a for a in deploy_args)  # says which deployment runs
+        assert SECRET_TOKEN not in body and SECRET_PASSWORD not in body
+    finally:
+        flower.terminate()
+        flower.wait(timeout=20)
+        log.close()

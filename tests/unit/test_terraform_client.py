@@ -89,3 +89,39 @@ def test_plan_summary_counts_replacements_as_add_and_destroy() -> None:
     ]}
     s = summarize_plan(json.dumps(plan))
     assert (s.add, s.change, s.destroy) == (2, 1, 2)
+
+
+LOCK_ERROR = """
+Error: Error acquiring the state lock
+
+Error message: ConditionalCheckFailedException: The conditional request failed
+Lock Info:
+  ID:        5c1f9c2e-1b7a-7c55-3a8e-0d6f2a7d9e11
+  Path:      tfo-state/s3/acct-a/us-west-2/data-lake/terraform.tfstate
+  Operation: OperationTypeApply
+  Who:       runner@build-host-7
+  Version:   1.0.3
+  Created:   2026-11-25 19:00:00.000000000 +0000 UTC
+  Info:
+
+Terraform acquires a state lock to protect the state from being written
+"""
+
+
+def test_state_lock_error_is_parsed() -> None:
+    from orchestrator.steps import parse_lock_error
+
+    lock = parse_lock_error(LOCK_ERROR)
+    assert lock is not None
+    assert lock.lock_id == "5c1f9c2e-1b7a-7c55-3a8e-0d6f2a7d9e11"
+    assert lock.who == "runner@build-host-7" and lock.host == "build-host-7"
+    assert lock.operation == "OperationTypeApply"
+    assert parse_lock_error("Error: something else entirely") is None
+
+
+def test_force_unlock_command_line(tmp_path: Path) -> None:
+    from orchestrator.steps import ForceUnlockStep
+
+    client = TerraformClient(fake_binary(tmp_path, 'echo "$*"\n'))
+    ctx = StepContext(tmp_path, client, CancelToken(), 60, 30, {})
+    assert ForceUnlockStep("abc-123").run(ctx).output.strip() == "force-unlock -force abc-123"

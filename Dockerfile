@@ -1,0 +1,29 @@
+# tfo worker / flower / CLI image. Build: docker build -t tfo .
+FROM python:3.11-slim
+
+ARG TERRAFORM_VERSION=1.9.8
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl git unzip \
+ && rm -rf /var/lib/apt/lists/* \
+ && cd /tmp \
+ && curl -fsSLO "https://releases.hashicorp.com/terraform/${TERRAFORM_VERSION}/terraform_${TERRAFORM_VERSION}_linux_amd64.zip" \
+ && curl -fsSLO "https://releases.hashicorp.com/terraform/${TERRAFORM_VERSION}/terraform_${TERRAFORM_VERSION}_SHA256SUMS" \
+ && grep "terraform_${TERRAFORM_VERSION}_linux_amd64.zip" "terraform_${TERRAFORM_VERSION}_SHA256SUMS" | sha256sum -c - \
+ && unzip -o "terraform_${TERRAFORM_VERSION}_linux_amd64.zip" -d /usr/local/bin \
+ && rm -f terraform_*
+
+WORKDIR /opt/tfo
+COPY pyproject.toml README.md ./
+COPY orchestrator ./orchestrator
+COPY workers ./workers
+COPY cli ./cli
+COPY tfo_testprovider ./tfo_testprovider
+RUN pip install --no-cache-dir '.[flower]'
+
+RUN useradd --create-home --uid 10001 tfo && mkdir -p /var/lib/tfo && chown tfo /var/lib/tfo
+USER tfo
+WORKDIR /var/lib/tfo
+# Per-host provider cache; `terraform init` is serialised per cache directory by tfo.
+ENV TFO_PLUGIN_CACHE_DIR=/var/lib/tfo/plugin-cache
+ENTRYPOINT ["tfo"]
+CMD ["--help"]
