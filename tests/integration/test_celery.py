@@ -285,3 +285,28 @@ def test_flower_shows_readable_tasks_without_secrets_behind_basic_auth(
         flower.terminate()
         flower.wait(timeout=20)
         log.close()
+
+
+def test_ctrl_c_on_a_waiting_client_does_not_cancel_the_run(celery_repo: tuple[Repo, Workers]) -> None:
+    import signal
+
+    repo, workers = celery_repo
+    workers.start("w1")
+    repo.write("Accounts/acct-a/data-lake.tfvars", """\
+        s3_buckets = {
+          slow = { delay_seconds = 4 }
+        }
+        """)
+    client = repo.popen("apply")
+    _wait_for_journal(repo)
+    client.send_signal(signal.SIGINT)
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 1 and "goes on" in stderr
+    run_id = stderr.split("run ", 1)[1].split(",", 1)[0]
+    deadline = time.monotonic() + 120
+    while json.loads(repo.tfo("runs", "show", run_id).stdout)["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    summary = json.loads(repo.tfo("runs", "show", run_id).stdout)
+    assert summary["status"] == "succeeded"
+    assert set(repo.world_state()) == {"s3.acct-a.us-east-1.data-lake.slow"}

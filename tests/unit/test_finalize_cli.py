@@ -91,3 +91,14 @@ def test_hostile_identifiers_are_refused(tmp_path: Path, args: list[str]) -> Non
     _repo(tmp_path)
     r = tfo(tmp_path, *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_exit_code_3_for_unreachable_broker_naming_it(tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    port = free_port()  # nothing listens here
+    _repo(tmp_path, f'[tfo.celery]\nbroker_url = "redis://:brokerpass@127.0.0.1:{port}/0"\n')
+    r = tfo(tmp_path, "plan")
+    assert r.returncode == 3, r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr and "broker" in r.stderr
+    assert "brokerpass" not in r.stderr and "Traceback" not in r.stderr
