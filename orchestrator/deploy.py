@@ -185,8 +185,9 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
             out.status, out.error = Status.CANCELLED, f"not started: {rt.cancel.reason}"
             return _finish(spec, run, rt, out, log, start, held)
         rt.event(spec.id, "preparing")
-        resuming = prior is not None and prior.get("phase") in ("backed_up", "applying")
-        if resuming and prior is not None:
+        resume_from = prior if prior is not None and prior.get("phase") in ("backed_up", "applying") else None
+        resuming = resume_from is not None
+        if resuming:
             # The lost attempt's terraform may still be running in its directory on this host:
             # let it finish (it writes state and releases its lock) before touching the state.
             wait_until_idle(rt.run_dir(run.run_id) / spec.slug, rt.cfg.lock_timeout_s)
@@ -208,7 +209,7 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
             held = True
             if not resuming:
                 write_checkpoint(rt, run, spec, "started")
-        _run_steps(spec, run, rt, ctx, redactor, out, prior if resuming else None)
+        _run_steps(spec, run, rt, ctx, redactor, out, resume_from)
     except TfoError as e:
         out.status, out.error = Status.FAILED, redactor.redact(str(e))
     except Exception as e:  # a bug or an OS error must become a result, or the chord callback never runs

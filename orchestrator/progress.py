@@ -9,8 +9,6 @@ from typing import TextIO
 
 from orchestrator.redaction import Redactor
 
-FINAL = {"succeeded", "no_changes", "failed", "rolled_back", "rollback_failed", "invalid", "cancelled"}
-
 
 class Progress:
     def __init__(self, stream: TextIO | None = None, live: bool | None = None,
