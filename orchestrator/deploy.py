@@ -212,6 +212,10 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
         _run_steps(spec, run, rt, ctx, redactor, out, resume_from)
     except TfoError as e:
         out.status, out.error = Status.FAILED, redactor.redact(str(e))
+    except rt.stop_exceptions as e:
+        # terraform already got its SIGINT from the client on the way out
+        out.status, out.error = Status.CANCELLED, f"stopped: {type(e).__name__} (task time limit)"
+        out.keep_lease = False
     except Exception as e:  # a bug or an OS error must become a result, or the chord callback never runs
         out.status, out.error = Status.FAILED, redactor.redact(f"internal error: {type(e).__name__}: {e}")
     return _finish(spec, run, rt, out, log, start, held)

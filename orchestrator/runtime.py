@@ -32,6 +32,8 @@ class Runtime:
     cancel: CancelToken = field(default_factory=CancelToken)
     on_event: EventSink = _no_events
     host: str = field(default_factory=socket.gethostname)
+    # Exceptions that mean "stop now" (a Celery soft time limit): the deployment is recorded cancelled.
+    stop_exceptions: tuple[type[BaseException], ...] = ()
 
     def event(self, dep_id: str, phase: str, detail: str = "") -> None:
         # A broken progress display must never break a deployment.

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from orchestrator import recovery
 from orchestrator.cancel import CancelToken
@@ -70,7 +71,8 @@ class TfoTask(Task):  # type: ignore[misc]
         try:
             if base.store.head(cancel_key(run_id)) is not None:
                 token.cancel("tfo runs cancel")
-            yield replace(base, cancel=token, on_event=report, host=self.request.hostname or base.host)
+            yield replace(base, cancel=token, on_event=report, host=self.request.hostname or base.host,
+                          stop_exceptions=(SoftTimeLimitExceeded,))
         finally:
             stop.set()
 

@@ -310,3 +310,27 @@ def test_ctrl_c_on_a_waiting_client_does_not_cancel_the_run(celery_repo: tuple[R
     summary = json.loads(repo.tfo("runs", "show", run_id).stdout)
     assert summary["status"] == "succeeded"
     assert set(repo.world_state()) == {"s3.acct-a.us-east-1.data-lake.slow"}
+
+
+def test_soft_time_limit_stops_terraform_and_records_cancelled(celery_repo: tuple[Repo, Workers],
+                                                               tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    toml = repo.root / "tfo.toml"
+    toml.write_text(toml.read_text().replace("soft_time_limit_s = 30", "soft_time_limit_s = 12")
+                    .replace("time_limit_s = 35", "time_limit_s = 60").replace("visibility_timeout_s = 40",
+                                                                               "visibility_timeout_s = 90"))
+    workers.start("w1")
+    repo.write("Accounts/acct-a/data-lake.tfvars", """\
+        s3_buckets = {
+          slow = { delay_seconds = 20 }
+        }
+        """)
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--json-out", str(out), timeout=180)
+    assert r.returncode == 1, r.stdout + r.stderr
+    (dep,) = _report(out)["deployments"]
+    assert dep["status"] == "cancelled" and "time limit" in dep["error"]
+    assert dep["rollback"] is None
+    _no_locks_left(repo)
+    # terraform finished its in-flight operation and recorded it: state and world agree
+    _state_matches_world(repo, dep["state_key"], "s3.")
