@@ -137,6 +137,31 @@ def flower(g: GlobalOptions, basic_auth: str, address: str, port: int) -> int:
     return worker_cmd.run_flower(g, basic_auth, address, port)
 
 
+@cli.command()
+@click.option("--listen", help="HOST:PORT (default: webhook.listen, 127.0.0.1:8080).")
+@click.pass_obj
+def webhook(g: GlobalOptions, listen: str | None) -> int:
+    """Serve the GitHub webhook (push -> apply, pull_request -> plan) with waitress."""
+    import os
+    from dataclasses import replace
+
+    from cli import webhook as webhook_app
+    from orchestrator.errors import UserError
+
+    cfg = g.load()
+    if listen:
+        cfg = replace(cfg, webhook=replace(cfg.webhook, listen=listen))
+    secret = os.environ.get(cfg.webhook.secret_env, "")
+    if not secret:
+        raise UserError(f"tfo webhook needs the shared secret in ${cfg.webhook.secret_env}")
+    if not cfg.webhook.remote_url:
+        raise UserError("tfo webhook needs [tfo.webhook] remote_url (or TFO_WEBHOOK_REMOTE_URL)")
+    if not cfg.celery.broker_url:
+        raise UserError("tfo webhook enqueues runs on Celery: set [tfo.celery] broker_url")
+    webhook_app.serve(cfg, secret.encode())
+    return 0
+
+
 @cli.group()
 def backups() -> None:
     """Pre-apply state backups."""

@@ -61,6 +61,30 @@ class CeleryConfig:
 
 
 @dataclass(frozen=True)
+class GitHubConfig:
+    api_url: str = "https://api.github.com"  # GitHub Enterprise: https://HOST/api/v3
+    # Credentials come from the environment, never from this file: the names of the variables.
+    token_env: str = "GITHUB_TOKEN"  # noqa: S105 - a variable name, not a token
+    app_id: str = ""
+    app_key_env: str = "TFO_GITHUB_APP_KEY"  # PEM text of the App's private key
+    installation_id: str = ""
+    status_context: str = "tfo"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    listen: str = "127.0.0.1:8080"
+    secret_env: str = "TFO_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
+    # The repository the webhook mirrors (any git URL; a token from token_env is used for https).
+    remote_url: str = ""
+    mirror_dir: str = ".tfo/mirror"
+    apply_branch: str = "main"
+    max_body_bytes: int = 5 * 1024 * 1024
+    # Deliveries remembered (in Redis when a broker is configured) to ignore replays.
+    replay_window_s: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
 class AccountConfig:
     role_arn: str = ""
 
@@ -89,6 +113,8 @@ class TfoConfig:
     backend_config: Mapping[str, str] = field(default_factory=dict)
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
     celery: CeleryConfig = field(default_factory=CeleryConfig)
+    github: GitHubConfig = field(default_factory=GitHubConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     def resolve(self, relative: str) -> Path:
         """A configured path, relative to the repo root unless absolute."""
@@ -103,7 +129,8 @@ class TfoConfig:
         return self.modules.get(service, self.module_dir)
 
 
-_SCALAR_SECTIONS = {"store": StoreConfig, "celery": CeleryConfig}
+_SCALAR_SECTIONS: dict[str, type] = {"store": StoreConfig, "celery": CeleryConfig, "github": GitHubConfig,
+                                     "webhook": WebhookConfig}
 _MAP_SECTIONS = ("services", "modules", "backend_config")
 
 
@@ -207,6 +234,8 @@ def load_config(
         repo_root=root,
         store=StoreConfig(**sections["store"]),
         celery=CeleryConfig(**sections["celery"]),
+        github=GitHubConfig(**sections["github"]),
+        webhook=WebhookConfig(**sections["webhook"]),
         accounts=accounts,
         **maps,
         **top,

@@ -75,3 +75,45 @@ def user_email(repo: Path) -> str:
         return _git(repo, "config", "user.email").strip()
     except GitError:
         return ""
+
+
+def _auth_env(token: str) -> dict[str, str]:
+    """A token for https remotes as an extra header, passed through the environment (never argv or logs)."""
+    if not token:
+        return {}
+    import base64
+
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}", "GIT_TERMINAL_PROMPT": "0"}
+
+
+def _git_env(repo: Path | None, args: list[str], token: str = "", timeout: float = 600) -> str:
+    import os
+
+    cmd = ["git", *(["-C", str(repo)] if repo else []), *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                              env={**os.environ, **_auth_env(token)})
+    except FileNotFoundError as e:
+        raise GitError("git is not installed or not on PATH") from e
+    except subprocess.TimeoutExpired as e:
+        raise GitError(f"git {args[0]} timed out") from e
+    if proc.returncode != 0:
+        raise GitError(f"git {args[0]} failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
+    return proc.stdout
+
+
+def mirror_sync(remote: str, mirror: Path, token: str = "") -> None:
+    """Keep a bare mirror of `remote` (branches and pull request heads) up to date."""
+    if not (mirror / "HEAD").exists():
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        _git_env(None, ["clone", "--quiet", "--mirror", remote, str(mirror)], token)
+        return
+    _git_env(mirror, ["fetch", "--quiet", "--prune", "origin"], token)
+
+
+def checkout(mirror: Path, sha: str, dest: Path) -> None:
+    """A detached working tree of `sha` at `dest`, sharing the mirror's objects."""
+    _git_env(None, ["clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(dest)])
+    _git_env(dest, ["checkout", "--quiet", "--detach", sha])

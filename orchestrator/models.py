@@ -213,9 +213,12 @@ class RunSpec:
     started_at: str
     actor: str = ""
     git_sha: str = ""
+    # Where to report back, e.g. {"github": {"repo": "o/r", "sha": "...", "pr": 12}}.
+    notify: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "notify": self.notify,
             "run_id": self.run_id,
             "options": {"action": self.options.action.value, "rollback": self.options.rollback,
                         "atomic": self.options.atomic},
@@ -235,6 +238,7 @@ class RunSpec:
             started_at=d["started_at"],
             actor=d.get("actor", ""),
             git_sha=d.get("git_sha", ""),
+            notify=dict(d.get("notify") or {}),
         )
 
 

@@ -35,30 +35,45 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | None], ...] = (
     # GitHub, Slack and similar prefixed tokens
     (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9-]{10,})\b"),
      MASK),
-    # name = value / name: value / "name": "value" where the name says it is a secret; quotes may be
-    # backslash-escaped, as in JSON embedded in JSON (plan output inside an audit record)
-    (re.compile(
-        r"""(?ix)
-        (?P<name>(?:\\*["'])?[\w.-]*(?:""" + _SECRET_WORDS + r""")[\w.-]*(?:\\*["'])?)
-        (?P<sep>\s*(?:=>|=|:)\s*)
-        (?P<value>\\*"(?:[^"\\\n]|\\(?!\\*"))*\\*"|'[^'\n]*'|[^\s,;}\])"'\\]+)
-        """),
-     None),
     # AWS secret access keys: 40 base64 characters that are not part of a longer token
     (re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"), None),
 )
 
 
-def _mask_assignment(m: re.Match[str]) -> str:
-    value = m.group("value")
+# `name = value`, `name: value`, `"name": "value"` where the name contains a secret word; quotes may be
+# backslash-escaped, as in JSON embedded in JSON (plan output inside an audit record). Matched from
+# each secret word onwards, so the cost stays linear in the size of the output.
+_SECRET_WORD = re.compile(_SECRET_WORDS, re.I)
+_ASSIGNMENT_TAIL = re.compile(
+    r"""[\w.-]*(?:\\*["'])?(?P<sep>\s*(?:=>|=|:)\s*)"""
+    r"""(?P<value>\\*"(?:[^"\\\n]|\\(?!\\*"))*\\*"|'[^'\n]*'|[^\s,;}\])"'\\]+)""")
+
+
+def _masked_value(value: str) -> str:
     if value.strip("\"'\\") in ("", "(sensitive value)", "(sensitive)", MASK, "null", "true", "false") \
             or value.startswith(("(", "[")):
-        return m.group(0)
+        return value
     opening = re.match(r"""^\\*["']?""", value)
     closing = re.search(r"""\\*["']?$""", value)
     head = opening.group(0) if opening else ""
     tail = closing.group(0) if closing and len(value) > len(head) else ""
-    return f"{m.group('name')}{m.group('sep')}{head}{MASK}{tail}"
+    return f"{head}{MASK}{tail}"
+
+
+def _mask_assignments(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for word in _SECRET_WORD.finditer(text):
+        if word.start() < pos:
+            continue
+        m = _ASSIGNMENT_TAIL.match(text, word.end())
+        if not m:
+            continue
+        out.append(text[pos:m.start("value")])
+        out.append(_masked_value(m.group("value")))
+        pos = m.end("value")
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _mask_aws_secret(m: re.Match[str]) -> str:
@@ -112,8 +127,6 @@ class Redactor:
         for pattern, replacement in _PATTERNS:
             if replacement is not None:
                 text = pattern.sub(replacement, text)
-            elif "value" in pattern.groupindex:
-                text = pattern.sub(_mask_assignment, text)
             else:
                 text = pattern.sub(_mask_aws_secret, text)
-        return text
+        return _mask_assignments(text)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from orchestrator import git
 from orchestrator.bundle import build_bundle, upload_bundle
@@ -53,17 +54,21 @@ def actor(cfg: TfoConfig) -> str:
     return f"{user} <{email}>" if email else user
 
 
-def prepare_run(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], options: RunOptions) -> RunSpec:
+def prepare_run(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], options: RunOptions, *,
+                run_id: str = "", who: str = "", notify: dict[str, Any] | None = None) -> RunSpec:
     """Upload one content-addressed bundle per deployment and fix everything the run needs."""
     bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s))) for s in specs)
     now = datetime.now(UTC)
     run = RunSpec(
-        run_id=new_run_id(now),
+        run_id=run_id or new_run_id(now),
         options=options,
         deployments=bundled,
         started_at=now.isoformat(),
-        actor=actor(cfg),
-        git_sha=os.environ.get("GITHUB_SHA") or git.head_sha(cfg.repo_root),
+        actor=who or actor(cfg),
+        # A webhook run checked out the event's commit; a CI run may name it in GITHUB_SHA.
+        git_sha=(git.head_sha(cfg.repo_root) if notify
+                 else os.environ.get("GITHUB_SHA") or git.head_sha(cfg.repo_root)),
+        notify=dict(notify or {}),
     )
     save_run_spec(store, run)
     return run

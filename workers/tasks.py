@@ -18,7 +18,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from orchestrator import recovery
+from orchestrator import notify, recovery
 from orchestrator.cancel import CancelToken
 from orchestrator.deploy import deploy
 from orchestrator.finalize import finalize, load_run_result
@@ -100,7 +100,8 @@ def finalize_task(self: TfoTask, results: list[dict[str, Any]], run_id: str) -> 
     with self.runtime(run_id) as rt:
         run = load_run_spec(rt.store, run_id)
         result = finalize(run, _with_specs(run, results), rt)
-        return {"summary": result.report_dict(), "results": [r.public_dict() for r in result.results]}
+        notify_error = notify.post_result(rt.cfg, result)
+        return {"summary": result.report_dict(), "notify_error": notify_error}
 
 
 RECONCILE_INTERVAL_S = 5
@@ -127,6 +128,7 @@ def reconcile_task(self: TfoTask, run_id: str, redeliver_by: float) -> dict[str,
         done, pending = recovery.collect(rt, run)
         results = recovery.results_in_order(run, done, pending)
         result = finalize(run, _with_specs(run, [r.public_dict() for r in results]), rt)
+        notify.post_result(rt.cfg, result)
         return {"run_id": run_id, "reconciled": True, "status": result.status, "resumed_here": resumed}
 
 

@@ -82,3 +82,11 @@ def test_escaped_json_inside_json_is_masked(text: str, secret: str) -> None:
     out = Redactor().redact(text)
     assert secret not in out
     assert '\\"team\\":\\"data\\"' in out or "api_key" in out
+
+
+@pytest.mark.timeout(30)
+def test_long_unbroken_runs_do_not_hang_the_redactor() -> None:
+    # A base64 blob or a giant identifier in terraform output once took quadratic time.
+    blob = "x" * 300_000 + " password = hunter2hunter2 " + "A1b2" * 50_000
+    out = Redactor().redact(blob)
+    assert "hunter2hunter2" not in out and out.startswith("x" * 1000)

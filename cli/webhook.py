@@ -1,0 +1,241 @@
+"""The GitHub webhook: a small Flask app served by waitress (`tfo webhook`).
+
+Verify (HMAC-SHA256, constant time) -> size and replay checks -> answer 202 with a run id at once;
+a single background thread then syncs the mirror, checks out the event's commit, computes the
+changed files, validates, bundles and enqueues the run on Celery. Nothing secret is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from orchestrator import git, notify
+from orchestrator.config import TfoConfig, load_config
+from orchestrator.discovery import discover
+from orchestrator.errors import TfoError, ValidationError
+from orchestrator.finalize import run_summary_key
+from orchestrator.models import Action, RunOptions
+from orchestrator.names import unsafe_name_reason
+from orchestrator.redaction import Redactor
+from orchestrator.runs import new_run_id, prepare_run
+from orchestrator.sharding import build_deployments
+from orchestrator.store import open_store
+
+log = logging.getLogger("tfo.webhook")
+PR_ACTIONS = {"opened", "synchronize", "reopened"}
+ZERO_SHA = "0" * 40
+
+
+@dataclass(frozen=True)
+class Job:
+    """One accepted event, turned into a run by the background thread."""
+
+    run_id: str
+    action: Action
+    repo: str  # owner/name
+    sha: str
+    base: str  # diff base: the push's `before` or the PR's base sha ("" = every deployment)
+    pr: int | None
+    delivery: str
+    sender: str
+
+
+class Deliveries:
+    """Delivery ids already seen: in Redis (shared by every webhook replica) when configured."""
+
+    def __init__(self, redis_url: str, window_s: int) -> None:
+        self.window_s = window_s
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._redis: Any = None
+        if redis_url.startswith(("redis://", "rediss://")):
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    def first_time(self, delivery: str) -> bool:
+        if self._redis is not None:
+            return bool(self._redis.set(f"tfo:webhook:delivery:{delivery}", "1", nx=True, ex=self.window_s))
+        with self._lock:
+            now = time.time()
+            self._seen = {k: v for k, v in self._seen.items() if v > now}
+            if delivery in self._seen:
+                return False
+            self._seen[delivery] = now + self.window_s
+            return True
+
+
+def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header)
+
+
+def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) -> tuple[Job | None, str]:
+    """The run an event asks for, or None and why it is ignored."""
+    repo = str(payload.get("repository", {}).get("full_name", ""))
+    sender = str(payload.get("sender", {}).get("login", ""))
+    if event == "push":
+        ref = str(payload.get("ref", ""))
+        if ref != f"refs/heads/{cfg.webhook.apply_branch}":
+            return None, f"push to {ref} ignored: only {cfg.webhook.apply_branch} is applied"
+        if payload.get("deleted"):
+            return None, "branch deletion ignored"
+        before = str(payload.get("before", ""))
+        return Job(new_run_id(), Action.APPLY, repo, str(payload.get("after", "")),
+                   "" if before == ZERO_SHA else before, None, delivery, sender), ""
+    if event == "pull_request":
+        action = str(payload.get("action", ""))
+        if action not in PR_ACTIONS:
+            return None, f"pull_request {action} ignored"
+        pr = payload.get("pull_request", {})
+        return Job(new_run_id(), Action.PLAN, repo, str(pr.get("head", {}).get("sha", "")),
+                   str(pr.get("base", {}).get("sha", "")), int(payload.get("number", 0)), delivery, sender), ""
+    return None, ""
+
+
+class RunStarter:
+    """Turns jobs into runs, one at a time (the mirror is not safe for concurrent fetches)."""
+
+    def __init__(self, server_cfg: TfoConfig, submit: Callable[[TfoConfig, Any], Any] | None = None) -> None:
+        self.cfg = server_cfg
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfo-webhook-run")
+        self.submit = submit
+        self.token = os.environ.get(server_cfg.github.token_env, "")
+
+    def start(self, job: Job) -> None:
+        self.pool.submit(self._safely, job)
+
+    def _safely(self, job: Job) -> None:
+        try:
+            self.run(job)
+        except Exception as e:  # a background job must record its failure, not die silently
+            log.error("run %s for %s@%s failed to start: %s", job.run_id, job.repo, job.sha[:12],
+                      Redactor([self.token] if self.token else []).redact(f"{type(e).__name__}: {e}"))
+            self._record_failure(job, f"{type(e).__name__}: {e}")
+
+    def _record_failure(self, job: Job, error: str) -> None:
+        with contextlib.suppress(TfoError):
+            open_store(self.cfg).put_json(run_summary_key(job.run_id), {
+                "run_id": job.run_id, "action": job.action.value, "status": "invalid" if "problem" in error
+                else "failed", "error": Redactor([self.token] if self.token else []).redact(error),
+                "deployments": []})
+
+    def run(self, job: Job) -> None:
+        w = self.cfg.webhook
+        mirror = self.cfg.resolve(w.mirror_dir)
+        git.mirror_sync(w.remote_url, mirror, self.token)
+        checkout = mirror.parent / "checkouts" / job.run_id
+        git.checkout(mirror, job.sha, checkout)
+        try:
+            self._start(job, checkout)
+        finally:
+            shutil.rmtree(checkout, ignore_errors=True)
+
+    def _start(self, job: Job, checkout: Path) -> None:
+        repo_cfg_file = checkout / "tfo.toml"
+        repo_cfg = load_config(repo_cfg_file if repo_cfg_file.is_file() else None, repo_root=checkout, environ={})
+        # The repository decides paths and policy; the server decides where things run and live.
+        store = replace(self.cfg.store, path=str(self.cfg.resolve(self.cfg.store.path)))
+        cfg = replace(repo_cfg, store=store, celery=self.cfg.celery, github=self.cfg.github,
+                      webhook=self.cfg.webhook, workdir=str(self.cfg.workdir_path),
+                      plugin_cache_dir=self.cfg.plugin_cache_dir, terraform_bin=self.cfg.terraform_bin)
+        target = {"github": {"repo": job.repo, "sha": job.sha, "pr": job.pr}}
+        if job.base:
+            changed = "\n".join(f"{c.status}\t{c.path}" for c in git.changed_paths(checkout, f"{job.base}..{job.sha}"))
+            found = discover(cfg, changed_files=changed)
+        else:
+            found = discover(cfg)
+        try:
+            specs = build_deployments(cfg, found)
+        except ValidationError as e:
+            notify.post_invalid(cfg, target, job.action.value, job.run_id, list(e.problems))
+            self._record_failure(job, f"{len(e.problems)} problem(s): " + "; ".join(map(str, e.problems)))
+            return
+        run = prepare_run(cfg, open_store(cfg), specs, RunOptions(job.action, cfg.rollback),
+                          run_id=job.run_id, who=f"github:{job.sender}", notify=target)
+        notify.post_pending(cfg, run)
+        submit = self.submit
+        if submit is None:
+            from workers import producer
+
+            submit = producer.submit
+        submit(cfg, run)
+        log.info("run %s: %s of %s@%s, %d deployment(s)", run.run_id, job.action.value, job.repo, job.sha[:12],
+                 len(specs))
+
+
+def create_app(cfg: TfoConfig, secret: bytes, starter: RunStarter) -> Flask:
+    app = Flask("tfo-webhook")
+    app.config["MAX_CONTENT_LENGTH"] = cfg.webhook.max_body_bytes
+    deliveries = Deliveries(cfg.celery.broker_url, cfg.webhook.replay_window_s)
+
+    def answer(code: int, /, **body: Any) -> tuple[Response, int]:
+        return jsonify(body), code
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return answer(200, status="ok")
+
+    @app.errorhandler(413)
+    def too_large(_: Exception) -> tuple[Response, int]:
+        return answer(413, error=f"body larger than {cfg.webhook.max_body_bytes} bytes")
+
+    @app.post("/webhook")
+    def webhook() -> tuple[Response, int]:
+        length = request.content_length
+        if length is not None and length > cfg.webhook.max_body_bytes:
+            return answer(413, error=f"body larger than {cfg.webhook.max_body_bytes} bytes")
+        body = request.get_data(cache=True)
+        if not verify_signature(secret, body, request.headers.get("X-Hub-Signature-256")):
+            return answer(401, error="missing or bad X-Hub-Signature-256")
+        event = request.headers.get("X-GitHub-Event", "")
+        delivery = request.headers.get("X-GitHub-Delivery", "")
+        if not delivery or unsafe_name_reason(delivery.replace("-", "")[:60]) is not None:
+            return answer(400, error="missing or malformed X-GitHub-Delivery")
+        if event == "ping":
+            return answer(200, status="pong")
+        if event not in ("push", "pull_request"):
+            return answer(400, error=f"unsupported event {event[:40]!r}: tfo takes push and pull_request")
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return answer(400, error="body is not JSON")
+        if not isinstance(payload, dict):
+            return answer(400, error="body is not a JSON object")
+        job, why = job_for(event, payload, cfg, delivery)
+        if job is None:
+            return answer(200, status="ignored", reason=why)
+        if not job.sha or len(job.sha) != 40 or not all(c in "0123456789abcdef" for c in job.sha):
+            return answer(400, error="event has no valid commit sha")
+        if not deliveries.first_time(delivery):
+            return answer(200, status="duplicate", delivery=delivery)
+        starter.start(job)
+        return answer(202, status="accepted", run_id=job.run_id, action=job.action.value)
+
+    return app
+
+
+def serve(cfg: TfoConfig, secret: bytes) -> None:
+    from waitress import serve as waitress_serve
+
+    host, _, port = cfg.webhook.listen.rpartition(":")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    waitress_serve(create_app(cfg, secret, RunStarter(cfg)), host=host or "127.0.0.1", port=int(port),
+                   threads=4, ident="tfo-webhook")

@@ -1,0 +1,80 @@
+"""Reporting a run back to where it came from (GitHub: a commit status, and the sticky PR comment)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from orchestrator.config import TfoConfig
+from orchestrator.errors import Problem
+from orchestrator.github import GitHubAuth, GitHubClient, GitHubError
+from orchestrator.models import RunResult, RunSpec
+from orchestrator.report import to_markdown
+
+
+def github_client(cfg: TfoConfig) -> GitHubClient | None:
+    g = cfg.github
+    auth = GitHubAuth(token=os.environ.get(g.token_env, ""), app_id=g.app_id,
+                      app_private_key_pem=os.environ.get(g.app_key_env, ""), installation_id=g.installation_id)
+    if not auth.token and not (auth.app_id and auth.app_private_key_pem and auth.installation_id):
+        return None
+    return GitHubClient(g.api_url, auth)
+
+
+def _target(run: RunSpec) -> dict[str, Any] | None:
+    target = run.notify.get("github")
+    return target if isinstance(target, dict) and target.get("repo") and target.get("sha") else None
+
+
+def context(cfg: TfoConfig, run: RunSpec) -> str:
+    return f"{cfg.github.status_context}/{run.options.action.value}"
+
+
+def post_pending(cfg: TfoConfig, run: RunSpec, client: GitHubClient | None = None) -> str:
+    target, client = _target(run), client or github_client(cfg)
+    if target is None or client is None:
+        return ""
+    try:
+        client.set_status(target["repo"], target["sha"], "pending", context(cfg, run),
+                          f"run {run.run_id}: {len(run.deployments)} deployment(s)")
+    except GitHubError as e:
+        return str(e)
+    return ""
+
+
+def post_result(cfg: TfoConfig, result: RunResult, client: GitHubClient | None = None) -> str:
+    """Commit status and (for a PR) the sticky comment; returns an error text, never raises."""
+    run = result.run
+    target, client = _target(run), client or github_client(cfg)
+    if target is None or client is None:
+        return ""
+    state = "success" if result.status == "succeeded" else "failure"
+    changes = sum(r.plan.add + r.plan.change + r.plan.destroy for r in result.results)
+    try:
+        client.set_status(target["repo"], target["sha"], state, context(cfg, run),
+                          f"run {run.run_id}: {result.status}, {len(result.results)} deployment(s), "
+                          f"{changes} change(s)")
+        if target.get("pr"):
+            client.upsert_sticky_comment(target["repo"], int(target["pr"]), to_markdown(result))
+    except GitHubError as e:
+        return str(e)
+    return ""
+
+
+def post_invalid(cfg: TfoConfig, notify: dict[str, Any], action: str, run_id: str, problems: list[Problem],
+                 client: GitHubClient | None = None) -> str:
+    """The change did not validate: nothing ran; say why on the PR and the commit."""
+    target, client = notify.get("github"), client or github_client(cfg)
+    if not isinstance(target, dict) or client is None:
+        return ""
+    lines = "\n".join(f"- `{p}`" for p in problems)
+    body = (f"## tfo {action}: invalid input ⚠️\n\nRun `{run_id}` did not start; "
+            f"{len(problems)} problem(s):\n\n{lines}\n")
+    try:
+        client.set_status(target["repo"], target["sha"], "failure", f"{cfg.github.status_context}/{action}",
+                          f"invalid input: {len(problems)} problem(s)")
+        if target.get("pr"):
+            client.upsert_sticky_comment(target["repo"], int(target["pr"]), body)
+    except GitHubError as e:
+        return str(e)
+    return ""

@@ -1,0 +1,80 @@
+"""A loopback HTTP server speaking the few GitHub REST calls tfo makes, recording every request."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass
+class GitHubStub:
+    fail_next: int = 0  # answer this many requests with 502 first
+    requests: list[Recorded] = field(default_factory=list)
+    comments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    _next_id: int = 100
+
+    def start(self) -> str:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, code: int, obj: Any) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode() if length else ""
+                stub.requests.append(Recorded(self.command, self.path, dict(self.headers), body))
+                if stub.fail_next > 0:
+                    stub.fail_next -= 1
+                    self._reply(502, {"message": "bad gateway"})
+                    return
+                path = self.path.split("?", 1)[0]
+                parts = path.strip("/").split("/")
+                if self.command == "GET" and path.endswith("/comments"):
+                    number = int(parts[4])
+                    self._reply(200, [c for c in stub.comments.values() if c["issue"] == number])
+                elif self.command == "POST" and path.endswith("/comments"):
+                    stub._next_id += 1
+                    c = {"id": stub._next_id, "issue": int(parts[4]), "body": json.loads(body)["body"]}
+                    stub.comments[c["id"]] = c
+                    self._reply(201, c)
+                elif self.command == "PATCH" and "/issues/comments/" in path:
+                    c = stub.comments[int(parts[-1])]
+                    c["body"] = json.loads(body)["body"]
+                    self._reply(200, c)
+                elif self.command == "POST" and "/statuses/" in path:
+                    stub.statuses.append({"sha": parts[-1], **json.loads(body)})
+                    self._reply(201, {})
+                elif self.command == "POST" and path.endswith("/access_tokens"):
+                    self._reply(201, {"token": "ghs_installationtokenvalue0123456789abcd"})
+                else:
+                    self._reply(404, {"message": "not found"})
+
+            do_GET = do_POST = do_PATCH = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
