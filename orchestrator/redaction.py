@@ -125,8 +125,6 @@ class Redactor:
             if lit in text:
                 text = text.replace(lit, MASK)
         for pattern, replacement in _PATTERNS:
-            if replacement is not None:
-                text = pattern.sub(replacement, text)
-            else:
-                text = pattern.sub(_mask_aws_secret, text)
+            # a pattern without a fixed replacement is the AWS secret key one, which needs a check
+            text = pattern.sub(replacement if replacement is not None else _mask_aws_secret, text)
         return _mask_assignments(text)
