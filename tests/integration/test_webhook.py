@@ -25,6 +25,7 @@ from tests.helpers import EXAMPLE, SECRET_PASSWORD, SECRET_TOKEN, Repo, free_por
 
 pytestmark = pytest.mark.integration
 SECRET = "webhook-shared-secret-4242"
+Stack = tuple[Repo, "Hook", GitHubStub, Path, dict[str, str]]
 GH_TOKEN = "ghp_stubtoken0123456789abcdefghijklmnopqr"
 
 
@@ -46,7 +47,8 @@ class Hook:
             headers["X-Hub-Signature-256"] = signature
         elif secret is not None:
             headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        req = urllib.request.Request(self.url + "/webhook", data=body, headers=headers, method="POST")
+        req = urllib.request.Request(self.url + "/webhook", data=body, headers=headers,  # noqa: S310 - loopback
+                                     method="POST")
         try:
             with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback test server
                 return r.status, json.loads(r.read() or b"{}")
@@ -59,7 +61,7 @@ class Hook:
 
 
 @pytest.fixture
-def stack(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> Iterator[tuple[Repo, Hook, GitHubStub, Path, dict[str, str]]]:
+def stack(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> Iterator[Stack]:
     server, workers = celery_repo
     # the infra repository, as a git remote
     work = tmp_path / "infra-work"
@@ -125,7 +127,7 @@ def _push(work: Path, before: str, ref: str = "refs/heads/main") -> dict[str, An
             "repository": {"full_name": "org/infra"}, "sender": {"login": "dev"}}
 
 
-def test_signatures_sizes_events_and_ping(stack: tuple[Repo, Hook, GitHubStub, Path, dict[str, str]]) -> None:
+def test_signatures_sizes_events_and_ping(stack: Stack) -> None:
     _, hook, stub, _, _ = stack
     assert hook.send("ping", {"zen": "hi"}) == (200, {"status": "pong"})
     assert hook.send("ping", {"zen": "hi"}, secret="wrong-secret")[0] == 401
@@ -140,7 +142,7 @@ def test_signatures_sizes_events_and_ping(stack: tuple[Repo, Hook, GitHubStub, P
     assert stub.requests == []
 
 
-def test_push_to_main_applies_and_replay_is_ignored(stack: tuple[Repo, Hook, GitHubStub, Path, dict[str, str]]) -> None:
+def test_push_to_main_applies_and_replay_is_ignored(stack: Stack) -> None:
     server, hook, stub, work, refs = stack
     p = work / "Accounts/acct-b/platform.tfvars"
     p.write_text(p.read_text() + "\n# touched\n")
@@ -168,7 +170,7 @@ def test_push_to_main_applies_and_replay_is_ignored(stack: tuple[Repo, Hook, Git
 
 
 def test_pull_request_plans_and_keeps_one_sticky_comment(
-        stack: tuple[Repo, Hook, GitHubStub, Path, dict[str, str]]) -> None:
+        stack: Stack) -> None:
     server, hook, stub, work, refs = stack
     git(work, "checkout", "-q", "-b", "feature")
     p = work / "Accounts/acct-a/data-lake.tfvars"
@@ -202,7 +204,7 @@ def test_pull_request_plans_and_keeps_one_sticky_comment(
     assert all(s["context"] == "tfo/plan" for s in stub.statuses)
 
 
-def test_invalid_change_is_reported_and_nothing_runs(stack: tuple[Repo, Hook, GitHubStub, Path, dict[str, str]]) -> None:
+def test_invalid_change_is_reported_and_nothing_runs(stack: Stack) -> None:
     server, hook, stub, work, refs = stack
     (work / "Accounts/acct-a/broken.tfvars").write_text("s3_buckets = {\n  raw = \n}\n")
     git(work, "add", "-A")
