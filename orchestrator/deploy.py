@@ -122,12 +122,15 @@ def prepare_workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle_ke
     return dest
 
 
-def step_context(rt: Runtime, workdir: Path, spec: DeploymentSpec) -> StepContext:
+def step_context(rt: Runtime, workdir: Path, spec: DeploymentSpec, run_id: str) -> StepContext:
     backend = {**rt.store.backend_config(spec.state_key, spec.region), **rt.cfg.backend_config}
+    env = deployment_env(spec, workdir, rt.cfg.resolve(rt.cfg.plugin_cache_dir) if rt.cfg.plugin_cache_dir else None)
+    creds = rt.account_credentials(spec.account, run_id)
+    if creds is not None:
+        # The account's role serves terraform's backend and providers alike.
+        env.update(creds.env())
     return StepContext(workdir=workdir, client=rt.client, cancel=rt.cancel, timeout_s=rt.cfg.terraform_timeout_s,
-                       lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend,
-                       env=deployment_env(spec, workdir, rt.cfg.resolve(rt.cfg.plugin_cache_dir)
-                                          if rt.cfg.plugin_cache_dir else None))
+                       lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend, env=env)
 
 
 def deployment_env(spec: DeploymentSpec, workdir: Path, plugin_cache: Path | None = None) -> dict[str, str]:
@@ -192,7 +195,10 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
             # let it finish (it writes state and releases its lock) before touching the state.
             wait_until_idle(rt.run_dir(run.run_id) / spec.slug, rt.cfg.lock_timeout_s)
         workdir = prepare_workspace(rt, run, spec, spec.bundle_key, suffix=".resume" if resuming else "")
-        ctx = step_context(rt, workdir, spec)
+        ctx = step_context(rt, workdir, spec, run.run_id)
+        creds = rt.account_credentials(spec.account, run.run_id)
+        if creds is not None:
+            redactor.add(creds.secrets())
         ctx.log = log
         if run.options.action == Action.APPLY:
             rt.event(spec.id, "waiting_lock")
@@ -263,7 +269,8 @@ def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext
         out.previous_bundle_key = read_last_good(rt.store, spec)
         rt.event(spec.id, "backup")
         try:
-            backup = rt.store.backup_state(spec.state_key, {"run-id": run.run_id, "deployment": spec.id})
+            backup = rt.state_store(spec.account, run.run_id).backup_state(
+                spec.state_key, {"run-id": run.run_id, "deployment": spec.id})
         except StateBackupError as e:
             out.status, out.error = Status.FAILED, redactor.redact(f"{e}; the apply was not run")
             return
@@ -278,7 +285,7 @@ def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext
     write_checkpoint(rt, run, spec, "applying", backup_key=out.backup_key, backup_version=out.backup_version,
                      previous_bundle_key=out.previous_bundle_key)
     apply = ApplyStep().run(ctx)
-    out.state_serial = state_serial(rt.store, spec.state_key)
+    out.state_serial = state_serial(rt.state_store(spec.account, run.run_id), spec.state_key)
     if apply.ok:
         out.status = Status.SUCCEEDED
         write_last_good(rt.store, spec, spec.bundle_key, run.run_id)
@@ -312,7 +319,7 @@ def _after_lost_apply(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Out
                       prior: dict[str, Any]) -> None:
     """An earlier attempt started `apply` and was lost. Never apply again: resume or report."""
     out.applied = True
-    out.state_serial = state_serial(rt.store, spec.state_key)
+    out.state_serial = state_serial(rt.state_store(spec.account, run.run_id), spec.state_key)
     who = f"{prior.get('host', '?')} (pid {prior.get('pid', '?')})"
     if not has_changes:
         # The lost apply completed: infrastructure already matches this configuration.

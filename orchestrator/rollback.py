@@ -57,7 +57,7 @@ def _verify(ctx: StepContext, redactor: Redactor, destroy: bool = False) -> bool
 
 def _workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle: str,
                redactor: Redactor, log: list[CommandResult]) -> StepContext:
-    ctx = step_context(rt, prepare_workspace(rt, run, spec, bundle, suffix=".rollback"), spec)
+    ctx = step_context(rt, prepare_workspace(rt, run, spec, bundle, suffix=".rollback"), spec, run.run_id)
     ctx.log = log
     _check(InitStep().run(ctx), redactor)
     return ctx
@@ -83,10 +83,11 @@ def _restore(rt: Runtime, run: RunSpec, result: DeploymentResult, redactor: Reda
     spec = result.spec
     if not result.backup_key:
         raise _Failed("no pre-apply backup was recorded for this deployment")
-    current = rt.store.read_state(spec.state_key)
-    backup = rt.store.read_backup(result.backup_key)
+    store = rt.state_store(spec.account, run.run_id)
+    current = store.read_state(spec.state_key)
+    backup = store.read_backup(result.backup_key)
     untracked = tuple(sorted(state_addresses(current) - state_addresses(backup)))
-    rt.store.restore_state(spec.state_key, backup)
+    store.restore_state(spec.state_key, backup)
     target = result.previous_bundle_key or read_last_good(rt.store, spec)
     ctx = _workspace(rt, run, spec, target or spec.bundle_key, redactor, log)
     matches = _verify(ctx, redactor, destroy=not target)
@@ -118,7 +119,7 @@ def rollback(result: DeploymentResult, run: RunSpec, rt: Runtime, strategy: str)
             rec = RollbackRecord(strategy, "failed",
                                  error=f"could not take the lease on {spec.state_key}: held by {who}")
         else:
-            now = state_serial(rt.store, spec.state_key)
+            now = state_serial(rt.state_store(spec.account, run.run_id), spec.state_key)
             if result.state_serial is not None and now != result.state_serial:
                 rec = RollbackRecord(strategy, "failed", error=(
                     f"state {spec.state_key} moved on since this run's apply (serial {result.state_serial} -> {now}); "

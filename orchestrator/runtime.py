@@ -10,6 +10,7 @@ from pathlib import Path
 
 from orchestrator.cancel import CancelToken
 from orchestrator.config import TfoConfig
+from orchestrator.credentials import AccountCredentials, AwsCredentials
 from orchestrator.locks import DynamoLeaseBackend, FileLeaseBackend, LeaseManager
 from orchestrator.store import Store, open_store
 from orchestrator.terraform import TerraformClient
@@ -41,6 +42,21 @@ class Runtime:
             self.on_event(dep_id, phase, detail)
 
     _terraform_version: str = ""
+    credentials: AccountCredentials | None = None
+
+    def account_credentials(self, account: str, run_id: str) -> AwsCredentials | None:
+        if self.credentials is None:
+            self.credentials = AccountCredentials(self.cfg)
+        return self.credentials.for_account(account, f"tfo-{run_id}")
+
+    def state_store(self, account: str, run_id: str) -> Store:
+        """The store for one account's state and backups: with its role's credentials when it has one."""
+        creds = self.account_credentials(account, run_id)
+        if creds is None or self.cfg.store.kind != "s3":
+            return self.store
+        from orchestrator.store.s3 import S3Store
+
+        return S3Store(self.cfg.store, session=creds.session(self.cfg.store.region))
 
     @property
     def terraform_version(self) -> str:

@@ -54,8 +54,10 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _require(exe if Path(exe).exists() else None, "moto_server (pip install 'moto[server]')")
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
+    recording = log.parent / "recording.jsonl"
     with open(log, "w") as out:
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

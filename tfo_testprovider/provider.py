@@ -94,7 +94,8 @@ class Thing(Resource):
     def _journal(self, event: str, name: str, op: str) -> None:
         """Append to the world's journal: lets tests see when, what and by which terraform each change ran."""
         self.provider.world_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"t": time.time(), "event": event, "op": op, "name": name, "terraform_pid": os.getppid()})
+        line = json.dumps({"t": time.time(), "event": event, "op": op, "name": name, "terraform_pid": os.getppid(),
+                           "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", "")})
         with open(self.provider.world_dir / JOURNAL, "a") as f:
             f.write(line + "\n")
 

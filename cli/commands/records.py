@@ -114,11 +114,12 @@ def rollback_to(g: GlobalOptions, deployment: str, to: str | None) -> int:
         click.echo(f"tfo: {key} is locked by {who}; try again later", err=True)
         return EXIT_DEPLOYMENT_FAILED
     try:
-        current = rt.store.read_state(key)
-        safety = rt.store.backup_state(key, {"run-id": owner, "deployment": deployment, "reason": "manual rollback"})
-        data = rt.store.read_backup(chosen)
+        store = rt.state_store(deployment.split("/")[1], owner)
+        current = store.read_state(key)
+        safety = store.backup_state(key, {"run-id": owner, "deployment": deployment, "reason": "manual rollback"})
+        data = store.read_backup(chosen)
         untracked = sorted(state_addresses(current) - state_addresses(data))
-        rt.store.restore_state(key, data)
+        store.restore_state(key, data)
     finally:
         rt.leases.release(key, owner)
         rt.leases.close()

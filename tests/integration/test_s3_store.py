@@ -112,3 +112,54 @@ def test_state_rollback_on_s3_keeps_terraform_digest_valid(s3_repo: tuple[Repo, 
     write_sample(repo)
     again = repo.tfo("plan", "Accounts/acct-a/data-lake.tfvars")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def _moto(endpoint: str, path: str, method: str = "POST") -> bytes:
+    import urllib.request
+
+    req = urllib.request.Request(endpoint + path, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback test server
+        return r.read()
+
+
+def test_account_role_credentials_reach_boto3_and_terraform(s3_repo: tuple[Repo, str, str],
+                                                            moto_endpoint: str, tmp_path: Path) -> None:
+    repo, bucket, _ = s3_repo
+    toml = repo.root / "tfo.toml"
+    toml.write_text(toml.read_text() + '\n[tfo.accounts.acct-a]\nrole_arn = "arn:aws:iam::123456789012:role/tfo-deployer"\n')
+    write_sample(repo)
+    _moto(moto_endpoint, "/moto-api/recorder/reset-recording")
+    _moto(moto_endpoint, "/moto-api/recorder/start-recording")
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--json-out", str(out))
+    _moto(moto_endpoint, "/moto-api/recorder/stop-recording")
+    assert r.returncode == 0, r.stdout + r.stderr
+    recording = [json.loads(line) for line in _moto(moto_endpoint, "/moto-api/recorder/download-recording",
+                                                    "GET").decode().splitlines() if line.strip()]
+
+    def key_ids(predicate: Any) -> set[str]:
+        out: set[str] = set()
+        for rec in recording:
+            auth = rec.get("headers", {}).get("Authorization", "")
+            if "Credential=" in auth and predicate(rec):
+                out.add(auth.split("Credential=", 1)[1].split("/", 1)[0])
+        return out
+
+    # the role was assumed, and its temporary key id (ASIA...) signed acct-a's state traffic
+    def on_acct(account: str) -> Any:
+        return lambda rec: f"/{account}/" in rec.get("url", "")
+
+    def by(agent: str) -> Any:
+        return lambda rec: agent in rec.get("headers", {}).get("User-Agent", "")
+
+    acct_a = key_ids(lambda rec: on_acct("acct-a")(rec) and by("Terraform")(rec))
+    assert acct_a and all(k.startswith("ASIA") for k in acct_a), acct_a  # terraform's backend
+    boto_a = key_ids(lambda rec: on_acct("acct-a")(rec) and by("Boto3")(rec) and "backups" in rec.get("url", ""))
+    assert boto_a and all(k.startswith("ASIA") for k in boto_a), boto_a  # tfo's backup copy via boto3
+    # acct-b has no role: the ambient credentials
+    assert key_ids(lambda rec: on_acct("acct-b")(rec) and by("Terraform")(rec)) == {"testing"}
+    # and the providers got them too (terraform passes its environment on)
+    journal_keys = {e["aws_access_key_id"] for e in repo.journal() if e["name"].startswith(("s3.acct-a", "kms.acct-a"))}
+    assert journal_keys == acct_a
+    # none of it is shown to people
+    assert not any(k in r.stdout + r.stderr + out.read_text() for k in acct_a)

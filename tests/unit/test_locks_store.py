@@ -139,3 +139,18 @@ def test_same_run_from_another_live_process_waits_unless_handed_over(tmp_path: P
     finally:
         other.kill()
         other.wait()
+
+
+@mock_aws
+def test_account_role_is_assumed_once_and_unknown_accounts_use_ambient(tmp_path: Path) -> None:
+    from orchestrator.config import load_config
+    from orchestrator.credentials import AccountCredentials
+
+    (tmp_path / "tfo.toml").write_text('[tfo.accounts.prod]\nrole_arn = "arn:aws:iam::123456789012:role/tfo"\n')
+    cfg = load_config(repo_root=tmp_path, environ={})
+    creds = AccountCredentials(cfg)
+    first = creds.for_account("prod", "tfo-run-1")
+    assert first is not None and first.access_key_id.startswith("ASIA")
+    assert set(first.env()) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+    assert creds.for_account("prod", "tfo-run-1") is first  # cached until close to expiry
+    assert creds.for_account("dev", "tfo-run-1") is None
