@@ -117,16 +117,18 @@ def test_state_rollback_on_s3_keeps_terraform_digest_valid(s3_repo: tuple[Repo, 
 def _moto(endpoint: str, path: str, method: str = "POST") -> bytes:
     import urllib.request
 
-    req = urllib.request.Request(endpoint + path, method=method, data=b"" if method == "POST" else None)
+    req = urllib.request.Request(endpoint + path, method=method,  # noqa: S310 - loopback test server
+                                 data=b"" if method == "POST" else None)
     with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback test server
         return r.read()
 
 
 def test_account_role_credentials_reach_boto3_and_terraform(s3_repo: tuple[Repo, str, str],
                                                             moto_endpoint: str, tmp_path: Path) -> None:
-    repo, bucket, _ = s3_repo
+    repo, _, _ = s3_repo
     toml = repo.root / "tfo.toml"
-    toml.write_text(toml.read_text() + '\n[tfo.accounts.acct-a]\nrole_arn = "arn:aws:iam::123456789012:role/tfo-deployer"\n')
+    toml.write_text(toml.read_text() + '\n[tfo.accounts.acct-a]\n'
+                    'role_arn = "arn:aws:iam::123456789012:role/tfo-deployer"\n')
     write_sample(repo)
     _moto(moto_endpoint, "/moto-api/recorder/reset-recording")
     _moto(moto_endpoint, "/moto-api/recorder/start-recording")
