@@ -147,11 +147,18 @@ def test_first_apply_failing_destroys_what_it_created(repo: Repo, tmp_path: Path
 def test_plan_reports_changes_and_exits_zero(repo: Repo, tmp_path: Path) -> None:
     write_sample(repo)
     out = tmp_path / "plan.json"
-    r = repo.tfo("plan", "--json-out", str(out))
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    r = repo.tfo("plan", "--json-out", str(out), env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert r.returncode == 0, r.stderr
     plans = {d["id"]: d["plan"] for d in json.loads(out.read_text())["deployments"]}
     assert plans["s3/acct-a/us-west-2/data-lake"] == {"add": 2, "change": 0, "destroy": 0}
     assert repo.world_state() == {}  # plan changes nothing
+    # in GitHub Actions the Markdown report is appended to the step summary, redacted
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and "## tfo plan: succeeded" in text
+    assert "| `s3/acct-a/us-west-2/data-lake` | 2 | 0 | 0 |" in text
+    assert SECRET_PASSWORD not in text and SECRET_TOKEN not in text
 
 
 def test_manual_rollback_restores_a_chosen_backup_and_audit_show_redacts(repo: Repo, tmp_path: Path) -> None:
