@@ -128,14 +128,14 @@ class RunStarter:
         except Exception as e:  # a background job must record its failure, not die silently
             log.error("run %s for %s@%s failed to start: %s", job.run_id, job.repo, job.sha[:12],
                       Redactor([self.token] if self.token else []).redact(f"{type(e).__name__}: {e}"))
-            self._record_failure(job, f"{type(e).__name__}: {e}")
+            self._record_failure(job, "failed", f"{type(e).__name__}: {e}")
 
-    def _record_failure(self, job: Job, error: str) -> None:
+    def _record_failure(self, job: Job, status: str, error: str) -> None:
+        """A run that never started still gets a summary, so `tfo runs show` and clients see why."""
         with contextlib.suppress(TfoError):
             open_store(self.cfg).put_json(run_summary_key(job.run_id), {
-                "run_id": job.run_id, "action": job.action.value, "status": "invalid" if "problem" in error
-                else "failed", "error": Redactor([self.token] if self.token else []).redact(error),
-                "deployments": []})
+                "run_id": job.run_id, "action": job.action.value, "status": status,
+                "error": Redactor([self.token] if self.token else []).redact(error), "deployments": []})
 
     def run(self, job: Job) -> None:
         w = self.cfg.webhook
@@ -166,7 +166,7 @@ class RunStarter:
             specs = build_deployments(cfg, found)
         except ValidationError as e:
             notify.post_invalid(cfg, target, job.action.value, job.run_id, list(e.problems))
-            self._record_failure(job, f"{len(e.problems)} problem(s): " + "; ".join(map(str, e.problems)))
+            self._record_failure(job, "invalid", f"{len(e.problems)} problem(s): " + "; ".join(map(str, e.problems)))
             return
         run = prepare_run(cfg, open_store(cfg), specs, RunOptions(job.action, cfg.rollback),
                           run_id=job.run_id, who=f"github:{job.sender}", notify=target)
@@ -224,7 +224,12 @@ def create_app(cfg: TfoConfig, secret: bytes, starter: RunStarter) -> Flask:
             return answer(200, status="ignored", reason=why)
         if not job.sha or len(job.sha) != 40 or not all(c in "0123456789abcdef" for c in job.sha):
             return answer(400, error="event has no valid commit sha")
-        if not deliveries.first_time(delivery):
+        try:
+            first = deliveries.first_time(delivery)
+        except Exception as e:
+            log.error("delivery %s refused: replay store unreachable (%s)", delivery, type(e).__name__)
+            return answer(503, error="replay protection unavailable (broker unreachable); redeliver the event later")
+        if not first:
             return answer(200, status="duplicate", delivery=delivery)
         starter.start(job)
         return answer(202, status="accepted", run_id=job.run_id, action=job.action.value)

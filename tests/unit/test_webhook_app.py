@@ -1,0 +1,98 @@
+"""The webhook's request handling, with a recording starter instead of git and Celery."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.webhook import Job, RunStarter, create_app, verify_signature
+from orchestrator.config import load_config
+
+SECRET = b"s3cr3t-hook"
+
+
+class RecordingStarter(RunStarter):
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def start(self, job: Job) -> None:
+        self.jobs.append(job)
+
+
+def sign(body: bytes, secret: bytes = SECRET) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> tuple[Any, RecordingStarter]:
+    (tmp_path / "tfo.toml").write_text("[tfo.webhook]\nmax_body_bytes = 1000\napply_branch = \"main\"\n")
+    cfg = load_config(repo_root=tmp_path, environ={})
+    starter = RecordingStarter()
+    return create_app(cfg, SECRET, starter).test_client(), starter
+
+
+def post(client: Any, event: str, payload: Any, delivery: str = "d-1", signature: str | None = None) -> Any:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery,
+               "X-Hub-Signature-256": signature if signature is not None else sign(body)}
+    return client.post("/webhook", data=body, headers=headers, content_type="application/json")
+
+
+def push(ref: str = "refs/heads/main") -> dict[str, Any]:
+    return {"ref": ref, "before": "1" * 40, "after": "2" * 40, "repository": {"full_name": "o/r"},
+            "sender": {"login": "dev"}}
+
+
+def test_signature_is_checked_in_constant_time_form() -> None:
+    assert verify_signature(SECRET, b"x", sign(b"x"))
+    assert not verify_signature(SECRET, b"x", sign(b"y"))
+    assert not verify_signature(SECRET, b"x", None)
+    assert not verify_signature(SECRET, b"x", "sha1=" + "0" * 40)
+
+
+def test_health_and_ping(app: tuple[Any, RecordingStarter]) -> None:
+    client, _ = app
+    assert client.get("/healthz").status_code == 200
+    assert post(client, "ping", {"zen": "x"}).get_json() == {"status": "pong"}
+
+
+def test_rejections(app: tuple[Any, RecordingStarter]) -> None:
+    client, starter = app
+    assert post(client, "push", push(), signature="sha256=" + "0" * 64).status_code == 401
+    assert post(client, "push", push(), signature="").status_code == 401
+    assert post(client, "push", b"{" + b" " * 2000 + b"}").status_code == 413
+    assert post(client, "issues", {"a": 1}).status_code == 400
+    assert post(client, "push", b"not json").status_code == 400
+    assert post(client, "push", {**push(), "after": "not-a-sha"}).status_code == 400
+    assert post(client, "push", push(), delivery="").status_code == 400
+    assert starter.jobs == []
+
+
+def test_push_to_main_is_an_apply_and_a_replay_is_ignored(app: tuple[Any, RecordingStarter]) -> None:
+    client, starter = app
+    r = post(client, "push", push(), delivery="abc")
+    assert r.status_code == 202 and r.get_json()["action"] == "apply"
+    (job,) = starter.jobs
+    expected = ("o/r", "2" * 40, "1" * 40, None, r.get_json()["run_id"])
+    assert (job.repo, job.sha, job.base, job.pr, job.run_id) == expected
+    assert post(client, "push", push(), delivery="abc").get_json()["status"] == "duplicate"
+    assert len(starter.jobs) == 1
+    assert post(client, "push", push("refs/heads/feature"), delivery="other").get_json()["status"] == "ignored"
+    new_branch = {**push(), "before": "0" * 40}
+    post(client, "push", new_branch, delivery="new")
+    assert starter.jobs[-1].base == ""  # a new branch: every deployment
+
+
+def test_pull_request_actions(app: tuple[Any, RecordingStarter]) -> None:
+    client, starter = app
+    payload = {"action": "opened", "number": 5, "repository": {"full_name": "o/r"},
+               "pull_request": {"head": {"sha": "3" * 40}, "base": {"sha": "4" * 40}}}
+    assert post(client, "pull_request", payload, delivery="p1").status_code == 202
+    assert starter.jobs[-1].action.value == "plan" and starter.jobs[-1].pr == 5
+    labeled = post(client, "pull_request", {**payload, "action": "labeled"}, delivery="p2")
+    assert labeled.get_json()["status"] == "ignored"
