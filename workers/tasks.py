@@ -77,6 +77,12 @@ class TfoTask(Task):  # type: ignore[misc]
             stop.set()
 
 
+@app.task(name="tfo.ping")
+def ping(*args: Any) -> list[Any]:
+    """A no-op: health checks and the dispatch benchmark (a chord of pings measures Celery alone)."""
+    return list(args)
+
+
 @app.task(bind=True, base=TfoTask, name="tfo.deploy")
 def deploy_task(self: TfoTask, run_id: str, deployment_id: str) -> dict[str, Any]:
     with self.runtime(run_id) as rt:
