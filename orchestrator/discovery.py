@@ -86,6 +86,11 @@ class _Collector:
         if any(ord(c) < 32 or ord(c) == 127 for c in rel):
             self.problems.append(Problem(repr(shown), "path contains control characters"))
             return
+        # Every way in (paths, lists, git, the glob of all files) ends here: a symlink leaving the
+        # repository is refused whichever way it was found.
+        if not _inside(self.root, (self.root / rel).resolve()):
+            self.problems.append(Problem(rel, f"is outside the repository {self.root} (symlinks are followed)"))
+            return
         tf = match_template(self.cfg, rel)
         if tf is None:
             self.skipped.append(Skipped(rel, f"does not match path_template {self.cfg.path_template!r}"))
