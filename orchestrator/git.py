@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +18,7 @@ class ChangedPath:
 
 
 def _git(repo: Path, *args: str) -> str:
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120, check=False
-        )
-    except FileNotFoundError as e:
-        raise GitError("git is not installed or not on PATH") from e
-    except subprocess.TimeoutExpired as e:
-        raise GitError(f"git {' '.join(args)} timed out") from e
-    if proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout
+    return _git_env(repo, list(args), timeout=120)
 
 
 def toplevel(path: Path) -> Path | None:
@@ -81,16 +73,13 @@ def _auth_env(token: str) -> dict[str, str]:
     """A token for https remotes as an extra header, passed through the environment (never argv or logs)."""
     if not token:
         return {}
-    import base64
-
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
     return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
             "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}", "GIT_TERMINAL_PROMPT": "0"}
 
 
 def _git_env(repo: Path | None, args: list[str], token: str = "", timeout: float = 600) -> str:
-    import os
-
+    """Run git; its error names the subcommand and git's own message (never the token, which is in env)."""
     cmd = ["git", *(["-C", str(repo)] if repo else []), *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
