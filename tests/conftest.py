@@ -50,8 +50,11 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     from tests.helpers import free_port
 
-    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    _require(exe if Path(exe).exists() else None, "moto_server (pip install 'moto[server]')")
+    # the test environment's own moto first (the version the test extra pins), then whatever is on PATH
+    beside = Path(sys.executable).parent / "moto_server"
+    exe = str(beside) if beside.exists() else shutil.which("moto_server")
+    _require(exe, "moto_server (pip install 'moto[server]')")
+    assert exe is not None
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     recording = log.parent / "recording.jsonl"
