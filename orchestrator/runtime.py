@@ -35,18 +35,23 @@ class Runtime:
     host: str = field(default_factory=socket.gethostname)
     # Exceptions that mean "stop now" (a Celery soft time limit): the deployment is recorded cancelled.
     stop_exceptions: tuple[type[BaseException], ...] = ()
+    # Per process, and shared by the per-task copies `dataclasses.replace` makes of a worker's runtime:
+    # assumed roles and the stores built on them are reused until the credentials change.
+    credentials: AccountCredentials | None = None
+    _state_stores: dict[str, tuple[AwsCredentials, Store]] = field(default_factory=dict)
+    _terraform_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.credentials is None:
+            self.credentials = AccountCredentials(self.cfg)
 
     def event(self, dep_id: str, phase: str, detail: str = "") -> None:
         # A broken progress display must never break a deployment.
         with contextlib.suppress(Exception):
             self.on_event(dep_id, phase, detail)
 
-    _terraform_version: str = ""
-    credentials: AccountCredentials | None = None
-
     def account_credentials(self, account: str, run_id: str) -> AwsCredentials | None:
-        if self.credentials is None:
-            self.credentials = AccountCredentials(self.cfg)
+        assert self.credentials is not None
         return self.credentials.for_account(account, f"tfo-{run_id}")
 
     def state_store(self, account: str, run_id: str) -> Store:
@@ -54,9 +59,14 @@ class Runtime:
         creds = self.account_credentials(account, run_id)
         if creds is None or self.cfg.store.kind != "s3":
             return self.store
+        cached = self._state_stores.get(account)
+        if cached is not None and cached[0] is creds:
+            return cached[1]
         from orchestrator.store.s3 import S3Store
 
-        return S3Store(self.cfg.store, session=creds.session(self.cfg.store.region))
+        store = S3Store(self.cfg.store, session=creds.session(self.cfg.store.region))
+        self._state_stores[account] = (creds, store)
+        return store
 
     @property
     def terraform_version(self) -> str:
