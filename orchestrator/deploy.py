@@ -113,6 +113,9 @@ def write_checkpoint(rt: Runtime, run: RunSpec, spec: DeploymentSpec, phase: str
 
 def prepare_workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle_key: str, suffix: str = "") -> Path:
     """A fresh per-deployment directory: module copy, filtered tfvars, referenced files, backend settings."""
+    # Owner-only: a workspace holds tfvars and a plan file, both with secrets in them.
+    rt.cfg.workdir_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    rt.run_dir(run.run_id).mkdir(mode=0o700, exist_ok=True)
     dest = rt.run_dir(run.run_id) / f"{spec.slug}{suffix}"
     if dest.exists():
         shutil.rmtree(dest)  # a retried deployment starts from its bundle, never from leftovers
@@ -222,7 +225,12 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
         # terraform already got its SIGINT from the client on the way out
         out.status, out.error = Status.CANCELLED, f"stopped: {type(e).__name__} (task time limit)"
         out.keep_lease = False
-    except Exception as e:  # a bug or an OS error must become a result, or the chord callback never runs
+    except OSError as e:  # disk full, permissions: the host's fault, said with the path it concerns
+        where = f" ({e.filename})" if e.filename else ""
+        out.status = Status.FAILED
+        out.error = redactor.redact(f"workspace {rt.run_dir(run.run_id) / spec.slug} on {rt.host}: "
+                                    f"{e.strerror or e}{where}")
+    except Exception as e:  # a bug must become a result, or the chord callback never runs
         out.status, out.error = Status.FAILED, redactor.redact(f"internal error: {type(e).__name__}: {e}")
     return _finish(spec, run, rt, out, log, start, held)
 

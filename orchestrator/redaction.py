@@ -19,17 +19,22 @@ _SECRET_WORDS = (
     r"|client[_-]?secret|credentials?|auth"
 )
 
+# Whitespace as it may appear in output: Terraform word-wraps diagnostics ("-----BEGIN\nRSA PRIVATE
+# KEY-----"), and output embedded in JSON carries its newlines as backslash-n.
+_WS = r"(?:\s|\\+n)+"
+_PEM_LINE = rf"(?:[A-Z0-9]+{_WS})*PRIVATE{_WS}KEY-----"
+
 _PATTERNS: tuple[tuple[re.Pattern[str], str | None], ...] = (
     # PEM private keys, whole block
-    (re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S),
+    (re.compile(rf"-----BEGIN{_WS}{_PEM_LINE}.*?-----END{_WS}{_PEM_LINE}", re.S),
      "-----BEGIN PRIVATE KEY-----" + MASK + "-----END PRIVATE KEY-----"),
     # a PEM block cut off before its END line still must not leak
-    (re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----(?!\[REDACTED\])[A-Za-z0-9+/=\s\\n]+"),
+    (re.compile(rf"-----BEGIN{_WS}{_PEM_LINE}(?!\[REDACTED\])[A-Za-z0-9+/=\s\\n]+"),
      "-----BEGIN PRIVATE KEY-----" + MASK),
     # scheme://user:password@host
     (re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^:/\s@]*):([^@\s/]+)@"), r"\1\2:" + MASK + "@"),
     # Authorization: Bearer xyz / token xyz
-    (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
+    (re.compile(rf"(?i)\b(bearer|basic|token){_WS}[A-Za-z0-9._~+/=-]{{8,}}"), r"\1 " + MASK),
     # AWS access key ids
     (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"), MASK),
     # GitHub, Slack and similar prefixed tokens
@@ -116,6 +121,16 @@ class Redactor:
         for name in names:
             if name in variables:
                 self.add(_leaves(variables[name]))
+
+    def redact_tree(self, value: Any) -> Any:
+        """Every string in a JSON-like structure redacted on its own (before it is serialized and escaped)."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self.redact_tree(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.redact_tree(v) for v in value]
+        return value
 
     def redact(self, text: str) -> str:
         if not text:

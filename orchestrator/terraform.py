@@ -80,10 +80,12 @@ class TerraformClient:
         start = time.monotonic()
         # Output goes to a file, not a pipe: if this process dies, terraform does not die of SIGPIPE
         # half-way through an apply; it finishes, writes state and releases its lock.
+        # The file holds terraform's raw output (secrets included) only while it runs: owner-only, and
+        # removed once read; the output then lives in the encrypted audit and, redacted, in reports.
         log_dir = cmd.cwd / LOG_DIR
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log_path = log_dir / f"{int(time.time() * 1000)}-{cmd.step}.log"
-        with open(log_path, "wb") as log:
+        with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:
             try:
                 proc = subprocess.Popen(
                     argv,
@@ -114,6 +116,7 @@ class TerraformClient:
                     self._signal(proc, signal.SIGKILL)
                 raise
         output = log_path.read_bytes().decode("utf-8", errors="replace")
+        log_path.unlink(missing_ok=True)
         code = proc.returncode
         if stopped is not None:
             status = stopped

@@ -58,6 +58,14 @@ class RedisServer:
             self.proc.wait(timeout=20)
 
 
+def parent_pid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may hold spaces
+
+
 class Workers:
     """`tfo worker` processes, each in its own process group so a test can SIGKILL one whole worker."""
 
@@ -84,6 +92,16 @@ class Workers:
     def log(self, name: str) -> str:
         p = self.log_dir / f"{name}.log"
         return p.read_text(errors="replace") if p.exists() else ""
+
+    def owner_of(self, pid: int) -> tuple[str, int] | None:
+        """(worker name, pool child pid) of the worker a process descends from, walking up /proc."""
+        mains = {proc.pid: name for name, proc in self.procs.items() if proc.poll() is None}
+        child = None
+        while pid > 1:
+            if pid in mains:
+                return (mains[pid], child) if child is not None else None
+            child, pid = pid, parent_pid(pid)
+        return None
 
     def kill(self, name: str) -> None:
         """SIGKILL the whole worker: main process and pool children, no goodbye."""

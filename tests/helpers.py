@@ -74,6 +74,52 @@ class Repo:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_REGION": "us-east-1"}
+
+
+def aws_client(kind: str, endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(kind, endpoint_url=endpoint, region_name="us-east-1",  # type: ignore[call-overload]
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def configure_s3(repo: Repo, endpoint: str, extra: str = "") -> tuple[str, str]:
+    """A fresh versioned bucket and lock table on moto, and the repo's tfo.toml pointing at them.
+
+    `endpoint` serves tfo and Terraform alike (moto itself, or a fault proxy in front of it).
+    """
+    import secrets
+
+    bucket = f"tfo-state-{secrets.token_hex(4)}"
+    table = f"tfo-locks-{secrets.token_hex(4)}"
+    s3 = aws_client("s3", endpoint)
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    aws_client("dynamodb", endpoint).create_table(
+        TableName=table, KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    repo.env.update(AWS_ENV)
+    repo.config(extra=extra, store=f"""
+[tfo.store]
+kind = "s3"
+bucket = "{bucket}"
+lock_table = "{table}"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+
+[tfo.backend_config]
+endpoint = "{endpoint}"
+dynamodb_endpoint = "{endpoint}"
+force_path_style = "true"
+skip_credentials_validation = "true"
+skip_metadata_api_check = "true"
+skip_region_validation = "true"
+""")
+    return bucket, table
+
+
 def make_repo(tmp: Path, mirror_config: Path, terraform: str, extra_env: dict[str, str] | None = None) -> Repo:
     root = tmp / "repo"
     shutil.copytree(EXAMPLE / "terraform", root / "terraform")

@@ -146,7 +146,8 @@ def audit_show(g: GlobalOptions, run_id: str, unredacted: bool) -> int:
         for r in records:
             dep = r["record"].get("deployment") or {}
             redactor.add_sensitive_variables(dep.get("variables", {}), dep.get("sensitive_variables", []))
-        text = redactor.redact(text)
+        # Each string first (its newlines are still newlines), then the whole text for `"password": "..."`.
+        text = redactor.redact(json.dumps(redactor.redact_tree(records), indent=2))
     click.echo(text)
     return EXIT_OK
 

@@ -3,53 +3,28 @@
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.helpers import FIRST_APPLY_WORLD, SECRET_PASSWORD, SECRET_TOKEN, Repo, write_sample
+from tests.helpers import (
+    FIRST_APPLY_WORLD,
+    SECRET_PASSWORD,
+    SECRET_TOKEN,
+    Repo,
+    configure_s3,
+    write_sample,
+)
+from tests.helpers import (
+    aws_client as _client,
+)
 
 pytestmark = pytest.mark.integration
 
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_REGION": "us-east-1"}
-
-
-def _client(kind: str, endpoint: str) -> Any:
-    return boto3.client(kind, endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
 @pytest.fixture
 def s3_repo(repo: Repo, moto_endpoint: str) -> tuple[Repo, str, str]:
-    bucket = f"tfo-state-{secrets.token_hex(4)}"
-    table = f"tfo-locks-{secrets.token_hex(4)}"
-    s3 = _client("s3", moto_endpoint)
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    _client("dynamodb", moto_endpoint).create_table(
-        TableName=table, KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
-    repo.env.update(AWS_ENV)
-    repo.config(store=f"""
-[tfo.store]
-kind = "s3"
-bucket = "{bucket}"
-lock_table = "{table}"
-region = "us-east-1"
-endpoint_url = "{moto_endpoint}"
-
-[tfo.backend_config]
-endpoint = "{moto_endpoint}"
-dynamodb_endpoint = "{moto_endpoint}"
-force_path_style = "true"
-skip_credentials_validation = "true"
-skip_metadata_api_check = "true"
-skip_region_validation = "true"
-""")
+    bucket, table = configure_s3(repo, moto_endpoint)
     return repo, bucket, table
 
 

@@ -45,8 +45,15 @@ def test_audit_upload_failure_keeps_the_record_locally(tmp_path: Path, monkeypat
     run = RunSpec("20260102T030405Z-abcdef", RunOptions(Action.APPLY), (), "2026-01-02T03:04:05+00:00")
     key = audit.run_key(run)
     assert key == "audit/year=2026/month=01/day=02/run_id=20260102T030405Z-abcdef/run.json"
-    stored, error = audit.write(BrokenStore(tmp_path / "s"), key, {"run_id": run.run_id, "x": 1}, tmp_path / "w")
+    stored, error = audit.write(BrokenStore(tmp_path / "s"), key, {"run_id": run.run_id, "x": 1},
+                                   tmp_path / "work" / "w")
     assert stored == "" and "unreachable" in error and "kept locally" in error
-    local = tmp_path / "w" / "audit-pending" / key
+    local = tmp_path / "work" / "w" / "audit-pending" / key
     assert json.loads(local.read_text())["x"] == 1
     assert oct(local.stat().st_mode & 0o777) == "0o600"
+    # the next successful write from this host's workdir uploads it and removes the local copy
+    store = LocalStore(tmp_path / "s")
+    other = audit.run_key(RunSpec("20260102T040000Z-bbbbbb", RunOptions(Action.APPLY), (), "2026-01-02T04:00:00+00:00"))
+    assert audit.write(store, other, {"run_id": "20260102T040000Z-bbbbbb"}, tmp_path / "work" / "w2") == (other, "")
+    assert not local.exists()
+    assert store.get_json(key, audit=True) == {"run_id": run.run_id, "x": 1}

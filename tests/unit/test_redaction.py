@@ -90,3 +90,22 @@ def test_long_unbroken_runs_do_not_hang_the_redactor() -> None:
     blob = "x" * 300_000 + " password = hunter2hunter2 " + "A1b2" * 50_000
     out = Redactor().redact(blob)
     assert "hunter2hunter2" not in out and out.startswith("x" * 1000)
+
+
+@pytest.mark.parametrize("text, secret", [
+    # Terraform word-wraps diagnostics: the PEM header may break anywhere between its words
+    ("content: -----BEGIN\nRSA PRIVATE KEY-----\\nMIIEowIBAAKCAQEA7v3Xq9\\n-----END\nRSA PRIVATE KEY-----",
+     "MIIEowIBAAKCAQEA7v3Xq9"),
+    ("-----BEGIN RSA\nPRIVATE KEY-----\nMIIEowIBAAKCAQEA7v3Xq9", "MIIEowIBAAKCAQEA7v3Xq9"),
+    # the same output inside JSON: its newlines are backslash-n
+    ('"header": "Bearer\\neyJhbGciOiJIUzI1NiJ9.payload9"', "eyJhbGciOiJIUzI1NiJ9.payload9"),
+])
+def test_wrapped_and_escaped_secrets_are_masked(text: str, secret: str) -> None:
+    assert secret not in Redactor().redact(text)
+
+
+def test_redact_tree_masks_each_string_before_serialization() -> None:
+    tree = {"steps": [{"output": "header = Bearer\neyJhbGciOiJIUzI1NiJ9.payload9", "exit_code": 1}], "n": 3}
+    out = Redactor().redact_tree(tree)
+    assert "payload9" not in out["steps"][0]["output"]
+    assert out["steps"][0]["exit_code"] == 1 and out["n"] == 3
