@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from orchestrator.models import TfvarsFile
 from orchestrator.names import unsafe_name_reason
 
 _PLACEHOLDER = re.compile(r"\{(account|project|region)\}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Discovery:
     problems: tuple[Problem, ...] = field(default=())
 
 
+@functools.lru_cache(maxsize=16)
 def template_regex(template: str) -> re.Pattern[str]:
     parts = _PLACEHOLDER.split(template)
     out = []
@@ -65,6 +69,16 @@ class _Collector:
         self.files: dict[str, TfvarsFile] = {}
         self.skipped: list[Skipped] = []
         self.problems: list[Problem] = []
+        self._real_dirs: dict[str, str] = {}
+
+    def _realpath(self, rel: str) -> Path:
+        """(root / rel).resolve(), with each directory resolved once: 10,000 files live in a few dirs."""
+        parent, _, name = rel.rpartition("/")
+        real_parent = self._real_dirs.get(parent)
+        if real_parent is None:
+            real_parent = self._real_dirs[parent] = os.path.realpath(self.root / parent)
+        full = os.path.join(real_parent, name)
+        return Path(os.path.realpath(full) if os.path.islink(full) else full)
 
     def _rel(self, shown: str, candidate: Path) -> str | None:
         """Repo-relative POSIX path of `candidate`, or None (with a problem) when it leaves the repo."""
@@ -83,12 +97,12 @@ class _Collector:
             return resolved.relative_to(self.root).as_posix()
 
     def add_tfvars(self, shown: str, rel: str) -> None:
-        if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+        if _CONTROL.search(rel):
             self.problems.append(Problem(repr(shown), "path contains control characters"))
             return
         # Every way in (paths, lists, git, the glob of all files) ends here: a symlink leaving the
         # repository is refused whichever way it was found.
-        if not _inside(self.root, (self.root / rel).resolve()):
+        if not _inside(self.root, self._realpath(rel)):
             self.problems.append(Problem(rel, f"is outside the repository {self.root} (symlinks are followed)"))
             return
         tf = match_template(self.cfg, rel)
@@ -105,8 +119,9 @@ class _Collector:
         self.files[rel] = tf
 
     def all_tfvars(self) -> list[str]:
+        cut = len(str(self.root)) + 1
         return sorted(
-            p.relative_to(self.root).as_posix()
+            str(p)[cut:].replace(os.sep, "/")
             for p in self.root.glob(template_glob(self.cfg.path_template))
             if p.is_file()
         )

@@ -55,27 +55,28 @@ class _Sharder:
         self.cfg = cfg
         self.root = cfg.repo_root.resolve()
         self.problems: list[Problem] = []
-        self._sensitive: dict[str, tuple[str, ...]] = {}
+        self._modules: dict[str, tuple[str, tuple[str, ...]] | str] = {}
 
     def _module(self, service: str, shown: str) -> tuple[str, tuple[str, ...]] | None:
         module = self.cfg.module_for(service)
+        if module not in self._modules:  # once per module, not once per file: 10,000 files share a few
+            self._modules[module] = self._inspect_module(module)
+        found = self._modules[module]
+        if isinstance(found, str):
+            self.problems.append(Problem(shown, found.format(service=service)))
+            return None
+        return found
+
+    def _inspect_module(self, module: str) -> tuple[str, tuple[str, ...]] | str:
+        """(repo-relative directory, sensitive variable names), or what is wrong with it."""
         full = self.cfg.resolve(module).resolve()
         try:
             full.relative_to(self.root)
         except ValueError:
-            self.problems.append(
-                Problem(shown, f"module directory {module!r} for service {service!r} is outside the repository")
-            )
-            return None
+            return f"module directory {module!r} for service {{service!r}} is outside the repository"
         if not full.is_dir() or not any(full.glob("*.tf")):
-            self.problems.append(
-                Problem(shown, f"module directory {module!r} for service {service!r} has no .tf files")
-            )
-            return None
-        rel = full.relative_to(self.root).as_posix()
-        if rel not in self._sensitive:
-            self._sensitive[rel] = sensitive_variables(full)
-        return rel, self._sensitive[rel]
+            return f"module directory {module!r} for service {{service!r}} has no .tf files"
+        return full.relative_to(self.root).as_posix(), sensitive_variables(full)
 
     def _referenced_files(self, tf: TfvarsFile, variables: dict[str, Any]) -> dict[str, str] | None:
         """Original string -> repo-relative path of every local file the tfvars refers to."""
@@ -147,8 +148,8 @@ class _Sharder:
                 continue
             module_dir, sensitive = module
             own = {**shared, **by_service[service]}
-            own_refs = {orig: rel for orig, rel in refs.items()
-                        if any(orig == s for _, s in _walk_strings(own, ""))}
+            own_strings = {s for _, s in _walk_strings(own, "")} if refs else set()
+            own_refs = {orig: rel for orig, rel in refs.items() if orig in own_strings}
             workspace_paths = {orig: f"{INPUTS_DIR}/{rel}" for orig, rel in own_refs.items()}
             specs.append(
                 DeploymentSpec(
@@ -160,7 +161,7 @@ class _Sharder:
                     state_key=state_key(service, tf.account, region, tf.project),
                     tfvars_path=tf.path,
                     module_dir=module_dir,
-                    variables=_rewrite(own, workspace_paths),
+                    variables=_rewrite(own, workspace_paths) if workspace_paths else own,
                     referenced_files=tuple(sorted(set(own_refs.values()))),
                     sensitive_variables=sensitive,
                 )

@@ -11,6 +11,7 @@ from typing import Any
 import hcl2
 
 from orchestrator.errors import Problem
+from orchestrator.tfvars_fast import parse_literal_tfvars
 
 MAX_TFVARS_BYTES = 5 * 1024 * 1024
 _HEREDOC = re.compile(r"\A<<(-?)([A-Za-z_][A-Za-z0-9_]*)\n(.*?)\n?[ \t]*\2\Z", re.S)
@@ -90,8 +91,15 @@ def parse_tfvars(path: Path, shown: str) -> ParsedTfvars:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         return ParsedTfvars({}, (Problem(shown, f"is not UTF-8 text (byte {e.start})"),))
+    literal = parse_literal_tfvars(text)  # nearly every file: plain literals, no python-hcl2 needed
+    if literal:
+        return ParsedTfvars(literal, ())
     if not text.strip() or not re.sub(r"(#|//)[^\n]*|/\*.*?\*/", "", text, flags=re.S).strip():
         return ParsedTfvars({}, (Problem(shown, "is empty: it sets no variables"),))
+    return parse_with_hcl2(text, shown)
+
+
+def parse_with_hcl2(text: str, shown: str) -> ParsedTfvars:
     try:
         raw = hcl2.loads(text)
     except Exception as e:  # lark raises several unrelated types; all mean "not valid HCL"
