@@ -7,12 +7,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import TYPE_CHECKING
 
 from orchestrator.config import TfoConfig
 from orchestrator.errors import PlatformError
+
+if TYPE_CHECKING:  # boto3 costs 0.3 s to import: only runs with account roles pay for it
+    import boto3
 
 
 class AssumeRoleError(PlatformError):
@@ -31,6 +32,8 @@ class AwsCredentials:
                 "AWS_SESSION_TOKEN": self.session_token}
 
     def session(self, region: str) -> boto3.session.Session:
+        import boto3
+
         return boto3.session.Session(aws_access_key_id=self.access_key_id,
                                      aws_secret_access_key=self.secret_access_key,
                                      aws_session_token=self.session_token, region_name=region)
@@ -56,6 +59,9 @@ class AccountCredentials:
             cached = self._cache.get(account)
             if cached and cached.expires - time.time() > 600:
                 return cached
+            import boto3
+            from botocore.exceptions import BotoCoreError, ClientError
+
             sts = boto3.client("sts", region_name=self.cfg.store.region,
                                endpoint_url=self.cfg.store.endpoint_url or None)
             try:

@@ -254,7 +254,7 @@ def _run_steps(spec: DeploymentSpec, run: RunSpec, rt: Runtime, ctx: StepContext
     out.plan_text = redactor.redact(plan.output)
     if stopped(plan):
         return
-    show, summary = ShowPlanStep().run(ctx)
+    show, summary = ShowPlanStep().run(ctx, plan)
     if stopped(show) or summary is None:
         return
     out.plan = summary

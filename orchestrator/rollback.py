@@ -50,7 +50,7 @@ def _verify(ctx: StepContext, redactor: Redactor, destroy: bool = False) -> bool
     r = _check(PlanStep(destroy=destroy, name="verify").run(ctx), redactor)
     if r.exit_code == 0:
         return True
-    show, summary = ShowPlanStep().run(ctx)
+    show, summary = ShowPlanStep().run(ctx, r)
     _check(show, redactor)
     return summary is not None and not summary.has_changes
 

@@ -86,8 +86,28 @@ def summarize_plan(plan_json: str) -> PlanSummary:
     return PlanSummary(add=add, change=change, destroy=destroy)
 
 
+# Printed by every Terraform since 0.12 and by OpenTofu; "N to import, " since Terraform 1.5.
+_PLAN_LINE = re.compile(r"^Plan: (?:\d+ to import, )?(\d+) to add, (\d+) to change, (\d+) to destroy\.", re.M)
+
+
+def summary_from_plan_output(plan: CommandResult) -> PlanSummary | None:
+    """The counts from the plan's own output: no changes, or its "Plan:" line; None when it has neither."""
+    if plan.ok and plan.exit_code == 0:
+        return PlanSummary()
+    lines = _PLAN_LINE.findall(plan.output)
+    if plan.ok and len(lines) == 1:
+        add, change, destroy = (int(n) for n in lines[0])
+        return PlanSummary(add=add, change=change, destroy=destroy)
+    return None
+
+
 class ShowPlanStep:
-    def run(self, ctx: StepContext) -> tuple[CommandResult, PlanSummary | None]:
+    def run(self, ctx: StepContext, plan: CommandResult | None = None) -> tuple[CommandResult, PlanSummary | None]:
+        """The plan's resource changes. When the plan printed its summary line, that is read instead of
+        running `show -json`, which costs a second provider start (about 0.5 s a deployment)."""
+        summary = summary_from_plan_output(plan) if plan is not None else None
+        if plan is not None and summary is not None:
+            return plan, summary
         result = ctx.execute("show", ["show", "-json", "-no-color", PLAN_FILE])
         if not result.ok:
             return result, None

@@ -11,8 +11,9 @@ import pytest
 
 from orchestrator.cancel import CancelToken
 from orchestrator.errors import TerraformNotFoundError
-from orchestrator.steps import InitStep, PlanStep, StepContext, summarize_plan
-from orchestrator.terraform import CommandStatus, TerraformClient, TerraformCommand
+from orchestrator.models import PlanSummary
+from orchestrator.steps import InitStep, PlanStep, StepContext, summarize_plan, summary_from_plan_output
+from orchestrator.terraform import CommandResult, CommandStatus, TerraformClient, TerraformCommand
 
 
 def fake_binary(tmp_path: Path, body: str) -> str:
@@ -125,3 +126,24 @@ def test_force_unlock_command_line(tmp_path: Path) -> None:
     client = TerraformClient(fake_binary(tmp_path, 'echo "$*"\n'))
     ctx = StepContext(tmp_path, client, CancelToken(), 60, 30, {})
     assert ForceUnlockStep("abc-123").run(ctx).output.strip() == "force-unlock -force abc-123"
+
+
+def _plan(output: str, code: int) -> CommandResult:
+    status = CommandStatus.SUCCEEDED if code in (0, 2) else CommandStatus.FAILED
+    return CommandResult("plan", ("terraform", "plan"), status, code, output, 1.0)
+
+
+@pytest.mark.parametrize("output, code, expected", [
+    ("No changes. Your infrastructure matches the configuration.", 0, PlanSummary()),
+    ("  # tfotest_thing.bucket[\"a\"] will be created\n\nPlan: 1 to add, 2 to change, 3 to destroy.\n", 2,
+     PlanSummary(add=1, change=2, destroy=3)),
+    ("Plan: 2 to import, 1 to add, 0 to change, 0 to destroy.\n", 2, PlanSummary(add=1)),
+    # output values only: no Plan line, so `show -json` must decide
+    ("Changes to Outputs:\n  + names = [\"a\"]\n", 2, None),
+    # a failed plan has no summary
+    ("Error: something\n", 1, None),
+    # an attribute that happens to look like the line never stands at a line start, but two lines are ambiguous
+    ("Plan: 1 to add, 0 to change, 0 to destroy.\nPlan: 9 to add, 0 to change, 0 to destroy.\n", 2, None),
+])
+def test_summary_read_from_the_plan_output(output: str, code: int, expected: PlanSummary | None) -> None:
+    assert summary_from_plan_output(_plan(output, code)) == expected
