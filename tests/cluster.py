@@ -74,12 +74,13 @@ class Workers:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, concurrency: int = 1) -> None:
+    def start(self, name: str, concurrency: int = 1, env: dict[str, str] | None = None) -> None:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker", "-n", f"{name}@%h", "-c", str(concurrency),
              "--loglevel", "INFO"],
-            cwd=self.repo.root, env=self.repo.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=self.repo.root, env={**self.repo.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
         self.wait_ready(name)
 
     def wait_ready(self, name: str, timeout: float = 60) -> None:

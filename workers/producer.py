@@ -29,6 +29,14 @@ def deploy_task_id(run_id: str, spec: DeploymentSpec) -> str:
     return f"{run_id}.deploy.{spec.slug}"
 
 
+def reconcile_task_id(run_id: str) -> str:
+    return f"{run_id}.reconcile"
+
+
+class RunNotFinalizedError(PlatformError):
+    """The workers gave up on a run: its chord broke and the reconciler failed too."""
+
+
 def finalize_task_id(run_id: str) -> str:
     return f"{run_id}.finalize"
 
@@ -77,6 +85,21 @@ def _meta(app: Celery, task_id: str) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def _failure_text(meta: dict[str, Any]) -> str:
+    """A failed task's exception as the JSON result backend keeps it, redacted."""
+    from orchestrator.redaction import Redactor
+
+    exc = meta.get("result")
+    if isinstance(exc, dict):
+        message = exc.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = " ".join(str(m) for m in message)
+        text = f"{exc.get('exc_type', 'error')}: {message}"
+    else:
+        text = str(exc)
+    return Redactor().redact(text)
+
+
 def progress(app: Celery, run: RunSpec) -> dict[str, dict[str, Any]]:
     """Per deployment: state, phase, host, from the result backend."""
     out: dict[str, dict[str, Any]] = {}
@@ -115,12 +138,19 @@ def wait(app: Celery, store: Store, run: RunSpec, on_event: Callable[[str, str, 
                     seen[dep_id] = key
                     on_event(dep_id, p["phase"], f"on {p['host']}" if p["host"] else "")
             unreachable_since = None
+            reconcile = _meta(app, reconcile_task_id(run.run_id))
         except (OperationalError, OSError, RedisError) as e:
             # The backend blinked (a Redis restart): the run goes on in the workers; keep following.
             unreachable_since = unreachable_since or time.monotonic()
             if time.monotonic() - unreachable_since > BACKEND_PATIENCE_S:
                 raise BrokerError(f"result backend unreachable for {BACKEND_PATIENCE_S:.0f}s while following "
                                   f"run {run.run_id} (it may still finish; see `tfo runs show`): {e}") from e
+        else:
+            if reconcile.get("status") == "FAILURE" and load_run_result(store, run) is None:
+                # Nobody will finalize this run (a worker that cannot read it, say): stop waiting, say why.
+                raise RunNotFinalizedError(
+                    f"run {run.run_id} cannot be finalized by the workers: {_failure_text(reconcile)}; its "
+                    "deployments' checkpoints are in the store (see the worker logs and `tfo runs show`)")
         if stop():
             return None
         time.sleep(poll_s)

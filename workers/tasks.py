@@ -26,6 +26,7 @@ from orchestrator.models import DeploymentResult, RunSpec
 from orchestrator.runs import cancel_key, load_run_spec
 from orchestrator.runtime import Runtime, build_runtime
 from workers.app import FINALIZE_QUEUE, app
+from workers.producer import reconcile_task_id
 
 CANCEL_POLL_S = 2.0
 _runtime: dict[int, Runtime] = {}
@@ -148,5 +149,5 @@ def run_failed(request: Any, exc: Any, traceback: Any, run_id: str) -> dict[str,
     c = app.conf.tfo_config.celery
     redeliver_by = time.time() + c.visibility_timeout_s + 30
     reconcile_task.apply_async((run_id, redeliver_by), countdown=RECONCILE_INTERVAL_S, queue=FINALIZE_QUEUE,
-                               task_id=f"{run_id}.reconcile")
+                               task_id=reconcile_task_id(run_id))
     return {"run_id": run_id, "chord_error": f"{type(exc).__name__}: {exc}"[:500], "redeliver_by": redeliver_by}

@@ -141,6 +141,11 @@ def run_all(quick: bool) -> dict[str, Any]:
     if tf is None:
         raise SystemExit("terraform is needed: pip install '.[demo]'")
     repo = make_repo(tmp, mirror, tf)
+    # One store key for every process of the bench: reset_state() removes the store between runs while
+    # the workers keep running, and a regenerated key file would leave them unable to read new runs.
+    from cryptography.fernet import Fernet
+
+    repo.env["TFO_STORE_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
     repo.config(extra=f'plugin_cache_dir = "{tmp}/plugin-cache"')  # max_workers = 4 in the template
     results: dict[str, Any] = {"apply_sleep_s": APPLY_SLEEP_S, "workers": workers_n, "runs": runs}
 

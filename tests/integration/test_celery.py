@@ -334,3 +334,21 @@ def test_soft_time_limit_stops_terraform_and_records_cancelled(celery_repo: tupl
     _no_locks_left(repo)
     # terraform finished its in-flight operation and recorded it: state and world agree
     _state_matches_world(repo, dep["state_key"], "s3.")
+
+
+def test_workers_that_cannot_read_the_run_do_not_leave_the_client_waiting(
+        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    repo, workers = celery_repo
+    # A misconfigured worker: another store key than the producer's, so it cannot decrypt the run spec.
+    workers.start("w1", env={"TFO_STORE_ENCRYPTION_KEY": Fernet.generate_key().decode()})
+    write_sample(repo)
+    started = time.monotonic()
+    r = repo.tfo("apply", timeout=240)
+    assert r.returncode == 3, r.stdout + r.stderr  # tfo could not run: the platform's fault
+    assert "cannot be finalized by the workers" in r.stderr and "cannot decrypt" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert time.monotonic() - started < 120
+    assert repo.journal() == []  # nothing ran
+    _no_locks_left(repo)
