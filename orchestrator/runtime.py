@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.cache import cached, file_key
 from orchestrator.cancel import CancelToken
 from orchestrator.config import TfoConfig
 from orchestrator.credentials import AccountCredentials, AwsCredentials
@@ -72,7 +74,13 @@ class Runtime:
     def terraform_version(self) -> str:
         """Asked once per process; recorded in every audit record."""
         if not self._terraform_version:
-            self._terraform_version = self.client.version()
+            binary = shutil.which(self.client.binary) or self.client.binary
+            identity = file_key(binary)
+            if identity is None:  # not there: let the client say so (TerraformNotFoundError)
+                self._terraform_version = self.client.version()
+            else:  # `terraform version` costs 0.1-0.3 s; ask once per binary, not once per run
+                self._terraform_version = str(cached(self.cfg.workdir_path, "terraform-version", identity,
+                                                     self.client.version, keep=lambda v: v != "unknown"))
         return self._terraform_version
 
     def run_dir(self, run_id: str) -> Path:

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hcl2
-
+from orchestrator.cache import cached, files_digest
 from orchestrator.errors import Problem
 from orchestrator.tfvars_fast import parse_literal_tfvars
 
@@ -100,6 +99,8 @@ def parse_tfvars(path: Path, shown: str) -> ParsedTfvars:
 
 
 def parse_with_hcl2(text: str, shown: str) -> ParsedTfvars:
+    import hcl2  # 0.1 s to import: only files outside the literal subset need it
+
     try:
         raw = hcl2.loads(text)
     except Exception as e:  # lark raises several unrelated types; all mean "not valid HCL"
@@ -125,10 +126,22 @@ def parse_with_hcl2(text: str, shown: str) -> ParsedTfvars:
     return ParsedTfvars(variables, tuple(problems))
 
 
-def sensitive_variables(module_dir: Path) -> tuple[str, ...]:
-    """Names of the module's variables declared `sensitive = true`."""
+def sensitive_variables(module_dir: Path, cache_dir: Path | None = None) -> tuple[str, ...]:
+    """Names of the module's variables declared `sensitive = true` (cached per module content)."""
+    files = sorted(module_dir.glob("*.tf"))
+    if not any(b"sensitive" in f.read_bytes() for f in files):
+        return ()  # no flag to find: python-hcl2 (0.1-0.3 s a module) need not look
+    if cache_dir is None:
+        return _sensitive_variables(files)
+    return tuple(cached(cache_dir, "sensitive-variables", files_digest(files), lambda: _sensitive_variables(files),
+                        keep=lambda v: True))
+
+
+def _sensitive_variables(files: list[Path]) -> tuple[str, ...]:
+    import hcl2
+
     names: set[str] = set()
-    for tf in sorted(module_dir.glob("*.tf")):
+    for tf in files:
         try:
             parsed = hcl2.loads(tf.read_text(encoding="utf-8"))
         except Exception:  # noqa: S112 - terraform validates the module itself; we only look for a flag

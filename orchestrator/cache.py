@@ -1,0 +1,54 @@
+"""Facts that are slow to work out and change only with their inputs, kept in the workdir.
+
+Each entry is keyed by a digest of what it depends on (a binary's path, size and mtime; a module's
+files), so a stale entry is never read: a changed input is a different key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CACHE_DIR = ".cache"
+
+
+def cached(workdir: Path, name: str, key: str, compute: Callable[[], Any], keep: Callable[[Any], bool] = bool) -> Any:
+    """compute() once per key; its JSON result is reused by later processes. Never fails for the cache's sake."""
+    path = workdir / CACHE_DIR / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    try:
+        entry = json.loads(path.read_text())
+        if isinstance(entry, dict) and entry.get("key") == key:
+            return entry["value"]
+    except (OSError, ValueError, KeyError):
+        pass
+    value = compute()
+    if keep(value):
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"key": key, "value": value}))
+            tmp.replace(path)
+        except OSError:
+            pass  # a full or read-only workdir costs the next process the same work, nothing more
+    return value
+
+
+def file_key(path: str) -> str | None:
+    """Identity of an executable or file as it is now: real path, size, mtime. None when it is not there."""
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError:
+        return None
+    return f"{real}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def files_digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
