@@ -380,7 +380,9 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         " two bounds: it is what the machine allows, and what tfo's scheduling loses on top.",
         "- The plugin-cache pair uses the project's provider from a local filesystem mirror, so there is no"
         " download to save; with registry providers the difference is the provider download.",
-        "- *Noise*: this is a shared 2-core VM. Two full runs an hour apart (same code but for the caches of the last commit) gave overhead 0.70 s and 1.06 s, and efficiencies 0.63-0.82 and 0.50-0.63; the per-phase rows agree within 0.1 s. Compare ratios within one run, not across runs.",
+        "- *Noise*: this is a shared 2-core VM. Two full runs an hour apart (same code but for the caches of"
+        " the last commit) gave overhead 0.70 s and 1.06 s, and efficiencies 0.63-0.82 and 0.50-0.63; the"
+        " per-phase rows agree within 0.1 s. Compare ratios within one run, not across runs.",
         "",
         "Raw results:", "", "```json", json.dumps(r, indent=2, default=str), "```", "",
     ]
