@@ -1,4 +1,4 @@
-"""Facts that are slow to work out and change only with their inputs, kept in the workdir.
+"""Facts that are slow to work out and change only with their inputs, kept in `cache_dir`.
 
 Each entry is keyed by a digest of what it depends on (a binary's path, size and mtime; a module's
 files), so a stale entry is never read: a changed input is a different key.
@@ -13,12 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-CACHE_DIR = ".cache"
 
-
-def cached(workdir: Path, name: str, key: str, compute: Callable[[], Any], keep: Callable[[Any], bool] = bool) -> Any:
+def cached(directory: Path, name: str, key: str, compute: Callable[[], Any], keep: Callable[[Any], bool] = bool) -> Any:
     """compute() once per key; its JSON result is reused by later processes. Never fails for the cache's sake."""
-    path = workdir / CACHE_DIR / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    path = directory / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
     try:
         entry = json.loads(path.read_text())
         if isinstance(entry, dict) and entry.get("key") == key:
@@ -33,7 +31,7 @@ def cached(workdir: Path, name: str, key: str, compute: Callable[[], Any], keep:
             tmp.write_text(json.dumps({"key": key, "value": value}))
             tmp.replace(path)
         except OSError:
-            pass  # a full or read-only workdir costs the next process the same work, nothing more
+            pass  # a full or read-only cache directory costs the next process the same work, nothing more
     return value
 
 

@@ -99,6 +99,8 @@ class TfoConfig:
     max_workers: int = 5
     rollback: str = "reapply"
     workdir: str = ".tfo/work"
+    # Slow facts keyed by their inputs (terraform's version, a module's sensitive variables).
+    cache_dir: str = ".tfo/cache"
     # Terraform's provider plugin cache for this host; `terraform init` is serialised per cache directory.
     plugin_cache_dir: str = ""
     # How long a run waits for another run's lease on the same state key before failing it.
@@ -124,6 +126,10 @@ class TfoConfig:
     @property
     def workdir_path(self) -> Path:
         return self.resolve(self.workdir)
+
+    @property
+    def cache_path(self) -> Path:
+        return self.resolve(self.cache_dir)
 
     def module_for(self, service: str) -> str:
         return self.modules.get(service, self.module_dir)

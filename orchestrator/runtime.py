@@ -79,7 +79,7 @@ class Runtime:
             if identity is None:  # not there: let the client say so (TerraformNotFoundError)
                 self._terraform_version = self.client.version()
             else:  # `terraform version` costs 0.1-0.3 s; ask once per binary, not once per run
-                self._terraform_version = str(cached(self.cfg.workdir_path, "terraform-version", identity,
+                self._terraform_version = str(cached(self.cfg.cache_path, "terraform-version", identity,
                                                      self.client.version, keep=lambda v: v != "unknown"))
         return self._terraform_version
 

@@ -76,7 +76,7 @@ class _Sharder:
             return f"module directory {module!r} for service {{service!r}} is outside the repository"
         if not full.is_dir() or not any(full.glob("*.tf")):
             return f"module directory {module!r} for service {{service!r}} has no .tf files"
-        return full.relative_to(self.root).as_posix(), sensitive_variables(full, self.cfg.workdir_path)
+        return full.relative_to(self.root).as_posix(), sensitive_variables(full, self.cfg.cache_path)
 
     def _referenced_files(self, tf: TfvarsFile, variables: dict[str, Any]) -> dict[str, str] | None:
         """Original string -> repo-relative path of every local file the tfvars refers to."""
