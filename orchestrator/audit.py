@@ -90,21 +90,16 @@ def pending(workdir: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def push_pending(store: Store, workdir: Path) -> tuple[list[str], list[str]]:
+def push_pending(store: Store, workdir: Path) -> None:
     """Upload the records kept locally; a local copy is removed only once the store holds it.
 
-    Returns (uploaded keys, errors). Never raises: the caller's own work is already recorded.
+    Never raises: the caller's own work is already recorded, and a record that fails stays for next time.
     """
-    uploaded: list[str] = []
-    errors: list[str] = []
     for key, local in pending(workdir):
         try:
             body = local.read_bytes()
             run_id = str(json.loads(body).get("run_id", ""))
             store.put(key, body, audit=True, encrypt=True, metadata={"run-id": run_id})
-        except (OSError, ValueError, StoreError) as e:
-            errors.append(f"{key}: {e}")
+        except (OSError, ValueError, StoreError):
             continue
         local.unlink(missing_ok=True)  # a concurrent push may have taken it already
-        uploaded.append(key)
-    return uploaded, errors

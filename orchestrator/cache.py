@@ -45,8 +45,9 @@ def file_key(path: str) -> str | None:
     return f"{real}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def files_digest(paths: list[Path]) -> str:
+def contents_digest(contents: dict[str, bytes]) -> str:
+    """One digest for a set of named files' contents (a module's .tf files)."""
     h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    for name in sorted(contents):
+        h.update(name.encode() + b"\0" + contents[name] + b"\0")
     return h.hexdigest()

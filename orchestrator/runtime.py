@@ -61,9 +61,9 @@ class Runtime:
         creds = self.account_credentials(account, run_id)
         if creds is None or self.cfg.store.kind != "s3":
             return self.store
-        cached = self._state_stores.get(account)
-        if cached is not None and cached[0] is creds:
-            return cached[1]
+        known = self._state_stores.get(account)
+        if known is not None and known[0] is creds:
+            return known[1]
         from orchestrator.store.s3 import S3Store
 
         store = S3Store(self.cfg.store, session=creds.session(self.cfg.store.region))

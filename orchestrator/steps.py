@@ -105,8 +105,7 @@ class ShowPlanStep:
     def run(self, ctx: StepContext, plan: CommandResult | None = None) -> tuple[CommandResult, PlanSummary | None]:
         """The plan's resource changes. When the plan printed its summary line, that is read instead of
         running `show -json`, which costs a second provider start (about 0.5 s a deployment)."""
-        summary = summary_from_plan_output(plan) if plan is not None else None
-        if plan is not None and summary is not None:
+        if plan is not None and (summary := summary_from_plan_output(plan)) is not None:
             return plan, summary
         result = ctx.execute("show", ["show", "-json", "-no-color", PLAN_FILE])
         if not result.ok:

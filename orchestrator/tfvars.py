@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cache import cached, files_digest
+from orchestrator.cache import cached, contents_digest
 from orchestrator.errors import Problem
 from orchestrator.tfvars_fast import parse_literal_tfvars
 
@@ -128,22 +128,22 @@ def parse_with_hcl2(text: str, shown: str) -> ParsedTfvars:
 
 def sensitive_variables(module_dir: Path, cache_dir: Path | None = None) -> tuple[str, ...]:
     """Names of the module's variables declared `sensitive = true` (cached per module content)."""
-    files = sorted(module_dir.glob("*.tf"))
-    if not any(b"sensitive" in f.read_bytes() for f in files):
+    contents = {f.name: f.read_bytes() for f in sorted(module_dir.glob("*.tf"))}  # each file read once
+    if not any(b"sensitive" in text for text in contents.values()):
         return ()  # no flag to find: python-hcl2 (0.1-0.3 s a module) need not look
     if cache_dir is None:
-        return _sensitive_variables(files)
-    return tuple(cached(cache_dir, "sensitive-variables", files_digest(files), lambda: _sensitive_variables(files),
-                        keep=lambda v: True))
+        return _sensitive_variables(contents)
+    return tuple(cached(cache_dir, "sensitive-variables", contents_digest(contents),
+                        lambda: _sensitive_variables(contents), keep=lambda v: True))
 
 
-def _sensitive_variables(files: list[Path]) -> tuple[str, ...]:
+def _sensitive_variables(contents: dict[str, bytes]) -> tuple[str, ...]:
     import hcl2
 
     names: set[str] = set()
-    for tf in files:
+    for text in contents.values():
         try:
-            parsed = hcl2.loads(tf.read_text(encoding="utf-8"))
+            parsed = hcl2.loads(text.decode("utf-8"))
         except Exception:  # noqa: S112 - terraform validates the module itself; we only look for a flag
             continue
         for block in parsed.get("variable", []):

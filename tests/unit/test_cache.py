@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.cache import cached, file_key, files_digest
+from orchestrator.cache import cached, contents_digest, file_key
 from orchestrator.tfvars import sensitive_variables
 
 
@@ -51,4 +51,4 @@ def test_sensitive_variables_cached_per_module_content(tmp_path: Path) -> None:
     assert sensitive_variables(module, work) == ("b",)  # new content, new key: never stale
     (module / "main.tf").write_text('variable "b" {}\n')
     assert sensitive_variables(module, work) == ()
-    assert files_digest([module / "main.tf"]) != files_digest([])
+    assert contents_digest({"main.tf": (module / "main.tf").read_bytes()}) != contents_digest({})
