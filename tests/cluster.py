@@ -58,6 +58,23 @@ class RedisServer:
             self.proc.wait(timeout=20)
 
 
+def configure_celery(repo: Repo, broker_url: str, plugin_cache: Path, soft_s: int = 30, hard_s: int = 35,
+                     visibility_s: int = 40) -> None:
+    """The repo on the celery executor (local store shared by the workers), with its time limits."""
+    repo.config(extra=f'plugin_cache_dir = "{plugin_cache}"', store=f"""
+[tfo.store]
+kind = "local"
+path = ".tfo/store"
+
+[tfo.celery]
+broker_url = "{broker_url}"
+worker_concurrency = 1
+soft_time_limit_s = {soft_s}
+time_limit_s = {hard_s}
+visibility_timeout_s = {visibility_s}
+""")
+
+
 def parent_pid(pid: int) -> int:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

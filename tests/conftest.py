@@ -92,21 +92,9 @@ def redis(tmp_path: Path) -> Iterator[object]:
 @pytest.fixture
 def celery_repo(repo: Repo, redis: object, tmp_path: Path) -> Iterator[tuple[Repo, object]]:
     """The sample repo configured for the celery executor, with a workers handle (none started yet)."""
-    from tests.cluster import Workers
+    from tests.cluster import Workers, configure_celery
 
-    url = redis.url  # type: ignore[attr-defined]
-    repo.config(extra=f'plugin_cache_dir = "{tmp_path}/plugin-cache"', store=f"""
-[tfo.store]
-kind = "local"
-path = ".tfo/store"
-
-[tfo.celery]
-broker_url = "{url}"
-worker_concurrency = 1
-soft_time_limit_s = 30
-time_limit_s = 35
-visibility_timeout_s = 40
-""")
+    configure_celery(repo, redis.url, tmp_path / "plugin-cache")  # type: ignore[attr-defined]
     workers = Workers(repo, tmp_path)
     yield repo, workers
     workers.stop_all()

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import RedisServer, Workers
+from tests.cluster import RedisServer, Workers, configure_celery
 from tests.helpers import Repo
 
 pytestmark = pytest.mark.integration
@@ -34,18 +34,8 @@ STATE_KEY = "s3/acct-a/us-west-2/data-lake/terraform.tfstate"
 
 @pytest.fixture
 def cluster(repo: Repo, redis: RedisServer, tmp_path: Path) -> Iterator[tuple[Repo, Workers]]:
-    repo.config(extra=f'plugin_cache_dir = "{tmp_path}/plugin-cache"', store=f"""
-[tfo.store]
-kind = "local"
-path = ".tfo/store"
-
-[tfo.celery]
-broker_url = "{redis.url}"
-worker_concurrency = 1
-soft_time_limit_s = 25
-time_limit_s = 28
-visibility_timeout_s = 30
-""")
+    # shorter limits than the suite's: a whole-worker kill waits out the visibility timeout ten times
+    configure_celery(repo, redis.url, tmp_path / "plugin-cache", soft_s=25, hard_s=28, visibility_s=30)
     workers = Workers(repo, tmp_path)
     workers.start("w1")
     workers.start("w2")
