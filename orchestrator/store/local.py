@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -45,13 +46,31 @@ class LocalStore(Store):
         try:
             return path.read_bytes().strip()
         except FileNotFoundError:
-            key = Fernet.generate_key()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(key)
-            return key
+            pass
         except OSError as e:
             raise StoreError(f"encryption key {path} cannot be read: {e.strerror}") from e
+        try:
+            return self._create_key(path)
+        except OSError as e:
+            raise StoreError(f"encryption key {path} cannot be created: {e.strerror}") from e
+
+    def _create_key(self, path: Path) -> bytes:
+        """A new store's key, created whole or not at all: two first runs at once must agree on one key.
+
+        The key is written to a temporary file (0600) and linked into place; linking fails if another
+        process got there first, and then its key is the store's.
+        """
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-key-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(Fernet.generate_key())
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won: its key is the store's
+                os.link(tmp, path)
+            return path.read_bytes().strip()
+        finally:
+            os.unlink(tmp)
 
     def _path(self, key: str) -> Path:
         return self.root / _safe_key(key)

@@ -103,6 +103,32 @@ def test_local_store_encrypts_on_request_and_keeps_its_key_private(tmp_path: Pat
         store.get("nope")
 
 
+def test_a_key_created_by_another_process_first_is_the_one_used(tmp_path: Path) -> None:
+    # Two first runs at once on a new store: the one that lost the race must use the winner's key,
+    # or it encrypts what the other (and every later run) cannot read.
+    first = LocalStore(tmp_path)
+    winner = (tmp_path / KEY_FILE).read_bytes()
+    assert first._create_key(tmp_path / KEY_FILE) == winner.strip()
+    assert (tmp_path / KEY_FILE).read_bytes() == winner
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-key-")] == []
+
+
+def test_first_runs_racing_on_a_new_store_agree_on_one_key(tmp_path: Path) -> None:
+    start = time.time() + 1.0  # every process waits for the same instant, then opens the store
+    code = ("import sys, time, hashlib\n"
+            "from pathlib import Path\n"
+            "from orchestrator.store.local import LocalStore\n"
+            f"time.sleep(max(0.0, {start} - time.time()))\n"
+            "s = LocalStore(Path(sys.argv[1]))\n"
+            "print(hashlib.sha256(s._fernet.decrypt(s._fernet.encrypt(b'x')) + s._load_key()).hexdigest())\n")
+    env = {k: v for k, v in os.environ.items() if k != "TFO_STORE_ENCRYPTION_KEY"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "store")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(8)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert len({out for out, _ in outs}) == 1, outs
+
+
 @pytest.mark.parametrize("key", ["../escape", "/abs", "a/../b", "a//b", ""])
 def test_local_store_refuses_unsafe_keys(tmp_path: Path, key: str) -> None:
     with pytest.raises(StoreError):
