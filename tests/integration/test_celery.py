@@ -218,9 +218,9 @@ def test_two_runs_on_one_deployment_never_interleave(celery_repo: tuple[Repo, Wo
         """)
     a = repo.popen("apply", "--json-out", str(tmp_path / "a.json"))
     b = repo.popen("apply", "--json-out", str(tmp_path / "b.json"))
-    a.communicate(timeout=240)
-    b.communicate(timeout=240)
-    assert a.returncode == 0 and b.returncode == 0
+    out_a = a.communicate(timeout=240)
+    out_b = b.communicate(timeout=240)
+    assert a.returncode == 0 and b.returncode == 0, (out_a, out_b)
     spans: dict[int, list[float]] = {}
     for e in repo.journal():
         spans.setdefault(e["terraform_pid"], []).append(e["t"])
