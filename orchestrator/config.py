@@ -99,8 +99,9 @@ class TfoConfig:
     max_workers: int = 5
     rollback: str = "reapply"
     workdir: str = ".tfo/work"
-    # Slow facts keyed by their inputs (terraform's version, a module's sensitive variables).
-    cache_dir: str = ".tfo/cache"
+    # Slow facts keyed by their inputs (terraform's version, a module's sensitive variables). Empty: the
+    # user's cache ($XDG_CACHE_HOME/tfo, else ~/.cache/tfo), which outlives checkouts; see user_cache_dir.
+    cache_dir: str = ""
     # Terraform's provider plugin cache for this host; `terraform init` is serialised per cache directory.
     plugin_cache_dir: str = ""
     # How long a run waits for another run's lease on the same state key before failing it.
@@ -235,6 +236,8 @@ def load_config(
     for key, value in (overrides or {}).items():
         if value is not None:
             top[key] = value
+    if not top.get("cache_dir"):
+        top["cache_dir"] = str(user_cache_dir(env, root))
 
     cfg = TfoConfig(
         repo_root=root,
@@ -248,6 +251,16 @@ def load_config(
     )
     _check(cfg, where)
     return cfg
+
+
+def user_cache_dir(env: Mapping[str, str], repo_root: Path) -> Path:
+    """Like pre-commit's: entries are keyed by content, so one cache serves every checkout on a host and
+    a fresh clone in CI starts warm (or restores it with the CI's cache step). No home: the checkout."""
+    if Path(env.get("XDG_CACHE_HOME", "")).is_absolute():  # the XDG spec ignores a relative one
+        return Path(env["XDG_CACHE_HOME"]) / "tfo"
+    if env.get("HOME"):
+        return Path(env["HOME"]) / ".cache" / "tfo"
+    return repo_root / ".tfo" / "cache"
 
 
 def _check(cfg: TfoConfig, where: str) -> None:

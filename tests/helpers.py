@@ -131,6 +131,8 @@ def make_repo(tmp: Path, mirror_config: Path, terraform: str, extra_env: dict[st
         "TFOTEST_WORLD": str(world),
         "TFO_TERRAFORM_BIN": terraform,
         "CI": "true",
+        # tfo's cache of slow facts, per test rather than the user's (~/.cache/tfo)
+        "XDG_CACHE_HOME": str(tmp / "xdg-cache"),
         **(extra_env or {}),
     }
     env.pop("GITHUB_STEP_SUMMARY", None)

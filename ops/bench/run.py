@@ -30,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from ops.bench import profile  # noqa: E402
 from tests.cluster import RedisServer, Workers  # noqa: E402
 from tests.helpers import Repo, make_repo, terraform_binary  # noqa: E402
 from tfo_testprovider.mirror import install  # noqa: E402
@@ -131,6 +132,19 @@ def children(pid: int) -> list[int]:
     return kids + [g for k in kids for g in children(k)]
 
 
+def profiled_run(repo: Repo, n: int, workers_n: int, results: dict[str, Any], *args: str,
+                 watch: list[int] | None = None) -> dict[str, Any]:
+    """One more run of N deployments, recorded by ops/bench/profile.py (not one of the median's samples)."""
+    reset_state(repo)
+    write_deployments(repo, n)
+    rec = profile.record([sys.executable, "-m", "cli.main", "apply", *args], repo.root, repo.env, watch)
+    if rec.returncode != 0:
+        raise RuntimeError("\n".join(line for _, line in rec.lines[-40:]))
+    marks = results["single_tfo_timeline"]
+    alone = marks["succeeded"] - marks["preparing"]  # one deployment's in-flight time through tfo, alone
+    return profile.analyze(rec, workers_n, results["bare_terraform_s"], alone)
+
+
 def run_all(quick: bool) -> dict[str, Any]:
     runs = 1 if quick else 3
     sizes = (12,) if quick else (12, 48)
@@ -149,25 +163,35 @@ def run_all(quick: bool) -> dict[str, Any]:
     repo.config(extra=f'plugin_cache_dir = "{tmp}/plugin-cache"')  # max_workers = 4 in the template
     results: dict[str, Any] = {"apply_sleep_s": APPLY_SLEEP_S, "workers": workers_n, "runs": runs}
 
-    # bare terraform, the unit of the ideal
-    cpu0 = children_cpu_s()
-    bare, _ = median_of(runs, lambda: bare_terraform(repo, tmp, repo.env))
-    results["bare_terraform_s"] = bare
-    results["bare_terraform_cpu_s"] = (children_cpu_s() - cpu0) / runs
-    results["bare_terraform_steps_s"] = dict(BARE_STEPS)  # of the last run
-
-    # orchestration overhead: one deployment through tfo vs bare
+    # bare terraform (the unit of the ideal) and one deployment through tfo, in interleaved pairs so that
+    # the machine's drift over the minutes of the bench falls on both sides of each difference
     def one() -> float:
         reset_state(repo)
         write_deployments(repo, 1)
         return tfo_apply(repo)
-    cpu0 = children_cpu_s()
-    single, _ = median_of(runs, one)
-    results["single_tfo_cpu_s"] = (children_cpu_s() - cpu0) / runs  # tfo, terraform and providers
-    results["single_tfo_timeline"] = timeline(LAST_CONSOLE[0], single)
+
+    pairs = 3 if quick else 7
+    # The first run on a host works out what tfo caches (terraform's version, the module's sensitive
+    # variables; in the user's cache, so later checkouts share it); the pairs below run warm.
+    results["single_tfo_cold_cache_s"] = one()
+    bare_samples, tfo_samples, bare_cpu, tfo_cpu = [], [], 0.0, 0.0
+    for i in range(pairs):
+        cpu0 = children_cpu_s()
+        bare_samples.append(bare_terraform(repo, tmp, repo.env, i))
+        cpu1 = children_cpu_s()
+        tfo_samples.append(one())
+        bare_cpu, tfo_cpu = bare_cpu + cpu1 - cpu0, tfo_cpu + children_cpu_s() - cpu1
+    bare, single = statistics.median(bare_samples), statistics.median(tfo_samples)
+    diffs = [t - b for b, t in zip(bare_samples, tfo_samples, strict=True)]
+    results["bare_terraform_s"] = bare
+    results["bare_terraform_cpu_s"] = bare_cpu / pairs
+    results["bare_terraform_steps_s"] = dict(BARE_STEPS)  # of the last run
+    results["single_tfo_cpu_s"] = tfo_cpu / pairs  # tfo, terraform and providers
+    results["single_tfo_timeline"] = timeline(LAST_CONSOLE[0], tfo_samples[-1])
     results["single_tfo_s"] = single
-    results["overhead_s"] = single - bare
-    results["overhead_pct"] = 100 * (single - bare) / bare
+    results["overhead_pairs"] = {"bare_s": bare_samples, "tfo_s": tfo_samples, "differences_s": diffs}
+    results["overhead_s"] = statistics.median(diffs)
+    results["overhead_pct"] = 100 * statistics.median(d / b for d, b in zip(diffs, bare_samples, strict=True))
 
     # parallel efficiency, local executor, and the sequential baseline for N=12
     for n in sizes:
@@ -196,6 +220,8 @@ def run_all(quick: bool) -> dict[str, Any]:
             results["tfo_one_at_a_time_n12_s"] = one_by_one
             results["overhead_per_deployment_in_run_s"] = (one_by_one - seq) / n
             results["overhead_per_deployment_in_run_pct"] = 100 * (one_by_one - seq) / seq
+    results[f"profile_local_n{sizes[-1]}"] = profiled_run(repo, sizes[-1], workers_n, results,
+                                                         "--max-workers", str(workers_n))
 
     # celery: 2 worker processes x 2 = 4 slots
     redis = RedisServer(tmp / "redis")
@@ -222,6 +248,8 @@ def run_all(quick: bool) -> dict[str, Any]:
                                        "samples": t_samples, "peak_worker_rss_mb": peak_worker,
                                        "cpu_s": local["cpu_s"], "cpu_floor_s": local["cpu_floor_s"],
                                        "efficiency_vs_machine": max(ideal, local["cpu_floor_s"]) / t}
+        results[f"profile_celery_n{sizes[-1]}"] = profiled_run(
+            repo, sizes[-1], workers_n, results, watch=[p.pid for p in workers.procs.values()])
         results["dispatch_200_noop_s"] = dispatch(repo)
     finally:
         workers.stop_all()
@@ -323,9 +351,14 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         f"| bare terraform init + plan -out + apply, one deployment | {r['bare_terraform_s']:.2f} s | |",
         f"| the same through `tfo apply` (bundle, workspace, lease, backup, audit, report) | "
         f"{r['single_tfo_s']:.2f} s | |",
-        f"| orchestration overhead, a run of one deployment (process start included) | {r['overhead_s']:.2f} s"
+        f"| orchestration overhead, a run of one deployment (process start included): median of "
+        f"{len(r['overhead_pairs']['differences_s'])} interleaved pairs' differences "
+        f"({', '.join(f'{d:.2f}' for d in r['overhead_pairs']['differences_s'])}) | {r['overhead_s']:.2f} s"
         f" ({r['overhead_pct']:.0f} %) | < 0.5 s and < 10 % |",
     ]
+    if "single_tfo_cold_cache_s" in r:
+        lines.append(f"| the same deployment's first run on a host, cold cache (one sample; then warm for every "
+                     f"checkout) | {r['single_tfo_cold_cache_s']:.2f} s | |")
     if "overhead_per_deployment_in_run_s" in r:
         lines.append(
             f"| orchestration overhead per deployment in a run (one sample): 12 deployments one at a time through tfo "
@@ -382,6 +415,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         f"{steps.get('apply', 0):.2f} s |",
         f"| the rest of the process (start, imports, discovery, bundle, finalize, reports) | "
         f"{marks['process_exit'] - marks.get('succeeded', 0):.2f} s | |",
+        *profile_lines(r),
         "",
         "Notes on what is measured:",
         "",
@@ -402,6 +436,41 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "Raw results:", "", "```json", json.dumps(r, indent=2, default=str), "```", "",
     ]
     path.write_text("\n".join(lines))
+
+
+def profile_lines(r: dict[str, Any]) -> list[str]:
+    """The lane accounting of the profiled runs, side by side."""
+    keys = sorted(k for k in r if k.startswith("profile_"))
+    if not keys:
+        return []
+    profiles = [r[k] for k in keys]
+    p0 = profiles[0]
+    out = [
+        "",
+        f"Profile of one more run of N={p0['deployments']} (`ops/bench/profile.py`): every second of the W ="
+        f" {p0['workers']} lanes (W x wall) accounted for. The ideal is the first row alone; efficiency is"
+        " that row's share.",
+        "",
+        "| lane time | " + " | ".join(k.removeprefix("profile_").replace("_n", ", N=") for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for row in p0["lanes"]:
+        out.append(f"| {row} | " + " | ".join(
+            f"{p['lanes'][row]:.1f} s ({100 * p['lanes'][row] / p['lane_s']:.0f} %)" for p in profiles) + " |")
+    rows = [
+        ("W x wall", lambda p: f"{p['lane_s']:.1f} s ({p['workers']} x {p['wall_s']:.1f} s)"),
+        ("a deployment's in-flight time: alone / mean in the run (bare: "
+         f"{p0['bare_s']:.2f} s)", lambda p: f"{p['alone_s']:.2f} s / {p['mean_in_flight_s']:.2f} s"),
+        ("machine CPU busy while deployments ran (2 cores = 100 %)", lambda p: f"{100 * p['cpu_busy']:.0f} %"),
+        ("the same while all W lanes were in flight", lambda p: f"{100 * p['cpu_busy_all_lanes_full']:.0f} %"),
+        ("CPU taken by the hypervisor (steal)", lambda p: f"{100 * p['cpu_steal']:.1f} %"),
+        ("runnable tasks, mean (2 can run at once)", lambda p: f"{p['runnable_mean']:.1f}"),
+        ("CPU seen by kind of process: terraform / provider / tfo", lambda p: " / ".join(
+            f"{p['cpu_s_by_kind_sampled'].get(k, 0):.0f} s" for k in ("terraform", "provider", "tfo"))),
+    ]
+    for label, fmt in rows:
+        out.append(f"| {label} | " + " | ".join(fmt(p) for p in profiles) + " |")
+    return out
 
 
 def main() -> None:

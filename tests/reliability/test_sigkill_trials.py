@@ -34,8 +34,9 @@ STATE_KEY = "s3/acct-a/us-west-2/data-lake/terraform.tfstate"
 
 @pytest.fixture
 def cluster(repo: Repo, redis: RedisServer, tmp_path: Path) -> Iterator[tuple[Repo, Workers]]:
-    # shorter limits than the suite's: a whole-worker kill waits out the visibility timeout ten times
-    configure_celery(repo, redis.url, tmp_path / "plugin-cache", soft_s=25, hard_s=28, visibility_s=30)
+    # Shorter limits than the suite's: each whole-worker kill waits out the visibility timeout. A trial's
+    # task (plan, then two 3 s resources in parallel; or a resumed attempt) takes ~6 s, far below 16 s.
+    configure_celery(repo, redis.url, tmp_path / "plugin-cache", soft_s=16, hard_s=18, visibility_s=20)
     workers = Workers(repo, tmp_path)
     workers.start("w1")
     workers.start("w2")

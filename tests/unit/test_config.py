@@ -15,6 +15,16 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert cfg.store.kind == "local" and cfg.rollback == "reapply" and cfg.max_workers == 5
     assert dict(cfg.services) == DEFAULT_SERVICES
     assert cfg.workdir_path == tmp_path.resolve() / ".tfo/work"
+    assert cfg.cache_path == tmp_path.resolve() / ".tfo/cache"  # no home to keep it in
+
+
+def test_cache_lives_in_the_users_cache_so_it_outlives_checkouts(tmp_path: Path) -> None:
+    home, xdg = tmp_path / "home", tmp_path / "xdg"
+    assert load_config(repo_root=tmp_path, environ={"HOME": str(home)}).cache_path == home / ".cache/tfo"
+    env = {"HOME": str(home), "XDG_CACHE_HOME": str(xdg)}
+    assert load_config(repo_root=tmp_path, environ=env).cache_path == xdg / "tfo"
+    env["TFO_CACHE_DIR"] = "cache-here"
+    assert load_config(repo_root=tmp_path, environ=env).cache_path == tmp_path.resolve() / "cache-here"
 
 
 def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
