@@ -10,6 +10,7 @@ from typing import Any
 
 from orchestrator.cache import cached, contents_digest
 from orchestrator.errors import Problem
+from orchestrator.hcl_variables import sensitive_variable_names
 from orchestrator.tfvars_fast import parse_literal_tfvars
 
 MAX_TFVARS_BYTES = 5 * 1024 * 1024
@@ -130,7 +131,7 @@ def sensitive_variables(module_dir: Path, cache_dir: Path | None = None) -> tupl
     """Names of the module's variables declared `sensitive = true` (cached per module content)."""
     contents = {f.name: f.read_bytes() for f in sorted(module_dir.glob("*.tf"))}  # each file read once
     if not any(b"sensitive" in text for text in contents.values()):
-        return ()  # no flag to find: python-hcl2 (0.1-0.3 s a module) need not look
+        return ()  # no flag to find
     if cache_dir is None:
         return _sensitive_variables(contents)
     return tuple(cached(cache_dir, "sensitive-variables", contents_digest(contents),
@@ -138,16 +139,24 @@ def sensitive_variables(module_dir: Path, cache_dir: Path | None = None) -> tupl
 
 
 def _sensitive_variables(contents: dict[str, bytes]) -> tuple[str, ...]:
+    names: set[str] = set()
+    for raw in contents.values():
+        text = raw.decode("utf-8", errors="replace")
+        found = sensitive_variable_names(text)  # python-hcl2 only for what the scanner does not follow
+        names |= found if found is not None else sensitive_variables_hcl2(text)
+    return tuple(sorted(names))
+
+
+def sensitive_variables_hcl2(text: str) -> set[str]:
     import hcl2
 
+    try:
+        parsed = hcl2.loads(text)
+    except Exception:  # terraform validates the module itself; we only look for a flag
+        return set()
     names: set[str] = set()
-    for text in contents.values():
-        try:
-            parsed = hcl2.loads(text.decode("utf-8"))
-        except Exception:  # noqa: S112 - terraform validates the module itself; we only look for a flag
-            continue
-        for block in parsed.get("variable", []):
-            for name, body in block.items():
-                if isinstance(body, dict) and body.get("sensitive") is True:
-                    names.add(name.strip('"'))
-    return tuple(sorted(names))
+    for block in parsed.get("variable", []):
+        for name, body in block.items():
+            if isinstance(body, dict) and body.get("sensitive") is True:
+                names.add(name.strip('"'))
+    return names

@@ -36,6 +36,7 @@ class Sample:
     t: float
     busy: float  # fraction of all cores busy (user + system + irq), since the previous sample
     steal: float  # fraction of all cores taken by the hypervisor
+    iowait: float  # fraction of all cores idle while a task waited for the disk
     runnable: int  # tasks runnable right now, machine-wide (/proc/loadavg)
 
 
@@ -49,12 +50,12 @@ class Recording:
     returncode: int = 0
 
 
-def _cpu_times() -> tuple[int, int, int]:
-    """(total, busy, steal) jiffies of all cores."""
+def _cpu_times() -> tuple[int, int, int, int]:
+    """(total, busy, steal, iowait) jiffies of all cores."""
     f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     user, nice, system, idle, iowait, irq, softirq, steal = (f + [0] * 8)[:8]
     total = user + nice + system + idle + iowait + irq + softirq + steal
-    return total, user + nice + system + irq + softirq, steal
+    return total, user + nice + system + irq + softirq, steal, iowait
 
 
 def _processes() -> Iterator[tuple[int, int, str, float]]:
@@ -86,7 +87,8 @@ def _sample_loop(rec: Recording, roots: list[int], stop: threading.Event, interv
         total = max(1, now[0] - prev[0])
         load = Path("/proc/loadavg").read_text().split()
         rec.samples.append(Sample(time.monotonic() - rec.started, (now[1] - prev[1]) / total,
-                                  (now[2] - prev[2]) / total, int(load[3].split("/")[0])))
+                                  (now[2] - prev[2]) / total, (now[3] - prev[3]) / total,
+                                  int(load[3].split("/")[0])))
         prev = now
         procs = list(_processes())
         tree, grew = set(roots), True
@@ -193,6 +195,7 @@ def analyze(rec: Recording, workers: int, bare_s: float, alone_s: float) -> dict
         "cpu_busy": mean([s.busy for s in during]),
         "cpu_busy_all_lanes_full": mean([s.busy for s in during if full(s.t)]),
         "cpu_steal": mean([s.steal for s in during]),
+        "cpu_iowait": mean([s.iowait for s in during]),
         "runnable_mean": mean([float(s.runnable) for s in during]),
         "cpu_s_by_kind_sampled": cpu_by_kind,
         "samples": len(rec.samples),

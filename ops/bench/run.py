@@ -464,6 +464,7 @@ def profile_lines(r: dict[str, Any]) -> list[str]:
         ("machine CPU busy while deployments ran (2 cores = 100 %)", lambda p: f"{100 * p['cpu_busy']:.0f} %"),
         ("the same while all W lanes were in flight", lambda p: f"{100 * p['cpu_busy_all_lanes_full']:.0f} %"),
         ("CPU taken by the hypervisor (steal)", lambda p: f"{100 * p['cpu_steal']:.1f} %"),
+        ("CPU idle while tasks waited for the disk (iowait)", lambda p: f"{100 * p.get('cpu_iowait', 0):.1f} %"),
         ("runnable tasks, mean (2 can run at once)", lambda p: f"{p['runnable_mean']:.1f}"),
         ("CPU seen by kind of process: terraform / provider / tfo", lambda p: " / ".join(
             f"{p['cpu_s_by_kind_sampled'].get(k, 0):.0f} s" for k in ("terraform", "provider", "tfo"))),

@@ -14,7 +14,7 @@ def run_of(spans: dict[str, tuple[float, float]], wall: float) -> Recording:
         events += [(0.0, f"[tfo     0.0s] {dep} queued"), (start, f"[tfo {start:7.1f}s] {dep} preparing"),
                    (start + 0.2, f"[tfo {start:7.1f}s] {dep} plan"), (end, f"[tfo {end:7.1f}s] {dep} succeeded")]
     rec.lines = sorted(events)
-    rec.samples = [Sample(t / 10, 1.0 if 1.0 <= t / 10 < 3.0 else 0.5, 0.0, 2) for t in range(60)]
+    rec.samples = [Sample(t / 10, 1.0 if 1.0 <= t / 10 < 3.0 else 0.5, 0.0, 0.0, 2) for t in range(60)]
     return rec
 
 
