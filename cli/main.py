@@ -13,10 +13,8 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.commands import discover as discover_cmd
-from cli.commands import records
+# plan/apply up front; the other subcommands' modules are imported by the subcommand that runs
 from cli.commands import run as run_cmd
-from cli.commands import worker as worker_cmd
 from cli.options import GlobalOptions, read_selectors, selector_options
 from orchestrator import __version__
 from orchestrator.errors import EXIT_INVALID_INPUT, EXIT_PLATFORM, TfoError
@@ -46,6 +44,7 @@ def cli(ctx: click.Context, config_file: Path | None, repo: Path | None, terrafo
 def discover(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None,
              as_json: bool) -> int:
     """List the deployments the selected tfvars files shard into."""
+    from cli.commands import discover as discover_cmd
     return discover_cmd.run_discover(g, read_selectors(paths, changed_files, git_diff), as_json)
 
 
@@ -54,6 +53,7 @@ def discover(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None
 @click.pass_obj
 def validate(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None) -> int:
     """Check the selected tfvars files without running Terraform."""
+    from cli.commands import discover as discover_cmd
     return discover_cmd.run_validate(g, read_selectors(paths, changed_files, git_diff))
 
 
@@ -103,6 +103,7 @@ def runs() -> None:
 @click.pass_obj
 def runs_show(g: GlobalOptions, run_id: str) -> int:
     """Show a run's (redacted) summary."""
+    from cli.commands import records
     return records.runs_show(g, run_id)
 
 
@@ -111,6 +112,7 @@ def runs_show(g: GlobalOptions, run_id: str) -> int:
 @click.pass_obj
 def runs_cancel(g: GlobalOptions, run_id: str) -> int:
     """Cancel a run: its running deployments stop cleanly and are recorded cancelled."""
+    from cli.commands import records
     return records.runs_cancel(g, run_id)
 
 
@@ -123,6 +125,7 @@ def runs_cancel(g: GlobalOptions, run_id: str) -> int:
 @click.pass_obj
 def worker(g: GlobalOptions, queues: str, concurrency: int | None, hostname: str, loglevel: str) -> int:
     """Run a Celery worker for tfo on this host (same config on every host)."""
+    from cli.commands import worker as worker_cmd
     return worker_cmd.run_worker(g, queues, concurrency, hostname, loglevel)
 
 
@@ -134,6 +137,7 @@ def worker(g: GlobalOptions, queues: str, concurrency: int | None, hostname: str
 @click.pass_obj
 def flower(g: GlobalOptions, basic_auth: str, address: str, port: int) -> int:
     """Run Flower for tfo's workers: basic auth on, /metrics behind it."""
+    from cli.commands import worker as worker_cmd
     return worker_cmd.run_flower(g, basic_auth, address, port)
 
 
@@ -173,6 +177,7 @@ def backups() -> None:
 @click.pass_obj
 def backups_list(g: GlobalOptions, deployment: str, as_json: bool) -> int:
     """List the backups of DEPLOYMENT (SERVICE/ACCOUNT/REGION/PROJECT)."""
+    from cli.commands import records
     return records.backups_list(g, deployment, as_json)
 
 
@@ -182,6 +187,7 @@ def backups_list(g: GlobalOptions, deployment: str, as_json: bool) -> int:
 @click.pass_obj
 def rollback_cmd(g: GlobalOptions, deployment: str, to: str | None) -> int:
     """Restore DEPLOYMENT's state from a backup, by hand (the current state is backed up first)."""
+    from cli.commands import records
     return records.rollback_to(g, deployment, to)
 
 
@@ -196,6 +202,7 @@ def audit_group() -> None:
 @click.pass_obj
 def audit_show(g: GlobalOptions, run_id: str, unredacted: bool) -> int:
     """Print a run's audit records."""
+    from cli.commands import records
     return records.audit_show(g, run_id, unredacted)
 
 

@@ -9,6 +9,16 @@ import pytest
 from tests.helpers import Repo, make_repo, terraform_binary
 
 IN_CI = os.environ.get("CI") == "true"
+# Tests that spend most of their time waiting (visibility timeouts) rather than computing: with
+# `pytest -n 2 --dist loadgroup` (make test) they run in a lane of their own beside the rest of the
+# suite, which keeps its file order in the other lane. Without xdist the marker does nothing.
+WAITING = ("tests/reliability/test_sigkill_trials.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        lane = "waiting" if item.nodeid.startswith(WAITING) else "suite"
+        item.add_marker(pytest.mark.xdist_group(lane))
 
 
 def _require(tool: str | None, name: str) -> str:

@@ -47,6 +47,7 @@ class Recording:
     lines: list[tuple[float, str]] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     cpu_by_pid: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (kind, last CPU seen)
+    cpu_before: dict[int, float] = field(default_factory=dict)  # long-lived processes' CPU before the run
     returncode: int = 0
 
 
@@ -90,23 +91,28 @@ def _sample_loop(rec: Recording, roots: list[int], stop: threading.Event, interv
                                   (now[2] - prev[2]) / total, (now[3] - prev[3]) / total,
                                   int(load[3].split("/")[0])))
         prev = now
-        procs = list(_processes())
-        tree, grew = set(roots), True
-        while grew:
-            grew = False
-            for pid, ppid, _, _ in procs:
-                if ppid in tree and pid not in tree:
-                    tree.add(pid)
-                    grew = True
-        for pid, _, comm, cpu in procs:
-            if pid in tree:
-                rec.cpu_by_pid[pid] = (kind_of(comm), cpu)
+        for pid, comm, cpu in _tree(roots):
+            rec.cpu_by_pid[pid] = (kind_of(comm), cpu)
+
+
+def _tree(roots: list[int]) -> list[tuple[int, str, float]]:
+    """(pid, comm, CPU seconds) of the roots and all their descendants."""
+    procs = list(_processes())
+    tree, grew = set(roots), True
+    while grew:
+        grew = False
+        for pid, ppid, _, _ in procs:
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return [(pid, comm, cpu) for pid, _, comm, cpu in procs if pid in tree]
 
 
 def record(cmd: list[str], cwd: Path, env: dict[str, str], also_watch: list[int] | None = None,
            interval: float = 0.2) -> Recording:
     """Run `cmd` (a `tfo apply` with plain progress lines on stderr) and record it."""
     rec = Recording(started=time.monotonic())
+    rec.cpu_before = {pid: cpu for pid, _, cpu in _tree(also_watch or [])}  # workers that ran earlier runs
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stop = threading.Event()
     sampler = threading.Thread(target=_sample_loop, args=(rec, [proc.pid, *(also_watch or [])], stop, interval),
@@ -185,8 +191,8 @@ def analyze(rec: Recording, workers: int, bare_s: float, alone_s: float) -> dict
 
     during = [s for s in rec.samples if first_start <= s.t <= last_end]
     cpu_by_kind: dict[str, float] = {}
-    for kind, cpu in rec.cpu_by_pid.values():
-        cpu_by_kind[kind] = cpu_by_kind.get(kind, 0.0) + cpu
+    for pid, (kind, cpu) in rec.cpu_by_pid.items():
+        cpu_by_kind[kind] = cpu_by_kind.get(kind, 0.0) + cpu - rec.cpu_before.get(pid, 0.0)
     return {
         "deployments": n, "workers": workers, "wall_s": wall, "bare_s": bare_s, "alone_s": alone_s,
         "lane_s": lanes, "lanes": account,
