@@ -1,8 +1,10 @@
 """The GitHub webhook: a small Flask app served by waitress (`tfo webhook`).
 
-Verify (HMAC-SHA256, constant time) -> size and replay checks -> answer 202 with a run id at once;
-a single background thread then syncs the mirror, checks out the event's commit, computes the
-changed files, validates, bundles and enqueues the run on Celery. Nothing secret is logged.
+Verify (HMAC-SHA256, constant time) -> size and replay checks -> spool the job to disk (fsync) ->
+answer 202 with a run id; a single background thread then syncs the mirror, checks out the event's
+commit, computes the changed files, validates, bundles and enqueues the run on Celery, and drops the
+spooled job. A webhook that dies in between runs its spooled jobs when it starts again. Nothing
+secret is logged.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,13 @@ class Job:
     delivery: str
     sender: str
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "action": self.action.value}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Job:
+        return cls(**{**d, "action": Action(d["action"])})
+
 
 class Deliveries:
     """Delivery ids already seen: in Redis (shared by every webhook replica) when configured."""
@@ -70,7 +79,7 @@ class Deliveries:
 
     def first_time(self, delivery: str) -> bool:
         if self._redis is not None:
-            return bool(self._redis.set(f"tfo:webhook:delivery:{delivery}", "1", nx=True, ex=self.window_s))
+            return bool(self._redis.set(self._key(delivery), "1", nx=True, ex=self.window_s))
         with self._lock:
             now = time.time()
             self._seen = {k: v for k, v in self._seen.items() if v > now}
@@ -78,6 +87,18 @@ class Deliveries:
                 return False
             self._seen[delivery] = now + self.window_s
             return True
+
+    def forget(self, delivery: str) -> None:
+        """An event that could not be accepted after all: GitHub's redelivery must not be a duplicate."""
+        if self._redis is not None:
+            self._redis.delete(self._key(delivery))
+            return
+        with self._lock:
+            self._seen.pop(delivery, None)
+
+    @staticmethod
+    def _key(delivery: str) -> str:
+        return f"tfo:webhook:delivery:{delivery}"
 
 
 def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
@@ -111,16 +132,66 @@ def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) 
 
 
 class RunStarter:
-    """Turns jobs into runs, one at a time (the mirror is not safe for concurrent fetches)."""
+    """Turns jobs into runs, one at a time (the mirror is not safe for concurrent fetches).
+
+    Each accepted job is spooled to disk before the event is answered and dropped once its run is
+    enqueued or recorded as not started, so a job outlives a crash of the webhook in between.
+    """
 
     def __init__(self, server_cfg: TfoConfig, submit: Callable[[TfoConfig, Any], Any] | None = None) -> None:
         self.cfg = server_cfg
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfo-webhook-run")
         self.submit = submit
         self.token = os.environ.get(server_cfg.github.token_env, "")
+        self.spool = server_cfg.resolve(server_cfg.webhook.spool_dir)
 
     def start(self, job: Job) -> None:
+        """Spool the job (raises OSError when it cannot), then start it in the background."""
+        self._spool(job, "accepted")
         self.pool.submit(self._safely, job)
+
+    def resume_spooled(self) -> list[str]:
+        """Start the jobs a previous webhook process accepted and never enqueued; their run ids."""
+        resumed = []
+        for path in sorted(self.spool.glob("*.json")):
+            try:
+                entry = json.loads(path.read_text(encoding="utf-8"))
+                job = Job.from_dict(entry["job"])
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                log.error("spooled job %s unreadable (%s): moved aside to %s.bad", path.name, type(e).__name__, path)
+                with contextlib.suppress(OSError):
+                    path.replace(path.with_name(path.name + ".bad"))
+                continue
+            if entry.get("stage") == "enqueueing":
+                # Died between handing the run to the broker and dropping this file: the run may well
+                # be queued, and enqueueing it twice would run it twice. Say so; never guess.
+                log.warning("run %s (%s of %s@%s) was being enqueued when the webhook stopped; not enqueued "
+                            "again: see `tfo runs show %s`", job.run_id, job.action.value, job.repo,
+                            job.sha[:12], job.run_id)
+                self._unspool(job)
+                continue
+            log.info("resuming run %s (%s of %s@%s), accepted before the webhook restarted", job.run_id,
+                     job.action.value, job.repo, job.sha[:12])
+            self.pool.submit(self._safely, job)
+            resumed.append(job.run_id)
+        return resumed
+
+    def _spool_path(self, job: Job) -> Path:
+        return self.spool / f"{job.run_id}.json"
+
+    def _spool(self, job: Job, stage: str) -> None:
+        self.spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self._spool_path(job)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"stage": stage, "job": job.to_dict()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+
+    def _unspool(self, job: Job) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._spool_path(job).unlink()
 
     def _safely(self, job: Job) -> None:
         try:
@@ -129,6 +200,7 @@ class RunStarter:
             log.error("run %s for %s@%s failed to start: %s", job.run_id, job.repo, job.sha[:12],
                       Redactor([self.token] if self.token else []).redact(f"{type(e).__name__}: {e}"))
             self._record_failure(job, "failed", f"{type(e).__name__}: {e}")
+        self._unspool(job)  # enqueued, or recorded as not started: nothing left to resume
 
     def _record_failure(self, job: Job, status: str, error: str) -> None:
         """A run that never started still gets a summary, so `tfo runs show` and clients see why."""
@@ -142,6 +214,7 @@ class RunStarter:
         mirror = self.cfg.resolve(w.mirror_dir)
         git.mirror_sync(w.remote_url, mirror, self.token)
         checkout = mirror.parent / "checkouts" / job.run_id
+        shutil.rmtree(checkout, ignore_errors=True)  # left by a webhook that died while running this job
         git.checkout(mirror, job.sha, checkout)
         try:
             self._start(job, checkout)
@@ -176,6 +249,7 @@ class RunStarter:
             from workers import producer
 
             submit = producer.submit
+        self._spool(job, "enqueueing")
         submit(cfg, run)
         log.info("run %s: %s of %s@%s, %d deployment(s)", run.run_id, job.action.value, job.repo, job.sha[:12],
                  len(specs))
@@ -231,7 +305,16 @@ def create_app(cfg: TfoConfig, secret: bytes, starter: RunStarter) -> Flask:
             return answer(503, error="replay protection unavailable (broker unreachable); redeliver the event later")
         if not first:
             return answer(200, status="duplicate", delivery=delivery)
-        starter.start(job)
+        try:
+            starter.start(job)
+        except OSError as e:
+            log.error("delivery %s refused: cannot spool the job in %s (%s)", delivery, starter.spool, e.strerror)
+            try:
+                deliveries.forget(delivery)  # so that GitHub's redelivery is taken
+            except Exception as forget_error:  # the replay store is away too: the redelivery reads as a replay
+                log.error("delivery %s not forgotten (%s): redeliver with a new delivery id", delivery,
+                          type(forget_error).__name__)
+            return answer(503, error="cannot accept the event now (webhook spool not writable); redeliver it later")
         return answer(202, status="accepted", run_id=job.run_id, action=job.action.value)
 
     return app
@@ -242,5 +325,7 @@ def serve(cfg: TfoConfig, secret: bytes) -> None:
 
     host, _, port = cfg.webhook.listen.rpartition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    waitress_serve(create_app(cfg, secret, RunStarter(cfg)), host=host or "127.0.0.1", port=int(port),
+    starter = RunStarter(cfg)
+    starter.resume_spooled()
+    waitress_serve(create_app(cfg, secret, starter), host=host or "127.0.0.1", port=int(port),
                    threads=4, ident="tfo-webhook")

@@ -78,6 +78,9 @@ class WebhookConfig:
     # The repository the webhook mirrors (any git URL; a token from token_env is used for https).
     remote_url: str = ""
     mirror_dir: str = ".tfo/mirror"
+    # Accepted events not yet enqueued, one file each (written before the 202): a webhook that dies
+    # in between runs them when it starts again.
+    spool_dir: str = ".tfo/webhook-spool"
     apply_branch: str = "main"
     max_body_bytes: int = 5 * 1024 * 1024
     # Deliveries remembered (in Redis when a broker is configured) to ignore replays.

@@ -92,22 +92,24 @@ def write_last_good(store: Store, spec: DeploymentSpec, bundle_key: str, run_id:
         store.delete(last_good_key(spec))
 
 
-def checkpoint_key(run_id: str, spec: DeploymentSpec) -> str:
-    return f"runs/{run_id}/deployments/{spec.slug}.json"
+def checkpoint_key(run_id: str, spec: DeploymentSpec, stage: str = "") -> str:
+    """The deployment's checkpoint in a run; `stage` names another one (the rollback's)."""
+    return f"runs/{run_id}/deployments/{spec.slug}{'.' + stage if stage else ''}.json"
 
 
-def read_checkpoint(rt: Runtime, run: RunSpec, spec: DeploymentSpec) -> dict[str, Any] | None:
+def read_checkpoint(rt: Runtime, run: RunSpec, spec: DeploymentSpec, stage: str = "") -> dict[str, Any] | None:
     """Where an earlier attempt of this deployment in this run got to (a redelivered task reads it)."""
     try:
-        data = rt.store.get_json(checkpoint_key(run.run_id, spec))
+        data = rt.store.get_json(checkpoint_key(run.run_id, spec, stage))
     except KeyError:
         return None
     return data if isinstance(data, dict) else None
 
 
-def write_checkpoint(rt: Runtime, run: RunSpec, spec: DeploymentSpec, phase: str, **data: Any) -> None:
+def write_checkpoint(rt: Runtime, run: RunSpec, spec: DeploymentSpec, phase: str, stage: str = "",
+                     **data: Any) -> None:
     # Encrypted: a finished result carries the deployment's variables.
-    rt.store.put_json(checkpoint_key(run.run_id, spec),
+    rt.store.put_json(checkpoint_key(run.run_id, spec, stage),
                       {"phase": phase, "host": rt.host, "pid": os.getpid(), "at": time.time(), **data}, encrypt=True)
 
 

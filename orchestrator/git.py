@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ def mirror_sync(remote: str, mirror: Path, token: str = "") -> None:
     """Keep a bare mirror of `remote` (branches and pull request heads) up to date."""
     if not (mirror / "HEAD").exists():
         mirror.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(mirror, ignore_errors=True)  # a clone cut short (the webhook died): start it again
         _git_env(None, ["clone", "--quiet", "--mirror", remote, str(mirror)], token)
         return
     _git_env(mirror, ["fetch", "--quiet", "--prune", "origin"], token)

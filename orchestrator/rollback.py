@@ -5,6 +5,14 @@ reapply: apply the last successfully applied bundle against the current state, s
 state:   restore the pre-apply backup; warn about what the restored state no longer tracks.
 none:    record the failure only.
 After reapply or state, a plan of the target configuration records whether infrastructure matches.
+
+A rollback writes a checkpoint before it changes anything. A redelivered finalize (its worker died
+mid-rollback) finds it, waits for the lost attempt's terraform to finish, and, when that attempt moved
+the state on, only verifies: it never applies over a state it cannot tell from a later change.
+
+A rollback writes a checkpoint before it changes anything. A redelivered finalize (its worker died
+mid-rollback) finds it, waits for the lost attempt's terraform to finish, and, when that attempt moved
+the state on, only verifies: it never applies over a state it cannot tell from a later change.
 """
 
 from __future__ import annotations
@@ -16,15 +24,18 @@ from orchestrator import audit
 from orchestrator.deploy import (
     failure_text,
     prepare_workspace,
+    read_checkpoint,
     read_last_good,
     redactor_for,
     state_addresses,
     state_serial,
     step_context,
+    write_checkpoint,
     write_last_good,
 )
 from orchestrator.errors import TfoError
 from orchestrator.models import DeploymentResult, DeploymentSpec, RollbackRecord, RunSpec, Status
+from orchestrator.procs import wait_until_idle
 from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime
 from orchestrator.steps import ApplyStep, InitStep, PlanStep, ShowPlanStep, StepContext
@@ -100,6 +111,28 @@ def _restore(rt: Runtime, run: RunSpec, result: DeploymentResult, redactor: Reda
                           untracked=untracked, error=redactor.redact(note))
 
 
+def _target(rt: Runtime, result: DeploymentResult, strategy: str) -> str:
+    """The bundle the rollback converges to ("" = nothing: destroy what the failed apply created)."""
+    if strategy == "reapply":
+        return result.previous_bundle_key
+    return result.previous_bundle_key or read_last_good(rt.store, result.spec)
+
+
+def _after_lost_attempt(rt: Runtime, run: RunSpec, result: DeploymentResult, strategy: str, moved: str,
+                        redactor: Redactor, log: list[CommandResult]) -> RollbackRecord:
+    """An interrupted attempt of this rollback moved the state on: verify, never apply again."""
+    spec = result.spec
+    target = _target(rt, result, strategy)
+    ctx = _workspace(rt, run, spec, target or spec.bundle_key, redactor, log)
+    if _verify(ctx, redactor, destroy=not target):
+        write_last_good(rt.store, spec, target, run.run_id)
+        return RollbackRecord(strategy, "succeeded", target=target or "destroy", matches_target=True,
+                              error=f"completed by an interrupted attempt of this rollback ({moved})")
+    return RollbackRecord(strategy, "failed", matches_target=False, error=(
+        f"an interrupted attempt of this rollback left {spec.state_key} moved on ({moved}) and infrastructure "
+        "does not match the rollback target; refusing to roll back over what may be a later change"))
+
+
 def rollback(result: DeploymentResult, run: RunSpec, rt: Runtime, strategy: str) -> DeploymentResult:
     spec = result.spec
     start = time.monotonic()
@@ -119,14 +152,23 @@ def rollback(result: DeploymentResult, run: RunSpec, rt: Runtime, strategy: str)
             rec = RollbackRecord(strategy, "failed",
                                  error=f"could not take the lease on {spec.state_key}: held by {who}")
         else:
+            lost = read_checkpoint(rt, run, spec, stage="rollback")
+            if lost is not None:
+                # The lost attempt's terraform runs on in its own session: let it finish first.
+                wait_until_idle(rt.run_dir(run.run_id) / f"{spec.slug}.rollback", rt.cfg.lock_timeout_s)
             now = state_serial(rt.state_store(spec.account, run.run_id), spec.state_key)
-            if result.state_serial is not None and now != result.state_serial:
+            moved = f"serial {result.state_serial} -> {now}"
+            if result.state_serial is not None and now != result.state_serial and lost is None:
                 rec = RollbackRecord(strategy, "failed", error=(
-                    f"state {spec.state_key} moved on since this run's apply (serial {result.state_serial} -> {now}); "
+                    f"state {spec.state_key} moved on since this run's apply ({moved}); "
                     "refusing to roll back over a later change"))
             else:
                 try:
-                    rec = (_reapply if strategy == "reapply" else _restore)(rt, run, result, redactor, log)
+                    if result.state_serial is not None and now != result.state_serial:
+                        rec = _after_lost_attempt(rt, run, result, strategy, moved, redactor, log)
+                    else:
+                        write_checkpoint(rt, run, spec, "rolling_back", stage="rollback", from_serial=now)
+                        rec = (_reapply if strategy == "reapply" else _restore)(rt, run, result, redactor, log)
                 except _Failed as e:
                     rec = RollbackRecord(strategy, "failed", error=str(e))
                 except TfoError as e:

@@ -12,7 +12,8 @@ IN_CI = os.environ.get("CI") == "true"
 # Tests that spend most of their time waiting (visibility timeouts) rather than computing: with
 # `pytest -n 2 --dist loadgroup` (make test) they run in a lane of their own beside the rest of the
 # suite, which keeps its file order in the other lane. Without xdist the marker does nothing.
-WAITING = ("tests/reliability/test_sigkill_trials.py",)
+WAITING = ("tests/reliability/test_sigkill_trials.py", "tests/reliability/test_sigkill_rollback.py",
+           "tests/reliability/test_lock_table_outage.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -36,6 +36,8 @@ class FaultProxy:
     upstream: str
     service: str = "s3"
     trigger: Callable[[str, str], bool] = lambda method, path: False
+    # For JSON-protocol services (DynamoDB), whose requests all go to "/": (X-Amz-Target, body) -> go down?
+    target_trigger: Callable[[str, bytes], bool] | None = None
     down_for_s: float | None = None
     seen: list[Seen] = field(default_factory=list)
     _down_since: float | None = None
@@ -81,6 +83,7 @@ class FaultProxy:
         with self._lock:
             self._down_since = None
         self.trigger = lambda method, path: False
+        self.target_trigger = None
 
     def close(self) -> None:
         self._server.shutdown()
@@ -94,8 +97,10 @@ class FaultProxy:
         body = self._read_body(h)
         scope = _SCOPE.search(h.headers.get("Authorization", ""))
         service = scope.group(1) if scope else ""
-        if service == self.service and not self.down and self.trigger(h.command, h.path):
-            self.trigger = lambda method, path: False  # one outage per cue
+        target = h.headers.get("X-Amz-Target", "")
+        cue = self.trigger(h.command, h.path) or (self.target_trigger is not None and self.target_trigger(target, body))
+        if service == self.service and not self.down and cue:
+            self.trigger, self.target_trigger = (lambda method, path: False), None  # one outage per cue
             self.take_down()
         drop = service == self.service and self.down
         self.seen.append(Seen(time.monotonic(), service, h.command, h.path, drop))

@@ -17,9 +17,17 @@ class Recorded:
     body: str
 
 
+def _open_gate() -> threading.Event:
+    gate = threading.Event()
+    gate.set()
+    return gate
+
+
 @dataclass
 class GitHubStub:
     fail_next: int = 0  # answer this many requests with 502 first
+    # cleared: every request is recorded, then held unanswered until the gate is set again
+    gate: threading.Event = field(default_factory=lambda: _open_gate())
     requests: list[Recorded] = field(default_factory=list)
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
@@ -44,6 +52,7 @@ class GitHubStub:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
                 stub.requests.append(Recorded(self.command, self.path, dict(self.headers), body))
+                stub.gate.wait(120)
                 if stub.fail_next > 0:
                     stub.fail_next -= 1
                     self._reply(502, {"message": "bad gateway"})

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,20 @@ def git(cwd: Path, *args: str) -> str:
 
 
 class Hook:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, launch: Callable[[], subprocess.Popen[bytes]]) -> None:
         self.url = url
+        self.launch = launch
+        self.proc = launch()
+
+    def wait_healthy(self, log: Path) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1):  # noqa: S310
+                    return
+            except OSError:
+                assert time.monotonic() < deadline and self.proc.poll() is None, log.read_text()
+                time.sleep(0.2)
 
     def send(self, event: str, payload: dict[str, Any] | bytes, *, delivery: str | None = None,
              secret: str | None = SECRET, signature: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -93,21 +105,18 @@ api_url = "{api}"
     server.env.update({"TFO_WEBHOOK_SECRET": SECRET, "GITHUB_TOKEN": GH_TOKEN})
     workers.start("w1")
     port = free_port()
-    log = open(tmp_path / "webhook.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "webhook", "--listen", f"127.0.0.1:{port}"],
-                            cwd=server.root, env=server.env, stdout=log, stderr=subprocess.STDOUT)
-    hook = Hook(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(hook.url + "/healthz", timeout=1):  # noqa: S310
-                break
-        except OSError:
-            assert time.monotonic() < deadline, (tmp_path / "webhook.log").read_text()
-            time.sleep(0.2)
+    log = open(tmp_path / "webhook.log", "ab")  # noqa: SIM115 - closed below
+
+    def launch() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "cli.main", "webhook", "--listen", f"127.0.0.1:{port}"],
+                                cwd=server.root, env=server.env, stdout=log, stderr=subprocess.STDOUT)
+
+    hook = Hook(f"http://127.0.0.1:{port}", launch)
+    hook.wait_healthy(tmp_path / "webhook.log")
     yield server, hook, stub, work, {"base": base}
-    proc.terminate()
-    proc.wait(timeout=20)
+    stub.gate.set()
+    hook.proc.terminate()
+    hook.proc.wait(timeout=20)
     log.close()
     stub.stop()
 
@@ -216,3 +225,37 @@ def test_invalid_change_is_reported_and_nothing_runs(stack: Stack) -> None:
     assert summary["status"] == "invalid" and "broken.tfvars" in summary["error"]
     assert server.world_state() == {}
     assert stub.statuses[-1]["state"] == "failure"
+
+
+def test_an_event_accepted_just_before_the_webhook_dies_runs_when_it_restarts(stack: Stack, tmp_path: Path) -> None:
+    server, hook, stub, work, refs = stack
+    p = work / "Accounts/acct-b/platform.tfvars"
+    p.write_text(p.read_text() + "\n# touched\n")
+    git(work, "commit", "-qam", "touch platform")
+    git(work, "push", "-q", "origin", "main")
+    stub.gate.clear()  # GitHub holds the "pending" status call, made just before the run is enqueued
+    code, body = hook.send("push", _push(work, refs["base"]))
+    assert code == 202, body
+    run_id = body["run_id"]
+    deadline = time.monotonic() + 60
+    while not any("/statuses/" in r.path for r in stub.requests):
+        assert time.monotonic() < deadline, "the background thread never got as far as the pending status"
+        time.sleep(0.05)
+    hook.proc.kill()  # the webhook dies between its 202 and the enqueue
+    hook.proc.wait(timeout=10)
+    stub.gate.set()
+    spool = server.root / ".tfo" / "webhook-spool"
+    assert [f.name for f in spool.iterdir()] == [f"{run_id}.json"]  # the accepted job is on disk
+    time.sleep(2)
+    assert not (server.root / ".tfo" / "store" / "runs" / f"{run_id}.json").exists()  # nothing was enqueued
+
+    hook.proc = hook.launch()  # systemd brings it back
+    hook.wait_healthy(tmp_path / "webhook.log")
+    summary = _summary(server, run_id)
+    assert summary["status"] == "succeeded", (summary, (tmp_path / "webhook.log").read_text()[-3000:])
+    assert [d["id"] for d in summary["deployments"]] == ["iam/acct-b/us-east-1/platform"]
+    assert set(server.world_state()) == {"iam.acct-b.us-east-1.platform.deployer"}
+    assert list(spool.iterdir()) == []
+    assert f"resuming run {run_id}" in (tmp_path / "webhook.log").read_text()
+    sha = git(work, "rev-parse", "HEAD")
+    assert (sha, "success", "tfo/apply") in [(s["sha"], s["state"], s["context"]) for s in stub.statuses]

@@ -9,7 +9,7 @@ from pathlib import Path
 import hcl2
 import yaml
 
-from orchestrator.config import CeleryConfig
+from orchestrator.config import CeleryConfig, user_cache_dir
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 
@@ -25,6 +25,10 @@ def test_workflow_plans_prs_and_applies_merges_with_oidc() -> None:
     assert any("configure-aws-credentials" in s.get("uses", "") and "role-to-assume" in s["with"] for s in steps)
     checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0
+    # the runner starts warm: the cached path is where tfo keeps its cache by default
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
+    default = user_cache_dir({"HOME": "/home/runner"}, Path("/repo"))
+    assert Path(cache["with"]["path"].replace("~", "/home/runner")) == default
 
 
 def test_systemd_units_stop_gracefully_signalling_only_the_main_process() -> None:

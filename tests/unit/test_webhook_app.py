@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 
 from cli.webhook import Job, RunStarter, create_app, verify_signature
 from orchestrator.config import load_config
+from orchestrator.models import Action
 
 SECRET = b"s3cr3t-hook"
 
@@ -96,3 +100,67 @@ def test_pull_request_actions(app: tuple[Any, RecordingStarter]) -> None:
     assert starter.jobs[-1].action.value == "plan" and starter.jobs[-1].pr == 5
     labeled = post(client, "pull_request", {**payload, "action": "labeled"}, delivery="p2")
     assert labeled.get_json()["status"] == "ignored"
+
+
+class HeldStarter(RunStarter):
+    """The real spool and background thread; `run` records the job instead of git and Celery, when let."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg, submit=lambda c, r: None)
+        self.ran: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run(self, job: Job) -> None:
+        assert self.gate.wait(10)
+        self.ran.append(job.run_id)
+
+
+def a_job(run_id: str) -> Job:
+    return Job(run_id, Action.APPLY, "o/r", "2" * 40, "1" * 40, None, f"d-{run_id}", "dev")
+
+
+def test_a_job_is_on_disk_before_it_is_answered_and_gone_once_started(tmp_path: Path) -> None:
+    starter = HeldStarter(load_config(repo_root=tmp_path, environ={}))
+    starter.gate.clear()  # the background thread is busy elsewhere
+    starter.start(a_job("r1"))
+    spool = tmp_path / ".tfo" / "webhook-spool"
+    entry = json.loads((spool / "r1.json").read_text())
+    assert entry["stage"] == "accepted" and Job.from_dict(entry["job"]) == a_job("r1")
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+    starter.gate.set()
+    starter.pool.shutdown(wait=True)
+    assert starter.ran == ["r1"]
+    assert list(spool.iterdir()) == []
+
+
+def test_a_restart_resumes_accepted_jobs_and_never_enqueues_one_twice(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    spool = tmp_path / ".tfo" / "webhook-spool"
+    spool.mkdir(parents=True)
+    (spool / "r1.json").write_text(json.dumps({"stage": "accepted", "job": a_job("r1").to_dict()}))
+    (spool / "r2.json").write_text(json.dumps({"stage": "enqueueing", "job": a_job("r2").to_dict()}))
+    (spool / "r3.json").write_text("{not json")
+    starter = HeldStarter(load_config(repo_root=tmp_path, environ={}))
+    with caplog.at_level(logging.INFO, logger="tfo.webhook"):
+        assert starter.resume_spooled() == ["r1"]
+        starter.pool.shutdown(wait=True)
+    assert starter.ran == ["r1"]
+    assert "resuming run r1" in caplog.text
+    assert "run r2" in caplog.text and "not enqueued again" in caplog.text  # it may be queued already
+    assert sorted(p.name for p in spool.iterdir()) == ["r3.json.bad"]  # unreadable: kept aside, not lost
+
+
+def test_an_unwritable_spool_answers_503_and_the_redelivery_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nspool_dir = "spool"\n')
+    (tmp_path / "spool").write_text("a file where the spool directory should be")
+    cfg = load_config(repo_root=tmp_path, environ={})
+    starter = HeldStarter(cfg)
+    client = create_app(cfg, SECRET, starter).test_client()
+    r = post(client, "push", push(), delivery="d-9")
+    assert r.status_code == 503 and "redeliver" in r.get_json()["error"]
+    (tmp_path / "spool").unlink()
+    r = post(client, "push", push(), delivery="d-9")  # GitHub's redelivery: same delivery id
+    assert r.status_code == 202
+    starter.pool.shutdown(wait=True)
+    assert starter.ran == [r.get_json()["run_id"]]
