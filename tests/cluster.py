@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.helpers import Repo, free_port
@@ -135,3 +137,18 @@ class Workers:
                     proc.wait(timeout=30)
                 except (subprocess.TimeoutExpired, ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextmanager
+def two_workers(repo: Repo, broker_url: str, tmp_path: Path, *, soft_s: int, hard_s: int,
+                visibility_s: int) -> Iterator[Workers]:
+    """Workers w1 and w2 on the repo's celery executor with these time limits, stopped afterwards."""
+    configure_celery(repo, broker_url, tmp_path / "plugin-cache", soft_s=soft_s, hard_s=hard_s,
+                     visibility_s=visibility_s)
+    workers = Workers(repo, tmp_path)
+    try:
+        workers.start("w1")
+        workers.start("w2")
+        yield workers
+    finally:
+        workers.stop_all()

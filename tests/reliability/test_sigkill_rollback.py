@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import RedisServer, Workers, configure_celery
+from tests.cluster import RedisServer, Workers, two_workers
 from tests.helpers import Repo
 
 pytestmark = pytest.mark.integration
@@ -32,12 +32,8 @@ OP_S = 2  # each resource operation sleeps this long in the provider, rollback's
 @pytest.fixture
 def cluster(repo: Repo, redis: RedisServer, tmp_path: Path) -> Iterator[tuple[Repo, Workers]]:
     # finalize with a rollback takes ~10 s; the whole-worker trial waits out the visibility timeout once
-    configure_celery(repo, redis.url, tmp_path / "plugin-cache", soft_s=25, hard_s=28, visibility_s=30)
-    workers = Workers(repo, tmp_path)
-    workers.start("w1")
-    workers.start("w2")
-    yield repo, workers
-    workers.stop_all()
+    with two_workers(repo, redis.url, tmp_path, soft_s=25, hard_s=28, visibility_s=30) as workers:
+        yield repo, workers
 
 
 def _write(repo: Repo, trial: int, failing: bool) -> None:

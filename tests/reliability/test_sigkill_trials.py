@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import RedisServer, Workers, configure_celery
+from tests.cluster import RedisServer, Workers, two_workers
 from tests.helpers import Repo
 
 pytestmark = pytest.mark.integration
@@ -36,12 +36,8 @@ STATE_KEY = "s3/acct-a/us-west-2/data-lake/terraform.tfstate"
 def cluster(repo: Repo, redis: RedisServer, tmp_path: Path) -> Iterator[tuple[Repo, Workers]]:
     # Shorter limits than the suite's: each whole-worker kill waits out the visibility timeout. A trial's
     # task (plan, then two 3 s resources in parallel; or a resumed attempt) takes ~6 s, far below 16 s.
-    configure_celery(repo, redis.url, tmp_path / "plugin-cache", soft_s=16, hard_s=18, visibility_s=20)
-    workers = Workers(repo, tmp_path)
-    workers.start("w1")
-    workers.start("w2")
-    yield repo, workers
-    workers.stop_all()
+    with two_workers(repo, redis.url, tmp_path, soft_s=16, hard_s=18, visibility_s=20) as workers:
+        yield repo, workers
 
 
 def _write_trial(repo: Repo, trial: int) -> None:
