@@ -9,10 +9,6 @@ After reapply or state, a plan of the target configuration records whether infra
 A rollback writes a checkpoint before it changes anything. A redelivered finalize (its worker died
 mid-rollback) finds it, waits for the lost attempt's terraform to finish, and, when that attempt moved
 the state on, only verifies: it never applies over a state it cannot tell from a later change.
-
-A rollback writes a checkpoint before it changes anything. A redelivered finalize (its worker died
-mid-rollback) finds it, waits for the lost attempt's terraform to finish, and, when that attempt moved
-the state on, only verifies: it never applies over a state it cannot tell from a later change.
 """
 
 from __future__ import annotations
@@ -74,10 +70,17 @@ def _workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle: str,
     return ctx
 
 
+def _target(rt: Runtime, result: DeploymentResult, strategy: str) -> str:
+    """The bundle the rollback converges to ("" = nothing: destroy what the failed apply created)."""
+    if strategy == "reapply":
+        return result.previous_bundle_key
+    return result.previous_bundle_key or read_last_good(rt.store, result.spec)
+
+
 def _reapply(rt: Runtime, run: RunSpec, result: DeploymentResult, redactor: Redactor,
              log: list[CommandResult]) -> RollbackRecord:
     spec = result.spec
-    target = result.previous_bundle_key
+    target = _target(rt, result, "reapply")
     destroy = not target
     ctx = _workspace(rt, run, spec, target or spec.bundle_key, redactor, log)
     plan = _check(PlanStep(destroy=destroy, name="rollback-plan").run(ctx), redactor)
@@ -99,7 +102,7 @@ def _restore(rt: Runtime, run: RunSpec, result: DeploymentResult, redactor: Reda
     backup = store.read_backup(result.backup_key)
     untracked = tuple(sorted(state_addresses(current) - state_addresses(backup)))
     store.restore_state(spec.state_key, backup)
-    target = result.previous_bundle_key or read_last_good(rt.store, spec)
+    target = _target(rt, result, "state")
     ctx = _workspace(rt, run, spec, target or spec.bundle_key, redactor, log)
     matches = _verify(ctx, redactor, destroy=not target)
     write_last_good(rt.store, spec, target, run.run_id)
@@ -109,13 +112,6 @@ def _restore(rt: Runtime, run: RunSpec, result: DeploymentResult, redactor: Reda
                 + ", ".join(untracked))
     return RollbackRecord("state", "succeeded", target=result.backup_key, matches_target=matches,
                           untracked=untracked, error=redactor.redact(note))
-
-
-def _target(rt: Runtime, result: DeploymentResult, strategy: str) -> str:
-    """The bundle the rollback converges to ("" = nothing: destroy what the failed apply created)."""
-    if strategy == "reapply":
-        return result.previous_bundle_key
-    return result.previous_bundle_key or read_last_good(rt.store, result.spec)
 
 
 def _after_lost_attempt(rt: Runtime, run: RunSpec, result: DeploymentResult, strategy: str, moved: str,
@@ -157,14 +153,15 @@ def rollback(result: DeploymentResult, run: RunSpec, rt: Runtime, strategy: str)
                 # The lost attempt's terraform runs on in its own session: let it finish first.
                 wait_until_idle(rt.run_dir(run.run_id) / f"{spec.slug}.rollback", rt.cfg.lock_timeout_s)
             now = state_serial(rt.state_store(spec.account, run.run_id), spec.state_key)
+            moved_on = result.state_serial is not None and now != result.state_serial
             moved = f"serial {result.state_serial} -> {now}"
-            if result.state_serial is not None and now != result.state_serial and lost is None:
+            if moved_on and lost is None:
                 rec = RollbackRecord(strategy, "failed", error=(
                     f"state {spec.state_key} moved on since this run's apply ({moved}); "
                     "refusing to roll back over a later change"))
             else:
                 try:
-                    if result.state_serial is not None and now != result.state_serial:
+                    if moved_on:
                         rec = _after_lost_attempt(rt, run, result, strategy, moved, redactor, log)
                     else:
                         write_checkpoint(rt, run, spec, "rolling_back", stage="rollback", from_serial=now)

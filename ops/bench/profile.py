@@ -157,13 +157,15 @@ def analyze(rec: Recording, workers: int, bare_s: float, alone_s: float) -> dict
     starts = sorted(s for s, _ in spans.values())
     first_start, last_start = starts[0], starts[-1]
     last_end = max(e for _, e in spans.values())
+    def flying(t: float) -> int:
+        return sum(1 for s, e in spans.values() if s <= t < e)
+
     step = 0.05
     gaps = drain = 0.0  # lane-seconds
     t = first_start
     while t < last_end:
-        flying = sum(1 for s, e in spans.values() if s <= t < e)
         queued = sum(1 for s in starts if s > t)
-        idle = max(0, workers - flying)
+        idle = max(0, workers - flying(t))
         if queued:
             gaps += min(idle, queued) * step
         else:
@@ -186,9 +188,6 @@ def analyze(rec: Recording, workers: int, bare_s: float, alone_s: float) -> dict
     def mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else 0.0
 
-    def full(t: float) -> bool:
-        return sum(1 for s, e in spans.values() if s <= t < e) >= workers
-
     during = [s for s in rec.samples if first_start <= s.t <= last_end]
     cpu_by_kind: dict[str, float] = {}
     for pid, (kind, cpu) in rec.cpu_by_pid.items():
@@ -199,7 +198,7 @@ def analyze(rec: Recording, workers: int, bare_s: float, alone_s: float) -> dict
         "mean_in_flight_s": busy_lanes / n,
         "first_start_s": first_start, "last_start_s": last_start, "last_end_s": last_end,
         "cpu_busy": mean([s.busy for s in during]),
-        "cpu_busy_all_lanes_full": mean([s.busy for s in during if full(s.t)]),
+        "cpu_busy_all_lanes_full": mean([s.busy for s in during if flying(s.t) >= workers]),
         "cpu_steal": mean([s.steal for s in during]),
         "cpu_iowait": mean([s.iowait for s in during]),
         "runnable_mean": mean([float(s.runnable) for s in during]),
