@@ -22,6 +22,9 @@ from orchestrator.redaction import Redactor
 from orchestrator.report import GITHUB_COMMENT_LIMIT
 
 STICKY_MARKER = "<!-- tfo:sticky-report -->"
+# What a report may take of a comment: the marker, and room for the second redaction pass of
+# `sticky_body` to lengthen a value, so that its last-resort cut never splits a code fence.
+REPORT_LIMIT = GITHUB_COMMENT_LIMIT - len(STICKY_MARKER) - 1024
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from orchestrator.config import TfoConfig
 from orchestrator.errors import Problem
-from orchestrator.github import GitHubAuth, GitHubClient, GitHubError
+from orchestrator.github import REPORT_LIMIT, GitHubAuth, GitHubClient, GitHubError
 from orchestrator.models import RunResult, RunSpec
 from orchestrator.report import to_markdown
 
@@ -55,7 +55,8 @@ def post_result(cfg: TfoConfig, result: RunResult, client: GitHubClient | None =
                           f"run {run.run_id}: {result.status}, {len(result.results)} deployment(s), "
                           f"{changes} change(s)")
         if target.get("pr"):
-            client.upsert_sticky_comment(target["repo"], int(target["pr"]), to_markdown(result))
+            client.upsert_sticky_comment(target["repo"], int(target["pr"]),
+                                         to_markdown(result, REPORT_LIMIT))
     except GitHubError as e:
         return str(e)
     return ""

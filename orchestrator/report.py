@@ -6,13 +6,22 @@ Everything here comes from results whose text was already redacted.
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.models import DeploymentResult, RunResult
+from orchestrator.models import DeploymentResult, RunResult, Status
 
 GITHUB_COMMENT_LIMIT = 65536
 _ICON = {"succeeded": "✅", "no_changes": "⏸️", "failed": "❌", "rolled_back": "↩️", "rollback_failed": "🔥",
          "invalid": "⚠️", "cancelled": "⏹️"}
+# Rows and details in this order: what needs a person first, so whatever must be left out to fit is the
+# least interesting (unchanged deployments last).
+_RANK = {Status.ROLLBACK_FAILED: 0, Status.FAILED: 1, Status.ROLLED_BACK: 2, Status.INVALID: 3,
+         Status.CANCELLED: 4, Status.SUCCEEDED: 5, Status.NO_CHANGES: 6}
+_MIN_BODY = 200  # a plan cut shorter than this says nothing: leave the section out instead
+_CUT_MARK = "\n… (truncated)"
 
 
 def to_json(result: RunResult) -> str:
@@ -31,17 +40,9 @@ def _escape(cell: str) -> str:
     return cell.replace("|", "\\|").replace("\n", " ")
 
 
-def _details(r: DeploymentResult, body: str, note: str = "") -> str:
-    fence = "```"
-    while fence in body:
-        fence += "`"
-    extra = f"\n\n_{note}_" if note else ""
-    return (f"<details><summary><code>{r.spec.id}</code> {r.status.value}</summary>\n\n"
-            f"{fence}\n{body}\n{fence}{extra}\n</details>\n")
-
-
 def _body(r: DeploymentResult) -> str:
-    parts = [r.plan_text.strip()] if r.plan_text.strip() else []
+    plan = r.plan_text.lstrip("\r\n").rstrip()  # leading spaces are terraform's indentation
+    parts = [plan] if plan else []
     if r.error:
         parts.append(f"Error: {r.error}")
     if r.rollback and r.rollback.error:
@@ -49,50 +50,132 @@ def _body(r: DeploymentResult) -> str:
     return "\n\n".join(parts) or "(no output)"
 
 
-def to_markdown(result: RunResult, limit: int = GITHUB_COMMENT_LIMIT) -> str:
+def _fence(body: str) -> str:
+    """A code fence longer than any run of backticks in the body, so the body cannot close it."""
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _cut_note(cut: int) -> str:
+    return (f"\n\n_output truncated: {cut} characters left out to fit GitHub's comment limit; "
+            "the full output is in the audit record_")
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One deployment's `<details>` block: a fixed frame around a body that may be cut to fit."""
+
+    open: str
+    close: str
+    body: str
+
+    @property
+    def frame(self) -> int:
+        # The note is counted at its longest (every character cut), so a cut section never outgrows it.
+        return len(self.open) + len(self.close) + len(_cut_note(len(self.body)))
+
+    def render(self, cap: int) -> str:
+        if len(self.body) <= cap:
+            return self.open + self.body + self.close
+        kept = self.body[: cap - len(_CUT_MARK)]
+        newline = kept.rfind("\n")
+        if newline >= len(kept) * 3 // 4:  # end on a whole line when one is near
+            kept = kept[:newline]
+        return self.open + kept.rstrip() + _CUT_MARK + self.close + _cut_note(len(self.body) - len(kept))
+
+
+def _section(r: DeploymentResult) -> _Section:
+    body = _body(r)
+    fence = _fence(body)
+    return _Section(f"<details><summary><code>{r.spec.id}</code> {r.status.value}</summary>\n\n{fence}\n",
+                    f"\n{fence}", body)
+
+
+def _body_cap(sections: list[_Section], budget: int) -> int:
+    """The largest length every body may keep so that all sections fit in `budget` (-1: they cannot)."""
+    room = budget - sum(s.frame + len("\n</details>\n\n") for s in sections)
+    lengths = sorted(len(s.body) for s in sections)
+    for i, length in enumerate(lengths):
+        remaining = len(lengths) - i
+        if length * remaining > room:  # this body and every longer one are cut to an equal share
+            return room // remaining if room // remaining >= _MIN_BODY else -1
+        room -= length
+    return lengths[-1] if lengths else 0
+
+
+def _heading(result: RunResult) -> str:
     run = result.run
-    head = [
+    counts = Counter(r.status.value for r in result.results)
+    totals = [sum(getattr(r.plan, k) for r in result.results) for k in ("add", "change", "destroy")]
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return "\n".join([
         f"## tfo {run.options.action.value}: {result.status} {_ICON.get(result.status, '')}".rstrip(),
         "",
         f"Run `{run.run_id}`" + (f" at `{run.git_sha[:12]}`" if run.git_sha else "")
         + (" (atomic)" if run.options.atomic else ""),
         "",
-        "| deployment | add | change | destroy | status | rollback |",
-        "|---|---:|---:|---:|---|---|",
-    ]
-    for r in result.results:
-        head.append(
-            f"| `{_escape(r.spec.id)}` | {r.plan.add} | {r.plan.change} | {r.plan.destroy} "
-            f"| {_ICON.get(r.status.value, '')} {r.status.value} | {_escape(_rollback_cell(r))} |"
-        )
-    if not result.results:
-        head.append("| _no deployments_ | | | | | |")
-    header = "\n".join(head) + "\n\n"
-    bodies = {r.spec.id: _body(r) for r in result.results}
-    truncated: dict[str, int] = {}
+        f"**{len(result.results)} deployment(s)**" + (f": {tally}" if tally else "")
+        + f"; plan +{totals[0]} ~{totals[1]} -{totals[2]}",
+        "",
+    ]) + "\n"
 
-    def render() -> str:
-        sections = []
-        for r in result.results:
-            note = ""
-            if r.spec.id in truncated:
-                note = (f"output truncated: {truncated[r.spec.id]} characters left out to fit GitHub's "
-                        "comment limit; the full output is in the audit record")
-            sections.append(_details(r, bodies[r.spec.id], note))
-        return header + "\n".join(sections)
 
-    text = render()
-    # Shrink the longest plan first until the whole report fits.
-    while len(text) > limit:
-        longest = max(bodies, key=lambda k: len(bodies[k]), default=None)
-        if longest is None or len(bodies[longest]) <= 200:
-            return text[: limit - 80] + "\n\n_report truncated to fit the comment limit_\n"
-        excess = len(text) - limit + 200
-        keep = max(200, len(bodies[longest]) - excess)
-        cut = len(bodies[longest]) - keep
-        truncated[longest] = truncated.get(longest, 0) + cut
-        bodies[longest] = bodies[longest][:keep].rstrip() + "\n… (truncated)"
-        text = render()
+def _table(result: RunResult, ordered: list[DeploymentResult], budget: int) -> str:
+    """One row per deployment; when the rows cannot all fit, the last ones are counted instead."""
+    rollback = any(r.rollback for r in ordered)
+    lines = ["| deployment | status | add | change | destroy |" + (" rollback |" if rollback else ""),
+             "|---|---|---:|---:|---:|" + ("---|" if rollback else "")]
+    if not ordered:
+        lines.append("| _no deployments_ | | | | |" + (" |" if rollback else ""))
+    rows = [f"| `{_escape(r.spec.id)}` | {_ICON.get(r.status.value, '')} {r.status.value} | {r.plan.add} "
+            f"| {r.plan.change} | {r.plan.destroy} |" + (f" {_escape(_rollback_cell(r))} |" if rollback else "")
+            for r in ordered]
+    # The room a "rows left out" line needs, with every count at its widest.
+    reserve = 400 + len(result.run.run_id)
+    used = sum(len(line) + 1 for line in lines)
+    if used + sum(len(row) + 1 for row in rows) <= budget:
+        return "\n".join(lines + rows) + "\n\n"
+    shown = 0
+    for row in rows:
+        if used + len(row) + 1 + reserve > budget:
+            break
+        used += len(row) + 1
+        shown += 1
+    left = Counter(r.status.value for r in ordered[shown:])
+    lines += rows[:shown]
+    lines.append(f"\n_{len(ordered) - shown} more deployment(s) not listed to fit the comment limit ("
+                 + ", ".join(f"{n} {s}" for s, n in sorted(left.items())) + "); "
+                 f"`tfo runs show {result.run.run_id}` lists them all_")
+    return "\n".join(lines) + "\n\n"
+
+
+def to_markdown(result: RunResult, limit: int = GITHUB_COMMENT_LIMIT) -> str:
+    """The run as Markdown of at most `limit` characters, built in one pass (no shrink-and-retry).
+
+    A heading with the counts, a summary table of every deployment (problems first), then the output of
+    each deployment that changed something or did not succeed, each cut to an equal share of what is left
+    when they do not all fit.
+    """
+    ordered = sorted(result.results, key=lambda r: _RANK[r.status])
+    heading = _heading(result)
+    note_room = 200 + len(result.run.run_id)  # the note on sections left out
+    table = _table(result, ordered, limit - len(heading) - note_room)
+    sections = [_section(r) for r in ordered if not r.status.ok or r.plan.has_changes]
+    budget = limit - len(heading) - len(table) - note_room
+    # Fewer sections leave each a larger share, so the most that fit is found by bisection; the least
+    # important (the last) are the ones left out.
+    fits, too_many = 0, len(sections) + 1
+    while too_many - fits > 1:
+        mid = (fits + too_many) // 2
+        fits, too_many = (mid, too_many) if _body_cap(sections[:mid], budget) >= 0 else (fits, mid)
+    dropped = len(sections) - fits
+    cap = _body_cap(sections[:fits], budget)
+    text = heading + table + "".join(s.render(cap) + "\n</details>\n\n" for s in sections[:fits])
+    if dropped:
+        text += (f"_Output of {dropped} deployment(s) not shown to fit the comment limit; "
+                 f"`tfo audit show {result.run.run_id}` has it._\n")
+    if len(text) > limit:  # only a limit smaller than the heading itself gets here
+        text = text[: max(0, limit - 24)] + "\n\n_report truncated_\n"
     return text
 
 

@@ -43,10 +43,12 @@ def cancel_on_signals(token: CancelToken) -> Iterator[None]:
 def write_reports(result: RunResult, json_out: Path | None, markdown_out: Path | None) -> None:
     if json_out:
         json_out.write_text(to_json(result) + "\n")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not (markdown_out or summary):
+        return
     markdown = to_markdown(result)
     if markdown_out:
         markdown_out.write_text(markdown)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as f:
             f.write(markdown + "\n")

@@ -21,7 +21,7 @@ from orchestrator.models import (
     RunSpec,
     Status,
 )
-from orchestrator.report import to_json, to_markdown
+from orchestrator.report import to_json
 from orchestrator.store.local import LocalStore
 
 
@@ -58,26 +58,6 @@ def test_result_round_trips_through_json() -> None:
     assert DeploymentResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
     run = run_result([r]).run
     assert RunSpec.from_dict(json.loads(json.dumps(run.to_dict()))) == run
-
-
-def test_markdown_stays_under_the_limit_truncating_longest_plan_first() -> None:
-    huge = "\n".join(f"  + resource line {i}" for i in range(20000))
-    small = "Plan: 1 to add, 0 to change, 0 to destroy."
-    results = [DeploymentResult(spec(0), "plan", Status.SUCCEEDED, PlanSummary(1, 0, 0), plan_text=huge),
-               DeploymentResult(spec(1), "plan", Status.SUCCEEDED, PlanSummary(1, 0, 0), plan_text=small),
-               DeploymentResult(spec(2), "plan", Status.SUCCEEDED, PlanSummary(1, 0, 0), plan_text=huge[:90000])]
-    md = to_markdown(run_result(results), limit=65536)
-    assert len(md) <= 65536
-    assert small in md  # the short plan is kept whole
-    assert md.count("output truncated") >= 1
-    assert "| `s3/acct/us-east-1/p0` | 1 | 0 | 0 |" in md
-    assert "<details>" in md
-
-
-def test_markdown_fences_survive_backticks_in_output() -> None:
-    r = DeploymentResult(spec(), "plan", Status.FAILED, error="bad ``` fence")
-    md = to_markdown(run_result([r]))
-    assert "````" in md
 
 
 def make_module(tmp_path: Path) -> None:
