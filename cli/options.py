@@ -13,8 +13,7 @@ import click
 from orchestrator.config import TfoConfig, load_config, with_overrides
 from orchestrator.discovery import Discovery, discover
 from orchestrator.errors import SelectorError
-from orchestrator.models import DeploymentSpec
-from orchestrator.sharding import build_deployments
+from orchestrator.sharding import Deployments, build_deployments
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,6 +58,6 @@ def read_selectors(paths: tuple[str, ...], changed_files: str | None, git_diff: 
     return Selectors(paths, text, git_diff)
 
 
-def select(cfg: TfoConfig, sel: Selectors) -> tuple[Discovery, list[DeploymentSpec]]:
+def select(cfg: TfoConfig, sel: Selectors) -> tuple[Discovery, Deployments]:
     found = discover(cfg, sel.paths, sel.changed_files, sel.git_diff)
     return found, build_deployments(cfg, found)

@@ -236,7 +236,7 @@ class RunStarter:
         else:
             found = discover(cfg)
         try:
-            specs = build_deployments(cfg, found)
+            specs = list(build_deployments(cfg, found).specs)
         except ValidationError as e:
             notify.post_invalid(cfg, target, job.action.value, job.run_id, list(e.problems))
             self._record_failure(job, "invalid", f"{len(e.problems)} problem(s): " + "; ".join(map(str, e.problems)))

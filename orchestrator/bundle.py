@@ -1,8 +1,11 @@
 """Content-addressed bundles: exactly the files one deployment needs, so any host can rebuild its directory.
 
-A bundle is a deterministic tar.gz (sorted entries, zero mtimes and owners) of the module, the
-deployment's filtered tfvars and the local files they reference. Its key is the SHA-256 of its bytes,
-so the same inputs always give the same key and a bundle is uploaded once.
+A bundle is a deterministic tar.gz (sorted entries, zero mtimes and owners) laid out as the
+repository is: the root module and every local module it calls, the files they read, the files the
+deployment's values name, each at its repository path, plus `.tfo/` with the deployment's var files
+(cut from the original tfvars) and a description (`.tfo/spec.json`: where Terraform runs, in which
+order the var files go). Nothing else: no other deployment's tfvars, no file behind a symlink that
+leaves the repository. Its key is the SHA-256 of its bytes, so the same inputs give the same key.
 """
 
 from __future__ import annotations
@@ -11,20 +14,22 @@ import gzip
 import hashlib
 import io
 import json
+import posixpath
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from orchestrator.config import TfoConfig
-from orchestrator.errors import StoreError
+from orchestrator.errors import StoreError, UserError
 from orchestrator.models import DeploymentSpec
+from orchestrator.modules import ModuleGraph
 from orchestrator.store.base import Store
 
-TFVARS_NAME = "tfo.tfvars.json"
-SPEC_NAME = "tfo-spec.json"
-# Never ship local Terraform working state or our own generated files from a module directory.
-EXCLUDE_DIRS = {".terraform", ".git", ".tfo"}
-EXCLUDE_SUFFIXES = (".tfstate", ".tfstate.backup", ".tfplan")
-EXCLUDE_NAMES = {"backend_override.tf", TFVARS_NAME, SPEC_NAME, "tfplan"}
+SPEC_NAME = ".tfo/spec.json"
+LAYOUT = 2
+# Bundles of layout 1 (before shared modules): the module at the top, one JSON var file beside it.
+LEGACY_SPEC_NAME = "tfo-spec.json"
+LEGACY_TFVARS_NAME = "tfo.tfvars.json"
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
@@ -37,30 +42,27 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> Non
     tar.addfile(info, io.BytesIO(data))
 
 
-def module_files(module_dir: Path) -> list[Path]:
-    files = []
-    for p in sorted(module_dir.rglob("*")):
-        rel = p.relative_to(module_dir)
-        if any(part in EXCLUDE_DIRS for part in rel.parts):
-            continue
-        if p.is_file() and not p.name.endswith(EXCLUDE_SUFFIXES) and p.name not in EXCLUDE_NAMES:
-            files.append(p)
-    return files
+def bundle_files(cfg: TfoConfig, spec: DeploymentSpec, graph: ModuleGraph | None = None) -> list[str]:
+    """Repository paths of the files a deployment's bundle carries (module files and referenced files)."""
+    module = (graph or ModuleGraph(cfg.repo_root, cfg.cache_path)).root_module(spec.module_dir)
+    if module.problems:
+        raise UserError(f"{spec.id}: " + "; ".join(map(str, module.problems)))
+    return sorted({*module.files, *spec.referenced_files})
 
 
-def build_bundle(cfg: TfoConfig, spec: DeploymentSpec) -> bytes:
-    root = cfg.repo_root
-    module_dir = root / spec.module_dir
+def build_bundle(cfg: TfoConfig, spec: DeploymentSpec, graph: ModuleGraph | None = None) -> bytes:
+    root = cfg.repo_root.resolve()
     raw = io.BytesIO()
     # gzip with mtime=0 so identical inputs give identical bytes.
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        for f in module_files(module_dir):
-            mode = 0o755 if f.stat().st_mode & 0o111 else 0o644
-            _add(tar, f.relative_to(module_dir).as_posix(), f.read_bytes(), mode)
-        for rel in spec.referenced_files:
-            _add(tar, f"inputs/{rel}", (root / rel).read_bytes())
-        _add(tar, TFVARS_NAME, json.dumps(spec.variables, indent=2, sort_keys=True).encode())
-        meta = {k: v for k, v in spec.to_dict().items() if k not in ("bundle_key", "variables")}
+        for rel in bundle_files(cfg, spec, graph):
+            full = root / rel
+            mode = 0o755 if full.stat().st_mode & 0o111 else 0o644
+            _add(tar, rel, full.read_bytes(), mode)
+        for name, text in spec.var_files:
+            _add(tar, name, text.encode("utf-8"))
+        meta = {k: v for k, v in spec.to_dict().items() if k not in ("bundle_key", "variables", "var_files")}
+        meta |= {"layout": LAYOUT, "workdir": spec.module_dir, "var_files": [n for n, _ in spec.var_files]}
         _add(tar, SPEC_NAME, json.dumps(meta, indent=2, sort_keys=True).encode())
     return raw.getvalue()
 
@@ -87,7 +89,16 @@ def fetch_bundle(store: Store, key: str) -> bytes:
     return data
 
 
-def extract_bundle(data: bytes, dest: Path) -> None:
+@dataclass(frozen=True)
+class Workspace:
+    """An extracted bundle: where Terraform runs, and its var files relative to there."""
+
+    root: Path
+    cwd: Path
+    var_files: tuple[str, ...]
+
+
+def extract_bundle(data: bytes, dest: Path) -> Workspace:
     """Unpack into `dest`, refusing links and any member that would land outside it."""
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
@@ -101,3 +112,19 @@ def extract_bundle(data: bytes, dest: Path) -> None:
             assert src is not None
             target.write_bytes(src.read())
             target.chmod(member.mode & 0o755)
+    return _workspace(dest)
+
+
+def _workspace(dest: Path) -> Workspace:
+    spec_file = dest / SPEC_NAME
+    if not spec_file.is_file():  # layout 1
+        return Workspace(dest, dest, (LEGACY_TFVARS_NAME,))
+    meta = json.loads(spec_file.read_text())
+    workdir = str(meta.get("workdir") or ".")
+    if PurePosixPath(workdir).is_absolute() or ".." in PurePosixPath(workdir).parts:
+        raise StoreError(f"bundle names workdir {workdir!r}, which is not inside it; refusing it")
+    cwd = dest / workdir
+    names = [str(v) for v in meta.get("var_files", ())]
+    if any(PurePosixPath(n).is_absolute() or ".." in PurePosixPath(n).parts for n in names):
+        raise StoreError(f"bundle names var files outside it ({names}); refusing it")
+    return Workspace(dest, cwd, tuple(posixpath.relpath(n, workdir) for n in names))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -113,6 +114,18 @@ class TfoConfig:
     lease_ttl_s: float = 120.0
     # One terraform command may run this long before it is stopped and the deployment cancelled.
     terraform_timeout_s: float = 3600.0
+    # Variable files layered under each deployment's own file: these names, looked up in the repository
+    # root and every directory down to the deployment file's, applied shallowest first (Terraform's
+    # -var-file order: a later file replaces a variable an earlier one set).
+    layers: tuple[str, ...] = ()
+    # Variables that give a deployment's region when the path does not: the first one set wins.
+    region_variables: tuple[str, ...] = ("region", "aws_region", "location")
+    # Keys (at any depth) whose string values name local files the module reads; shipped with the
+    # deployment and checked to exist inside the repository.
+    file_keys: tuple[str, ...] = ("*_file", "*_files")
+    # "service": one deployment per service a file sets (the service table below); "file": every file
+    # is one deployment of module_dir, with no service in its id or state key.
+    shard_by: str = "service"
     services: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SERVICES))
     modules: Mapping[str, str] = field(default_factory=dict)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -146,6 +159,11 @@ _MAP_SECTIONS = ("services", "modules", "backend_config")
 
 def _coerce(name: str, value: Any, like: Any) -> Any:
     """Coerce a TOML or environment value to the type of the field's default."""
+    if isinstance(like, tuple):  # a list of strings; from the environment, comma-separated
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{name}: {value!r} is not a list of strings")
+        return tuple(items)
     try:
         if isinstance(like, bool):
             if isinstance(value, str):
@@ -282,10 +300,56 @@ def _check(cfg: TfoConfig, where: str) -> None:
         raise ConfigError(f"{where}: celery.route_by = {c.route_by!r}; expected 'account', 'region' or empty")
     if not c.soft_time_limit_s < c.time_limit_s < c.visibility_timeout_s:
         raise ConfigError(f"{where}: celery needs soft_time_limit_s < time_limit_s < visibility_timeout_s")
-    if "{account}" not in cfg.path_template or "{project}" not in cfg.path_template:
-        raise ConfigError(f"{where}: path_template must contain {{account}} and {{project}}")
-    if not cfg.path_template.endswith(".tfvars"):
-        raise ConfigError(f"{where}: path_template must end in .tfvars")
+    template_problem = path_template_problem(cfg.path_template)
+    if template_problem:
+        raise ConfigError(f"{where}: path_template = {cfg.path_template!r}: {template_problem}")
+    placeholders = set(PLACEHOLDER.findall(cfg.path_template))
+    for name, value in [("module_dir", cfg.module_dir), *((f"modules.{k}", v) for k, v in cfg.modules.items())]:
+        problem = _relative_problem(value) or next(
+            (f"placeholder {{{p}}} is not in path_template" for p in PLACEHOLDER.findall(value)
+             if p not in placeholders), None)
+        if problem or re.search(r"\{(?!(?:account|project|region)\})", value):
+            raise ConfigError(f"{where}: {name} = {value!r}: {problem or 'unknown placeholder'}")
+    if cfg.shard_by not in ("service", "file"):
+        raise ConfigError(f"{where}: shard_by = {cfg.shard_by!r}; expected 'service' or 'file'")
+    for layer in cfg.layers:
+        if "/" in layer or not layer.endswith((".tfvars", ".tfvars.json")):
+            raise ConfigError(f"{where}: layers: {layer!r} must be a file name ending in .tfvars or .tfvars.json")
+
+
+PLACEHOLDER = re.compile(r"\{(account|project|region)\}")
+
+
+def _relative_problem(path: str) -> str | None:
+    if not path or path.startswith("/") or re.match(r"[A-Za-z]:[\\/]", path):
+        return "must be a path relative to the repository root"
+    if ".." in path.split("/"):
+        return "must not contain '..'"
+    return None
+
+
+def path_template_problem(template: str) -> str | None:
+    """Why a path template cannot be used, or None."""
+    problem = _relative_problem(template)
+    if problem:
+        return problem
+    unknown = re.findall(r"\{(?!(?:account|project|region)\})[^}]*\}?", template)
+    if unknown:
+        return f"unknown placeholder {unknown[0]!r} (known: {{account}}, {{project}}, {{region}})"
+    if "{account}" not in template:
+        return "must contain {account}"
+    names = PLACEHOLDER.findall(template)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        return f"placeholder {{{repeated[0]}}} appears more than once"
+    if not template.endswith((".tfvars", ".tfvars.json")):
+        return "must end in .tfvars or .tfvars.json"
+    for segment in template.split("/"):
+        if "**" in segment and segment != "**":
+            return "'**' must be a whole path segment (e.g. Accounts/**/{account}/{project}.tfvars)"
+    if template.split("/")[-1] == "**":
+        return "must end with a file name"
+    return None
 
 
 def with_overrides(cfg: TfoConfig, **changes: Any) -> TfoConfig:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import audit
-from orchestrator.bundle import extract_bundle, fetch_bundle
+from orchestrator.bundle import Workspace, extract_bundle, fetch_bundle
 from orchestrator.errors import StateBackupError, TfoError
 from orchestrator.models import Action, DeploymentResult, DeploymentSpec, PlanSummary, RunSpec, Status
 from orchestrator.procs import processes_in, wait_until_idle
@@ -113,29 +113,32 @@ def write_checkpoint(rt: Runtime, run: RunSpec, spec: DeploymentSpec, phase: str
                       {"phase": phase, "host": rt.host, "pid": os.getpid(), "at": time.time(), **data}, encrypt=True)
 
 
-def prepare_workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle_key: str, suffix: str = "") -> Path:
-    """A fresh per-deployment directory: module copy, filtered tfvars, referenced files, backend settings."""
+def prepare_workspace(rt: Runtime, run: RunSpec, spec: DeploymentSpec, bundle_key: str,
+                      suffix: str = "") -> Workspace:
+    """A fresh per-deployment directory from the bundle (modules, var files, referenced files) with the
+    store's backend settings beside the root module."""
     # Owner-only: a workspace holds tfvars and a plan file, both with secrets in them.
     rt.cfg.workdir_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     rt.run_dir(run.run_id).mkdir(mode=0o700, exist_ok=True)
     dest = rt.run_dir(run.run_id) / f"{spec.slug}{suffix}"
     if dest.exists():
         shutil.rmtree(dest)  # a retried deployment starts from its bundle, never from leftovers
-    extract_bundle(fetch_bundle(rt.store, bundle_key), dest)
+    ws = extract_bundle(fetch_bundle(rt.store, bundle_key), dest)
     for name, content in rt.store.backend_files(spec.state_key).items():
-        (dest / name).write_text(content)
-    return dest
+        (ws.cwd / name).write_text(content)
+    return ws
 
 
-def step_context(rt: Runtime, workdir: Path, spec: DeploymentSpec, run_id: str) -> StepContext:
+def step_context(rt: Runtime, ws: Workspace, spec: DeploymentSpec, run_id: str) -> StepContext:
     backend = {**rt.store.backend_config(spec.state_key, spec.region), **rt.cfg.backend_config}
-    env = deployment_env(spec, workdir, rt.cfg.resolve(rt.cfg.plugin_cache_dir) if rt.cfg.plugin_cache_dir else None)
+    env = deployment_env(spec, ws.root, rt.cfg.resolve(rt.cfg.plugin_cache_dir) if rt.cfg.plugin_cache_dir else None)
     creds = rt.account_credentials(spec.account, run_id)
     if creds is not None:
         # The account's role serves terraform's backend and providers alike.
         env.update(creds.env())
-    return StepContext(workdir=workdir, client=rt.client, cancel=rt.cancel, timeout_s=rt.cfg.terraform_timeout_s,
-                       lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend, env=env)
+    return StepContext(workdir=ws.cwd, client=rt.client, cancel=rt.cancel, timeout_s=rt.cfg.terraform_timeout_s,
+                       lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend, env=env,
+                       var_files=ws.var_files)
 
 
 def deployment_env(spec: DeploymentSpec, workdir: Path, plugin_cache: Path | None = None) -> dict[str, str]:
@@ -199,8 +202,8 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
             # The lost attempt's terraform may still be running in its directory on this host:
             # let it finish (it writes state and releases its lock) before touching the state.
             wait_until_idle(rt.run_dir(run.run_id) / spec.slug, rt.cfg.lock_timeout_s)
-        workdir = prepare_workspace(rt, run, spec, spec.bundle_key, suffix=".resume" if resuming else "")
-        ctx = step_context(rt, workdir, spec, run.run_id)
+        ws = prepare_workspace(rt, run, spec, spec.bundle_key, suffix=".resume" if resuming else "")
+        ctx = step_context(rt, ws, spec, run.run_id)
         creds = rt.account_credentials(spec.account, run.run_id)
         if creds is not None:
             redactor.add(creds.secrets())

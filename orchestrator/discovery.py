@@ -15,7 +15,7 @@ from orchestrator.errors import Problem
 from orchestrator.models import TfvarsFile
 from orchestrator.names import unsafe_name_reason
 
-_PLACEHOLDER = re.compile(r"\{(account|project|region)\}")
+_PLACEHOLDER = re.compile(r"(\*\*/)|\{(account|project|region)\}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -27,31 +27,45 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Discovery:
-    files: tuple[TfvarsFile, ...] = ()
+    files: tuple[TfvarsFile, ...] = ()  # every deployment of these files is selected
     skipped: tuple[Skipped, ...] = ()
     problems: tuple[Problem, ...] = field(default=())
+    # Changed paths that are no deployment file (a module, a layer, a referenced file): they select the
+    # deployments of `candidates` (every deployment file) whose inputs hold them.
+    changed_inputs: tuple[str, ...] = ()
+    candidates: tuple[TfvarsFile, ...] = ()
 
 
 @functools.lru_cache(maxsize=16)
 def template_regex(template: str) -> re.Pattern[str]:
-    parts = _PLACEHOLDER.split(template)
+    """The template as a regex; `**/` spans any number of directories; a `.tfvars` template also
+    matches the same path ending in `.tfvars.json`."""
     out = []
-    for i, part in enumerate(parts):
-        # split() alternates literal text and placeholder names
-        out.append(f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part))
+    pos = 0
+    for m in _PLACEHOLDER.finditer(template):
+        out.append(re.escape(template[pos:m.start()]))
+        out.append("(?:[^/]+/)*" if m.group(1) else f"(?P<{m.group(2)}>[^/]+)")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    if template.endswith(".tfvars"):
+        out.append("(?:\\.json)?")
     return re.compile("".join(out))
 
 
-def template_glob(template: str) -> str:
-    return _PLACEHOLDER.sub("*", template)
+def template_globs(template: str) -> list[str]:
+    pattern = re.sub(r"\{(account|project|region)\}", "*", template)
+    return [pattern, pattern + ".json"] if pattern.endswith(".tfvars") else [pattern]
 
 
 def match_template(cfg: TfoConfig, rel: str) -> TfvarsFile | None:
+    if rel.rsplit("/", 1)[-1] in cfg.layers:
+        return None  # a layer under other files, not a deployment of its own
     m = template_regex(cfg.path_template).fullmatch(rel)
     if not m:
         return None
     groups = m.groupdict()
-    return TfvarsFile(path=rel, account=groups["account"], project=groups["project"], region=groups.get("region"))
+    return TfvarsFile(path=rel, account=groups["account"], project=groups.get("project") or "",
+                      region=groups.get("region"))
 
 
 def _inside(root: Path, p: Path) -> bool:
@@ -70,6 +84,8 @@ class _Collector:
         self.skipped: list[Skipped] = []
         self.problems: list[Problem] = []
         self._real_dirs: dict[str, str] = {}
+        self._all: list[str] | None = None
+        self.changed_inputs: list[str] = []
 
     def _realpath(self, rel: str) -> Path:
         """(root / rel).resolve(), with each directory resolved once: 10,000 files live in a few dirs."""
@@ -107,10 +123,13 @@ class _Collector:
             return
         tf = match_template(self.cfg, rel)
         if tf is None:
-            self.skipped.append(Skipped(rel, f"does not match path_template {self.cfg.path_template!r}"))
+            reason = ("is a layer (layers): it selects the deployments beneath it"
+                      if rel.rsplit("/", 1)[-1] in self.cfg.layers
+                      else f"does not match path_template {self.cfg.path_template!r}")
+            self.skipped.append(Skipped(rel, reason))
             return
         for label, value in (("account", tf.account), ("project", tf.project), ("region", tf.region)):
-            if value is None:
+            if value is None or (label == "project" and "{project}" not in self.cfg.path_template):
                 continue
             reason = unsafe_name_reason(value)
             if reason:
@@ -119,12 +138,13 @@ class _Collector:
         self.files[rel] = tf
 
     def all_tfvars(self) -> list[str]:
-        cut = len(str(self.root)) + 1
-        return sorted(
-            str(p)[cut:].replace(os.sep, "/")
-            for p in self.root.glob(template_glob(self.cfg.path_template))
-            if p.is_file()
-        )
+        if self._all is None:
+            cut = len(str(self.root)) + 1
+            found = {str(p)[cut:].replace(os.sep, "/") for pattern in template_globs(self.cfg.path_template)
+                     for p in self.root.glob(pattern) if p.is_file()}
+            regex = template_regex(self.cfg.path_template)
+            self._all = sorted(f for f in found if regex.fullmatch(f) and not _hidden(f))
+        return self._all
 
     def add_path(self, given: str) -> None:
         candidate = Path(given)
@@ -140,23 +160,15 @@ class _Collector:
                 if tfvars.startswith(prefix):
                     self.add_tfvars(tfvars, tfvars)
         elif full.is_file():
-            if full.suffix != ".tfvars":
-                self.problems.append(Problem(given, "is not a .tfvars file"))
+            if not rel.endswith((".tfvars", ".tfvars.json")):
+                self.problems.append(Problem(given, "is not a .tfvars or .tfvars.json file"))
             else:
                 self.add_tfvars(given, rel)
         else:
             self.problems.append(Problem(given, "does not exist"))
 
-    def _module_dirs(self) -> dict[str, str | None]:
-        """Module directory (repo-relative) -> the service it serves, None for the root module."""
-        dirs: dict[str, str | None] = {self.cfg.module_dir.rstrip("/"): None}
-        for service, d in self.cfg.modules.items():
-            dirs[d.rstrip("/")] = service
-        return dirs
-
     def add_changed(self, paths: Iterable[tuple[str, str]]) -> None:
         """(status, path) pairs as git reports them, paths relative to the repo root."""
-        modules = self._module_dirs()
         for status, raw in paths:
             given = raw.strip()
             if not given or given.startswith("#"):
@@ -164,9 +176,8 @@ class _Collector:
             rel = self._rel(given, self.root / given if not Path(given).is_absolute() else Path(given))
             if rel is None:
                 continue
-            full = self.root / rel
-            deleted = status == "D" or not full.exists()
-            if rel.endswith(".tfvars"):
+            deleted = status == "D" or not (self.root / rel).exists()
+            if match_template(self.cfg, rel) is not None:
                 if deleted:
                     self.skipped.append(
                         Skipped(rel, "deleted: tfo never destroys on deletion; destroy the deployment explicitly")
@@ -174,20 +185,31 @@ class _Collector:
                 else:
                     self.add_tfvars(given, rel)
                 continue
-            hit = next((d for d in modules if rel == d or rel.startswith(d + "/")), None)
-            if hit is not None:
-                # A module change (a deleted module file too) touches every deployment built from it.
-                for tfvars in self.all_tfvars():
-                    self.add_tfvars(tfvars, tfvars)
-                continue
-            self.skipped.append(Skipped(rel, "deleted" if deleted else "not a tfvars file or module file"))
+            # A module, a layer, a referenced file, anything else: the deployments that need it are found
+            # once every deployment's inputs are known (sharding).
+            self.changed_inputs.append(rel)
 
     def result(self) -> Discovery:
+        candidates: tuple[TfvarsFile, ...] = ()
+        if self.changed_inputs:
+            whole = dict(self.files)
+            self.files = {}
+            for tfvars in self.all_tfvars():
+                self.add_tfvars(tfvars, tfvars)
+            candidates = tuple(self.files[k] for k in sorted(self.files))
+            self.files = whole
         return Discovery(
             files=tuple(self.files[k] for k in sorted(self.files)),
             skipped=tuple(self.skipped),
             problems=tuple(self.problems),
+            changed_inputs=tuple(dict.fromkeys(self.changed_inputs)),
+            candidates=candidates,
         )
+
+
+def _hidden(rel: str) -> bool:
+    """Inside tfo's own or Terraform's working directories (a checkout may hold .tfo/work/...)."""
+    return any(part in (".tfo", ".terraform", ".git") for part in rel.split("/")[:-1])
 
 
 def read_changed_files(text: str) -> list[tuple[str, str]]:

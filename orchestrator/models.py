@@ -55,11 +55,17 @@ class DeploymentSpec:
     referenced_files: tuple[str, ...] = ()
     sensitive_variables: tuple[str, ...] = ()
     bundle_key: str = ""
+    # Variable files layered under tfvars_path (shallowest first), and the var files Terraform gets:
+    # (path in the bundle, text cut from the originals), in -var-file order.
+    layers: tuple[str, ...] = ()
+    var_files: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["referenced_files"] = list(self.referenced_files)
         d["sensitive_variables"] = list(self.sensitive_variables)
+        d["layers"] = list(self.layers)
+        d["var_files"] = [list(v) for v in self.var_files]
         return d
 
     @classmethod
@@ -69,6 +75,8 @@ class DeploymentSpec:
                 **d,
                 "referenced_files": tuple(d.get("referenced_files", ())),
                 "sensitive_variables": tuple(d.get("sensitive_variables", ())),
+                "layers": tuple(d.get("layers", ())),
+                "var_files": tuple((str(n), str(t)) for n, t in d.get("var_files", ())),
             }
         )
 
@@ -173,6 +181,7 @@ class DeploymentResult:
         """`to_dict` without the variables' values: safe for a result backend and Flower."""
         d = self.to_dict()
         d["spec"]["variables"] = {}
+        d["spec"]["var_files"] = []
         return d
 
     def report_dict(self) -> dict[str, Any]:

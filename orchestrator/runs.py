@@ -17,6 +17,7 @@ from orchestrator.config import TfoConfig
 from orchestrator.deploy import deploy
 from orchestrator.finalize import finalize
 from orchestrator.models import DeploymentSpec, RunOptions, RunResult, RunSpec
+from orchestrator.modules import ModuleGraph
 from orchestrator.runtime import Runtime
 from orchestrator.store.base import Store
 
@@ -57,7 +58,8 @@ def actor(cfg: TfoConfig) -> str:
 def prepare_run(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], options: RunOptions, *,
                 run_id: str = "", who: str = "", notify: dict[str, Any] | None = None) -> RunSpec:
     """Upload one content-addressed bundle per deployment and fix everything the run needs."""
-    bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s))) for s in specs)
+    graph = ModuleGraph(cfg.repo_root, cfg.cache_path)  # each root module worked out once for the run
+    bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s, graph))) for s in specs)
     now = datetime.now(UTC)
     run = RunSpec(
         run_id=run_id or new_run_id(now),

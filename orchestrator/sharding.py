@@ -1,191 +1,274 @@
-"""Validate discovered tfvars and shard each into one DeploymentSpec per service."""
+"""Validate discovered tfvars and shard each into deployments: one per service (or per file).
+
+A deployment's inputs are its root module (with the local modules it calls and the files they read),
+the layers under its file (`layers`), the file itself and the files its values name (`*_file` keys).
+Its var files are cut from the original texts, so Terraform reads exactly what is written.
+"""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
-from orchestrator.config import TfoConfig
-from orchestrator.discovery import Discovery
+from orchestrator.config import PLACEHOLDER, TfoConfig
+from orchestrator.discovery import Discovery, Skipped
 from orchestrator.errors import Problem, ValidationError
 from orchestrator.models import DeploymentSpec, TfvarsFile
+from orchestrator.modules import ModuleGraph, RootModule
 from orchestrator.names import unsafe_name_reason
-from orchestrator.tfvars import parse_tfvars, sensitive_variables
+from orchestrator.tfvars import ParsedTfvars, TfvarsAttribute, parse_tfvars
 
-# String values that name a local file the module will read (policies, templates, ...).
-FILE_SUFFIXES = (".json", ".yaml", ".yml", ".tpl", ".tftpl", ".txt", ".pem", ".crt", ".sh", ".py",
-                 ".zip", ".cfg", ".conf", ".xml", ".html", ".sql", ".toml")
-INPUTS_DIR = "inputs"
-
-
-def _looks_like_file(value: str) -> bool:
-    if not value or "\n" in value or " " in value or "://" in value or value.startswith("arn:"):
-        return False
-    return value.startswith(("./", "../")) or value.lower().endswith(FILE_SUFFIXES)
-
-
-def _walk_strings(value: Any, where: str) -> Iterable[tuple[str, str]]:
-    if isinstance(value, str):
-        yield where, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk_strings(v, f"{where}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _walk_strings(v, f"{where}[{i}]")
-
-
-def _rewrite(value: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        return mapping.get(value, value)
-    if isinstance(value, dict):
-        return {k: _rewrite(v, mapping) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rewrite(v, mapping) for v in value]
-    return value
+VAR_FILES_DIR = ".tfo/vars"  # inside a bundle: the deployment's var files, in -var-file order
 
 
 def state_key(service: str, account: str, region: str, project: str) -> str:
-    return f"{service}/{account}/{region}/{project}/terraform.tfstate"
+    return "/".join(p for p in (service, account, region, project) if p) + "/terraform.tfstate"
+
+
+def deployment_id(service: str, account: str, region: str, project: str) -> str:
+    return "/".join(p for p in (service, account, region, project) if p)
+
+
+@dataclass(frozen=True)
+class Deployments:
+    specs: tuple[DeploymentSpec, ...]
+    warnings: tuple[Problem, ...] = ()
+    skipped: tuple[Skipped, ...] = ()  # changed paths that are no deployment's input
 
 
 class _Sharder:
     def __init__(self, cfg: TfoConfig) -> None:
         self.cfg = cfg
         self.root = cfg.repo_root.resolve()
+        self.graph = ModuleGraph(self.root, cfg.cache_path)
         self.problems: list[Problem] = []
-        self._modules: dict[str, tuple[str, tuple[str, ...]] | str] = {}
+        self.warnings: list[Problem] = []
+        self._parsed: dict[str, ParsedTfvars] = {}
+        self._modules: dict[str, RootModule | None] = {}
+        self.needs: dict[str, tuple[RootModule, tuple[str, ...]]] = {}  # spec id -> what it is built from
 
-    def _module(self, service: str, shown: str) -> tuple[str, tuple[str, ...]] | None:
-        module = self.cfg.module_for(service)
-        if module not in self._modules:  # once per module, not once per file: 10,000 files share a few
-            self._modules[module] = self._inspect_module(module)
-        found = self._modules[module]
-        if isinstance(found, str):
-            self.problems.append(Problem(shown, found.format(service=service)))
-            return None
+    # inputs ----------------------------------------------------------------------------------------
+    def parsed(self, rel: str) -> ParsedTfvars:
+        if rel not in self._parsed:
+            p = self._parsed[rel] = parse_tfvars(self.root / rel, rel, self.cfg.file_keys)
+            self.problems.extend(p.problems)
+            self.warnings.extend(p.warnings)
+        return self._parsed[rel]
+
+    def layers(self, tf: TfvarsFile) -> list[str]:
+        """Layer files from the repository root down to the deployment file's directory."""
+        if not self.cfg.layers:
+            return []
+        found = []
+        parts = tf.path.split("/")[:-1]
+        for depth in range(len(parts) + 1):
+            for name in self.cfg.layers:
+                rel = "/".join([*parts[:depth], name])
+                full = self.root / rel
+                if full.is_file() and _inside(self.root, full):
+                    found.append(rel)
         return found
 
-    def _inspect_module(self, module: str) -> tuple[str, tuple[str, ...]] | str:
-        """(repo-relative directory, sensitive variable names), or what is wrong with it."""
-        full = self.cfg.resolve(module).resolve()
-        try:
-            full.relative_to(self.root)
-        except ValueError:
-            return f"module directory {module!r} for service {{service!r}} is outside the repository"
-        if not full.is_dir() or not any(full.glob("*.tf")):
-            return f"module directory {module!r} for service {{service!r}} has no .tf files"
-        return full.relative_to(self.root).as_posix(), sensitive_variables(full, self.cfg.cache_path)
+    def root_module(self, template: str, tf: TfvarsFile, service: str) -> RootModule | None:
+        names = {"account": tf.account, "project": tf.project, "region": tf.region or ""}
+        rel = posixpath.normpath(PLACEHOLDER.sub(lambda m: names[m.group(1)], template))
+        if rel not in self._modules:
+            self._modules[rel] = self._inspect(rel, template, service)
+        return self._modules[rel]
 
-    def _referenced_files(self, tf: TfvarsFile, variables: dict[str, Any]) -> dict[str, str] | None:
-        """Original string -> repo-relative path of every local file the tfvars refers to."""
-        base = (self.root / tf.path).parent
+    def _inspect(self, rel: str, template: str, service: str) -> RootModule | None:
+        full = self.root / rel
+        shown = f"{template!r}" + (f" ({rel})" if rel != template else "")
+        what = f" for service {service!r}" if service else ""
+        if not _inside(self.root, full):
+            self.problems.append(Problem(rel, f"module directory {shown}{what} is outside the repository"))
+            return None
+        if not full.is_dir() or not any(p.name.endswith((".tf", ".tf.json")) for p in full.iterdir()):
+            self.problems.append(Problem(rel, f"module directory {shown}{what} has no .tf files"))
+            return None
+        module = self.graph.root_module(rel)
+        self.problems.extend(module.problems)
+        self.warnings.extend(module.warnings)
+        return None if module.problems else module
+
+    def file_paths(self, parsed: ParsedTfvars, attrs: Iterable[TfvarsAttribute], module_dir: str) -> dict[str, str] | None:
+        """Each file reference's value -> repo-relative path; problems for the missing and the outside."""
+        base = posixpath.dirname(parsed.path)
         found: dict[str, str] = {}
         ok = True
-        for where, value in _walk_strings(variables, ""):
-            if not _looks_like_file(value):
-                continue
-            if PurePosixPath(value).is_absolute():
-                self.problems.append(Problem(tf.path, f"{where.lstrip('.')}: {value!r} is an absolute path; "
-                                                      "refer to files relative to the tfvars file"))
-                ok = False
-                continue
-            target = (base / value).resolve()
-            try:
-                rel = target.relative_to(self.root).as_posix()
-            except ValueError:
-                self.problems.append(
-                    Problem(tf.path, f"{where.lstrip('.')}: {value!r} resolves outside the repository")
-                )
-                ok = False
-                continue
-            if not target.is_file():
-                self.problems.append(Problem(tf.path, f"{where.lstrip('.')}: referenced file {value!r} "
-                                                      f"({rel}) does not exist"))
-                ok = False
-                continue
-            found[value] = rel
+        for a in attrs:
+            for ref in a.file_refs:
+                line = parsed.text.count("\n", 0, ref.start) + 1
+                if posixpath.isabs(ref.value) or ref.value.startswith("~"):
+                    self.problems.append(Problem(parsed.path, f"{ref.where}: {ref.value!r} is an absolute path; refer "
+                                                              "to files relative to the tfvars file", line))
+                    ok = False
+                    continue
+                target = posixpath.normpath(posixpath.join(base, ref.value))
+                full = self.root / target
+                if target.startswith("../") or target == ".." or not _inside(self.root, full):
+                    self.problems.append(Problem(parsed.path, f"{ref.where}: {ref.value!r} resolves outside the "
+                                                              "repository", line))
+                    ok = False
+                    continue
+                if not full.is_file():
+                    self.problems.append(Problem(parsed.path, f"{ref.where}: referenced file {ref.value!r} "
+                                                              f"({target}) does not exist", line))
+                    ok = False
+                    continue
+                found[ref.value] = target
         return found if ok else None
 
+    # sharding --------------------------------------------------------------------------------------
     def shard(self, tf: TfvarsFile) -> list[DeploymentSpec]:
-        parsed = parse_tfvars(self.root / tf.path, tf.path)
-        if parsed.problems:
-            self.problems.extend(parsed.problems)
+        own = self.parsed(tf.path)
+        if own.problems:
             return []
-        variables = parsed.variables
+        layers = [self.parsed(rel) for rel in self.layers(tf)]
+        if any(layer.problems for layer in layers):
+            return []
+        if not own.attributes:
+            return []  # a file that sets nothing (only comments): warned about, nothing to deploy
+        files = [*layers, own]
+        merged: dict[str, TfvarsAttribute] = {}
+        for f in files:
+            merged.update({a.name: a for a in f.attributes})
+        region = self.region(tf, merged)
+        if region is None:
+            return []
+        if self.cfg.shard_by == "file":
+            groups: dict[str, set[str]] = {"": set(merged)}
+        else:
+            groups = {}
+            for a in own.attributes:
+                service = self.cfg.services.get(a.name)
+                if service is not None:
+                    groups.setdefault(service, set())
+            if not groups:
+                known = ", ".join(sorted(self.cfg.services))
+                self.problems.append(Problem(tf.path, f"sets no known service variable (known: {known}); to make "
+                                                      "every file one deployment, set shard_by = \"file\""))
+                return []
+            for name in merged:
+                service = self.cfg.services.get(name)
+                for g, names in groups.items():
+                    if service is None or service == g:
+                        names.add(name)
+        specs = []
+        for service in sorted(groups):
+            if service:
+                reason = unsafe_name_reason(service)
+                if reason:
+                    self.problems.append(Problem(tf.path, f"service {reason}"))
+                    continue
+            spec = self.deployment(tf, service, region, files, groups[service], merged)
+            if spec is not None:
+                specs.append(spec)
+        return specs
+
+    def region(self, tf: TfvarsFile, merged: dict[str, TfvarsAttribute]) -> str | None:
         region = tf.region
         if region is None:
-            raw_region = variables.get("region", self.cfg.default_region)
-            region = raw_region if isinstance(raw_region, str) else ""
+            region = self.cfg.default_region
+            for name in self.cfg.region_variables:
+                if name in merged:
+                    a = merged[name]
+                    if not a.known or not isinstance(a.value, str):
+                        self.problems.append(Problem(tf.path, f"{name} gives the region and must be a plain string",
+                                                     a.line))
+                        return None
+                    region = a.value
+                    break
         reason = unsafe_name_reason(region)
         if reason:
             self.problems.append(Problem(tf.path, f"region {reason}"))
-            return []
-        by_service: dict[str, dict[str, Any]] = {}
-        shared: dict[str, Any] = {}
-        for name, value in variables.items():
-            service = self.cfg.services.get(name)
-            if service is None:
-                shared[name] = value
-            else:
-                by_service.setdefault(service, {})[name] = value
-        if not by_service:
-            known = ", ".join(sorted(self.cfg.services))
-            self.problems.append(Problem(tf.path, f"sets no known service variable (known: {known})"))
-            return []
-        refs = self._referenced_files(tf, variables)
-        if refs is None:
-            return []
-        specs = []
-        for service in sorted(by_service):
-            reason = unsafe_name_reason(service)
-            if reason:
-                self.problems.append(Problem(tf.path, f"service {reason}"))
+            return None
+        return region
+
+    def deployment(self, tf: TfvarsFile, service: str, region: str, files: list[ParsedTfvars], names: set[str],
+                   merged: dict[str, TfvarsAttribute]) -> DeploymentSpec | None:
+        module = self.root_module(self.cfg.module_for(service) if service else self.cfg.module_dir, tf, service)
+        if module is None:
+            return None
+        var_files: list[tuple[str, str]] = []
+        referenced: set[str] = set()
+        for i, f in enumerate(files):
+            chosen = [a for a in f.attributes if a.name in names]
+            if not chosen:
                 continue
-            module = self._module(service, tf.path)
-            if module is None:
-                continue
-            module_dir, sensitive = module
-            own = {**shared, **by_service[service]}
-            own_strings = {s for _, s in _walk_strings(own, "")} if refs else set()
-            own_refs = {orig: rel for orig, rel in refs.items() if orig in own_strings}
-            workspace_paths = {orig: f"{INPUTS_DIR}/{rel}" for orig, rel in own_refs.items()}
-            specs.append(
-                DeploymentSpec(
-                    id=f"{service}/{tf.account}/{region}/{tf.project}",
-                    service=service,
-                    account=tf.account,
-                    region=region,
-                    project=tf.project,
-                    state_key=state_key(service, tf.account, region, tf.project),
-                    tfvars_path=tf.path,
-                    module_dir=module_dir,
-                    variables=_rewrite(own, workspace_paths) if workspace_paths else own,
-                    referenced_files=tuple(sorted(set(own_refs.values()))),
-                    sensitive_variables=sensitive,
-                )
-            )
-        return specs
+            paths = self.file_paths(f, chosen, module.dir)
+            if paths is None:
+                return None
+            referenced.update(paths.values())
+            in_workdir = {value: posixpath.relpath(target, module.dir) for value, target in paths.items()}
+            var_files.append((f"{VAR_FILES_DIR}/{i:02d}-{posixpath.basename(f.path)}", f.var_file(names, in_workdir)))
+        did = deployment_id(service, tf.account, region, tf.project)
+        self.needs[did] = (module, tuple([f.path for f in files] + sorted(referenced)))
+        return DeploymentSpec(
+            id=did,
+            service=service,
+            account=tf.account,
+            region=region,
+            project=tf.project,
+            state_key=state_key(service, tf.account, region, tf.project),
+            tfvars_path=tf.path,
+            module_dir=module.dir,
+            variables={n: merged[n].value for n in merged if n in names},
+            referenced_files=tuple(sorted(referenced)),
+            sensitive_variables=module.sensitive,
+            layers=tuple(f.path for f in files[:-1]),
+            var_files=tuple(var_files),
+        )
 
 
-def build_deployments(cfg: TfoConfig, discovery: Discovery) -> list[DeploymentSpec]:
-    """Every deployment of the discovered files, or ValidationError listing every problem found."""
+def _inside(root: Path, full: Path) -> bool:
+    try:
+        full.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
+    """Every selected deployment, or ValidationError listing every problem found."""
     sharder = _Sharder(cfg)
     sharder.problems.extend(discovery.problems)
     specs: list[DeploymentSpec] = []
     for tf in discovery.files:
         specs.extend(sharder.shard(tf))
-    seen: dict[str, str] = {}
+    skipped: list[Skipped] = []
+    if discovery.changed_inputs:
+        whole = {tf.path for tf in discovery.files}
+        touched: set[str] = set()
+        for tf in discovery.candidates:
+            if tf.path in whole:
+                continue
+            for spec in sharder.shard(tf):
+                module, inputs = sharder.needs[spec.id]
+                hits = {p for p in discovery.changed_inputs if p in inputs or module.needs(p)}
+                if hits:
+                    specs.append(spec)
+                    touched |= hits
+        for spec in specs:  # what the whole-selected files use counts as used too
+            module, inputs = sharder.needs[spec.id]
+            touched |= {p for p in discovery.changed_inputs if p in inputs or module.needs(p)}
+        skipped = [Skipped(p, "not an input of any deployment (no module, layer or referenced file of one)")
+                   for p in discovery.changed_inputs if p not in touched]
+    seen_ids: dict[str, str] = {}
+    seen_keys: dict[str, str] = {}
     for spec in specs:
-        if spec.id in seen:
-            sharder.problems.append(
-                Problem(spec.tfvars_path, f"deployment {spec.id} is also defined by {seen[spec.id]}")
-            )
-        seen[spec.id] = spec.tfvars_path
+        if spec.id in seen_ids:
+            sharder.problems.append(Problem(spec.tfvars_path, f"deployment {spec.id} is also defined by "
+                                                              f"{seen_ids[spec.id]}"))
+        elif spec.state_key in seen_keys:
+            sharder.problems.append(Problem(spec.tfvars_path, f"state key {spec.state_key} is also used by "
+                                                              f"{seen_keys[spec.state_key]}"))
+        seen_ids[spec.id] = seen_keys[spec.state_key] = spec.tfvars_path
     if sharder.problems:
-        raise ValidationError(sharder.problems)
-    return specs
+        raise ValidationError(list(dict.fromkeys(sharder.problems)), list(dict.fromkeys(sharder.warnings)))
+    return Deployments(tuple(specs), tuple(dict.fromkeys(sharder.warnings)), tuple(skipped))
 
 
 def module_path(cfg: TfoConfig, spec: DeploymentSpec) -> Path:

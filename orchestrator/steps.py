@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.bundle import TFVARS_NAME
 from orchestrator.cancel import CancelToken
 from orchestrator.models import PlanSummary
 from orchestrator.terraform import CommandResult, CommandStatus, TerraformClient, TerraformCommand
@@ -26,6 +25,7 @@ class StepContext:
     lock_timeout_s: float
     backend_config: dict[str, str]
     env: dict[str, str] = field(default_factory=dict)
+    var_files: tuple[str, ...] = ()  # relative to workdir, in -var-file order
     log: list[CommandResult] = field(default_factory=list)
 
     def execute(self, step: str, args: list[str], ok: tuple[int, ...] = (0,)) -> CommandResult:
@@ -66,7 +66,7 @@ class PlanStep:
     def run(self, ctx: StepContext) -> CommandResult:
         """exit 0: no changes, 2: changes (both succeed), anything else fails."""
         args = ["plan", "-input=false", "-no-color", ctx.lock_timeout, "-detailed-exitcode",
-                f"-out={PLAN_FILE}", f"-var-file={TFVARS_NAME}"]
+                f"-out={PLAN_FILE}", *(f"-var-file={v}" for v in ctx.var_files)]
         if self.destroy:
             args.append("-destroy")
         return ctx.execute(self.name, args, ok=(0, 2))

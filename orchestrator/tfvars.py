@@ -1,162 +1,235 @@
-"""Parse .tfvars with python-hcl2 into plain Python values, reporting problems with file and line."""
+"""Variable definition files (`.tfvars`, `.tfvars.json`): what they set, where, and what Terraform will see.
+
+tfo never converts a file's values for Terraform: a deployment's var file is cut from the original
+text, attribute by attribute (`var_file`), so Terraform reads exactly what it would read from the
+file itself. The values tfo evaluates here are for its own decisions (services, region, referenced
+files, redaction). A file is refused where Terraform refuses it (a repeated name, variables or
+function calls, bad escapes, blocks, ...) with the line of the problem.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cache import cached, contents_digest
 from orchestrator.errors import Problem
-from orchestrator.hcl_variables import sensitive_variable_names
-from orchestrator.tfvars_fast import parse_literal_tfvars
+from orchestrator.hcl import HclError, Lines, parse_file
+from orchestrator.hcl.json_syntax import JsonValue, parse_json_object
+from orchestrator.hcl.syntax import Expr, Literal, ObjectCons, TupleCons
+from orchestrator.hcl.values import Unsupported, evaluate, plain, string_literals
 
 MAX_TFVARS_BYTES = 5 * 1024 * 1024
-_HEREDOC = re.compile(r"\A<<(-?)([A-Za-z_][A-Za-z0-9_]*)\n(.*?)\n?[ \t]*\2\Z", re.S)
+BOM = "\ufeff"
 
 
-class NotLiteralError(ValueError):
-    pass
+@dataclass(frozen=True)
+class FileRef:
+    """A string naming a local file, found under a key that says so (`*_file`, `*_files`)."""
+
+    where: str  # e.g. "iam_roles.deployer.policy_file"
+    value: str
+    start: int  # the string literal's offsets in the source (quotes included)
+    end: int
+
+
+@dataclass(frozen=True)
+class TfvarsAttribute:
+    name: str
+    line: int
+    start: int  # HCL: `name = value` as written; JSON: the value
+    end: int
+    value: Any  # what tfo knows: the value, or (not `known`) the strings written in it
+    known: bool = True
+    file_refs: tuple[FileRef, ...] = ()
 
 
 @dataclass(frozen=True)
 class ParsedTfvars:
-    variables: dict[str, Any]
-    problems: tuple[Problem, ...]
+    path: str
+    text: str  # the file's text without a byte-order mark
+    syntax: str = "hcl"  # hcl | json
+    attributes: tuple[TfvarsAttribute, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    warnings: tuple[Problem, ...] = field(default=())
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return {a.name: a.value for a in self.attributes}
+
+    def var_file(self, names: Collection[str], paths: Mapping[str, str] | None = None) -> str:
+        """The chosen variables as written, in file order, each file reference replaced by `paths[value]`."""
+        chosen = [a for a in self.attributes if a.name in names]
+        if self.syntax == "json":
+            members = [f"  {json.dumps(a.name)}: {_rewritten(self.text, a, paths, json_string)}" for a in chosen]
+            return "{\n" + ",\n".join(members) + "\n}\n"
+        return "".join(_rewritten(self.text, a, paths, hcl_string) + "\n" for a in chosen)
 
 
-def _heredoc_text(m: re.Match[str]) -> str:
-    text = m.group(3)
-    if m.group(1):  # <<- strips the common indentation
-        lines = text.split("\n")
-        indent = min((len(ln) - len(ln.lstrip()) for ln in lines if ln.strip()), default=0)
-        text = "\n".join(ln[indent:] for ln in lines)
-    return text + "\n"
+def json_string(value: str) -> str:
+    return json.dumps(value)
 
 
-def _unquote(raw: str, where: str) -> str:
-    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-        body = raw[1:-1]
-        heredoc = _HEREDOC.match(body)
-        if heredoc:
-            return _heredoc_text(heredoc)
-        if "${" in body.replace("$${", "") or "%{" in body.replace("%%{", ""):
-            raise NotLiteralError(f"{where}: template interpolation is not allowed in tfvars")
-        try:
-            # HCL string escapes are a superset of JSON's for everything tfvars use.
-            return str(json.loads('"' + body.replace("\n", "\\n").replace("\t", "\\t") + '"')).replace(
-                "$${", "${"
-            )
-        except json.JSONDecodeError:
-            return body
-    m = _HEREDOC.match(raw)
-    if m:
-        return _heredoc_text(m)
-    raise NotLiteralError(f"{where}: {raw.strip('${}')!r} is an expression; tfvars take literal values only")
+def hcl_string(value: str) -> str:
+    """A quoted HCL string that evaluates to `value` (JSON escapes are HCL escapes; templates doubled)."""
+    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
 
 
-def to_literal(value: Any, where: str) -> Any:
-    if isinstance(value, str):
-        return _unquote(value, where)
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if k.startswith("__") and k.endswith("__"):
-                continue  # hcl2 metadata such as __comments__
-            key = k[1:-1] if len(k) >= 2 and k[0] == k[-1] == '"' else k
-            out[key] = to_literal(v, f"{where}.{key}")
-        return out
-    if isinstance(value, list):
-        return [to_literal(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
+def _rewritten(text: str, a: TfvarsAttribute, paths: Mapping[str, str] | None, quote: Any) -> str:
+    source = text[a.start:a.end]
+    if not paths:
+        return source
+    for ref in sorted(a.file_refs, key=lambda r: r.start, reverse=True):
+        if ref.value in paths:
+            source = source[: ref.start - a.start] + quote(paths[ref.value]) + source[ref.end - a.start:]
+    return source
 
 
-def _line_of(text: str, name: str) -> int | None:
-    m = re.search(rf"^\s*{re.escape(name)}\s*=", text, re.M)
-    return text.count("\n", 0, m.start()) + 1 if m else None
-
-
-def parse_tfvars(path: Path, shown: str) -> ParsedTfvars:
+def read_text(path: Path, shown: str) -> str | Problem:
+    """The file as text (without a byte-order mark), or why it cannot be one."""
     try:
         data = path.read_bytes()
     except OSError as e:
-        return ParsedTfvars({}, (Problem(shown, f"cannot be read: {e.strerror}"),))
+        return Problem(shown, f"cannot be read: {e.strerror}")
     if len(data) > MAX_TFVARS_BYTES:
-        return ParsedTfvars({}, (Problem(shown, f"is {len(data)} bytes; the limit is {MAX_TFVARS_BYTES}"),))
+        return Problem(shown, f"is {len(data)} bytes; the limit is {MAX_TFVARS_BYTES}")
     if b"\0" in data:
-        return ParsedTfvars({}, (Problem(shown, "is binary (contains NUL bytes), not HCL text"),))
+        return Problem(shown, "is binary (contains NUL bytes), not HCL text")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        return ParsedTfvars({}, (Problem(shown, f"is not UTF-8 text (byte {e.start})"),))
-    literal = parse_literal_tfvars(text)  # nearly every file: plain literals, no python-hcl2 needed
-    if literal:
-        return ParsedTfvars(literal, ())
-    if not text.strip() or not re.sub(r"(#|//)[^\n]*|/\*.*?\*/", "", text, flags=re.S).strip():
-        return ParsedTfvars({}, (Problem(shown, "is empty: it sets no variables"),))
-    return parse_with_hcl2(text, shown)
+        return Problem(shown, f"is not UTF-8 text (byte {e.start})")
+    return text[1:] if text.startswith(BOM) else text
 
 
-def parse_with_hcl2(text: str, shown: str) -> ParsedTfvars:
-    import hcl2  # 0.1 s to import: only files outside the literal subset need it
+def parse_tfvars(path: Path, shown: str, file_keys: tuple[str, ...] = ("*_file", "*_files")) -> ParsedTfvars:
+    text = read_text(path, shown)
+    if isinstance(text, Problem):
+        return ParsedTfvars(shown, "", problems=(text,))
+    return parse_tfvars_text(text, shown, json_syntax=shown.endswith(".json"), file_keys=file_keys)
 
+
+def parse_tfvars_text(text: str, shown: str, json_syntax: bool = False,
+                      file_keys: tuple[str, ...] = ("*_file", "*_files")) -> ParsedTfvars:
+    lines = Lines(text)
+    keys = _FileKeys(file_keys)
     try:
-        raw = hcl2.loads(text)
-    except Exception as e:  # lark raises several unrelated types; all mean "not valid HCL"
-        line = getattr(e, "line", None)
-        line = line if isinstance(line, int) and line > 0 else None
-        column = getattr(e, "column", None)
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        where = f" (column {column})" if isinstance(column, int) and column > 0 else ""
-        return ParsedTfvars({}, (Problem(shown, f"HCL syntax error{where}: {detail}", line),))
-    problems: list[Problem] = []
-    variables: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name.startswith("__") and name.endswith("__"):
-            continue
-        if _line_of(text, name) is None:
-            problems.append(Problem(shown, f"{name!r} is a block; tfvars hold 'name = value' lines only",
-                                    _line_of(text, name)))
-            continue
+        if json_syntax:
+            attributes, problems = _json_attributes(text, lines, keys)
+        else:
+            attributes, problems = _hcl_attributes(text, lines, keys)
+    except HclError as e:
+        detail = f": {e.detail}" if e.detail else ""
+        return ParsedTfvars(shown, text, "json" if json_syntax else "hcl",
+                            problems=(Problem(shown, f"{e.summary}{detail}", lines.of(e.pos)),))
+    warnings = () if attributes or problems else (Problem(shown, "sets no variables (only comments or blank)"),)
+    return ParsedTfvars(shown, text, "json" if json_syntax else "hcl", tuple(attributes),
+                        tuple(Problem(shown, m, lines.of(pos)) for m, pos in problems), warnings)
+
+
+class _FileKeys:
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self.pattern = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, key: str) -> bool:
+        hit = self._seen.get(key)
+        if hit is None:
+            hit = self._seen[key] = bool(self.pattern and self.pattern.match(key))
+        return hit
+
+
+def _hcl_attributes(text: str, lines: Lines, keys: _FileKeys) -> tuple[list[TfvarsAttribute], list[tuple[str, int]]]:
+    body = parse_file(text)
+    if body.blocks:
+        block = body.blocks[0]
+        raise HclError(f"Unexpected {block.type!r} block", block.start,
+                       "Blocks are not allowed here; a variable definitions file holds `name = value` lines only.")
+    attributes: list[TfvarsAttribute] = []
+    problems: list[tuple[str, int]] = []
+    first: dict[str, int] = {}
+    for attr in body.attributes:
+        if attr.name in first:
+            raise HclError("Attribute redefined", attr.start,
+                           f"The argument {attr.name!r} was already set on line {lines.of(first[attr.name])}. "
+                           "Each argument may be set only once.")
+        first[attr.name] = attr.start
+    for attr in body.attributes:
         try:
-            variables[name] = to_literal(value, name)
-        except NotLiteralError as e:
-            problems.append(Problem(shown, str(e), _line_of(text, name)))
-    return ParsedTfvars(variables, tuple(problems))
+            value, known = evaluate(attr.expr), True
+        except HclError as e:
+            problems.append((f"{attr.name}: {e.summary}: {e.detail}", e.pos))
+            continue
+        except (Unsupported, RecursionError):
+            value, known = string_literals(attr.expr), False
+        refs: list[FileRef] = []
+        if keys.pattern is not None:
+            for where, node in _file_nodes(attr.name, attr.expr, keys, attr.name):
+                problem = _hcl_file_ref(where, node, refs)
+                if problem:
+                    problems.append((problem, node.start))
+        attributes.append(TfvarsAttribute(attr.name, lines.of(attr.start), attr.start, attr.end, value, known,
+                                          tuple(refs)))
+    return attributes, problems
 
 
-def sensitive_variables(module_dir: Path, cache_dir: Path | None = None) -> tuple[str, ...]:
-    """Names of the module's variables declared `sensitive = true` (cached per module content)."""
-    contents = {f.name: f.read_bytes() for f in sorted(module_dir.glob("*.tf"))}  # each file read once
-    if not any(b"sensitive" in text for text in contents.values()):
-        return ()  # no flag to find
-    if cache_dir is None:
-        return _sensitive_variables(contents)
-    return tuple(cached(cache_dir, "sensitive-variables", contents_digest(contents),
-                        lambda: _sensitive_variables(contents), keep=lambda v: True))
+def _file_nodes(where: str, expr: Expr, keys: _FileKeys, key: str | None) -> Iterator[tuple[str, Expr]]:
+    """(where, value) of every item whose key names a file, in object constructors at any depth."""
+    if key is not None and keys(key):
+        yield where, expr
+    elif isinstance(expr, ObjectCons):
+        for k, v in expr.items:
+            name = k.value if isinstance(k, Literal) and isinstance(k.value, str) else None
+            yield from _file_nodes(f"{where}.{name or '?'}", v, keys, name)
+    elif isinstance(expr, TupleCons):
+        for i, item in enumerate(expr.items):
+            yield from _file_nodes(f"{where}[{i}]", item, keys, None)
 
 
-def _sensitive_variables(contents: dict[str, bytes]) -> tuple[str, ...]:
-    names: set[str] = set()
-    for raw in contents.values():
-        text = raw.decode("utf-8", errors="replace")
-        found = sensitive_variable_names(text)  # python-hcl2 only for what the scanner does not follow
-        names |= found if found is not None else sensitive_variables_hcl2(text)
-    return tuple(sorted(names))
+def _hcl_file_ref(where: str, node: Expr, refs: list[FileRef]) -> str | None:
+    """Record the file(s) `node` names; a problem when it is not a plain string (or list of them)."""
+    nodes = list(node.items) if isinstance(node, TupleCons) else [node]
+    for n in nodes:
+        if isinstance(n, Literal) and n.value is None:
+            continue  # no file given
+        if not (isinstance(n, Literal) and isinstance(n.value, str)):
+            return (f"{where}: a file reference must be a plain quoted string (or a list of them), "
+                    "so tfo can ship the file with the deployment")
+        if n.value:
+            refs.append(FileRef(where, n.value, n.start, n.end))
+    return None
 
 
-def sensitive_variables_hcl2(text: str) -> set[str]:
-    import hcl2
+def _json_attributes(text: str, lines: Lines, keys: _FileKeys) -> tuple[list[TfvarsAttribute], list[tuple[str, int]]]:
+    root = parse_json_object(text)
+    attributes: list[TfvarsAttribute] = []
+    problems: list[tuple[str, int]] = []
+    for name, key_pos, value in root.members:
+        refs: list[FileRef] = []
+        if keys.pattern is not None:
+            for where, node in _json_file_nodes(name, value, keys, name):
+                nodes = list(node.items) if isinstance(node.value, list) else [node]
+                for n in nodes:
+                    if n.value is None or n.value == "":
+                        continue
+                    if not isinstance(n.value, str):
+                        problems.append((f"{where}: a file reference must be a string (or a list of them)", n.start))
+                        continue
+                    refs.append(FileRef(where, n.value, n.start, n.end))
+        attributes.append(TfvarsAttribute(name, lines.of(key_pos), value.start, value.end, plain(value.value),
+                                          True, tuple(refs)))
+    return attributes, problems
 
-    try:
-        parsed = hcl2.loads(text)
-    except Exception:  # terraform validates the module itself; we only look for a flag
-        return set()
-    names: set[str] = set()
-    for block in parsed.get("variable", []):
-        for name, body in block.items():
-            if isinstance(body, dict) and body.get("sensitive") is True:
-                names.add(name.strip('"'))
-    return names
+
+def _json_file_nodes(where: str, node: JsonValue, keys: _FileKeys, key: str | None) -> Iterator[tuple[str, JsonValue]]:
+    if key is not None and keys(key):
+        yield where, node
+        return
+    for name, _, value in node.members:
+        yield from _json_file_nodes(f"{where}.{name}", value, keys, name)
+    for i, item in enumerate(node.items):
+        yield from _json_file_nodes(f"{where}[{i}]", item, keys, None)

@@ -3,36 +3,71 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from cli.options import GlobalOptions, Selectors, select
+from orchestrator.discovery import Discovery, discover
+from orchestrator.errors import EXIT_INVALID_INPUT, EXIT_OK, Problem, ValidationError
+from orchestrator.sharding import Deployments
+
+
+def _problem(p: Problem) -> dict[str, Any]:
+    return {"path": p.path, "line": p.line, "message": p.message}
+
+
+def _echo_warnings(warnings: tuple[Problem, ...]) -> None:
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
 
 
 def run_discover(g: GlobalOptions, sel: Selectors, as_json: bool) -> int:
     cfg = g.load()
-    found, specs = select(cfg, sel)
-    if as_json:
-        click.echo(json.dumps({
-            "deployments": [{"id": s.id, "service": s.service, "account": s.account, "region": s.region,
-                             "project": s.project, "state_key": s.state_key, "tfvars": s.tfvars_path,
-                             "module_dir": s.module_dir, "variables": sorted(s.variables),
-                             "referenced_files": list(s.referenced_files)} for s in specs],
-            "skipped": [{"path": k.path, "reason": k.reason} for k in found.skipped],
-        }, indent=2))
-        return 0
-    for s in specs:
-        click.echo(f"{s.id}\t{s.state_key}\t{s.tfvars_path}")
-    for k in found.skipped:
-        click.echo(f"skipped {k.path}: {k.reason}", err=True)
-    if not specs:
-        click.echo("no deployments selected", err=True)
-    return 0
+    if not as_json:
+        found, chosen = select(cfg, sel)
+        for s in chosen.specs:
+            click.echo(f"{s.id}\t{s.state_key}\t{s.tfvars_path}")
+        for k in (*found.skipped, *chosen.skipped):
+            click.echo(f"skipped {k.path}: {k.reason}", err=True)
+        _echo_warnings(chosen.warnings)
+        if not chosen.specs:
+            click.echo("no deployments selected", err=True)
+        return EXIT_OK
+    # --json: always JSON on stdout, the problems in it too (exit 2), for tools that read it
+    found = discover(cfg, sel.paths, sel.changed_files, sel.git_diff)
+    problems: tuple[Problem, ...] = ()
+    try:
+        from orchestrator.sharding import build_deployments
+
+        chosen = build_deployments(cfg, found)
+    except ValidationError as e:
+        chosen, problems = Deployments((), e.warnings), e.problems
+    click.echo(json.dumps(_discovery_json(found, chosen, problems), indent=2))
+    return EXIT_INVALID_INPUT if problems else EXIT_OK
+
+
+def _discovery_json(found: Discovery, chosen: Deployments, problems: tuple[Problem, ...]) -> dict[str, Any]:
+    return {
+        "deployments": [{"id": s.id, "service": s.service, "account": s.account, "region": s.region,
+                         "project": s.project, "state_key": s.state_key, "tfvars": s.tfvars_path,
+                         "layers": list(s.layers), "module_dir": s.module_dir, "variables": sorted(s.variables),
+                         "referenced_files": list(s.referenced_files)} for s in chosen.specs],
+        "skipped": [{"path": k.path, "reason": k.reason} for k in (*found.skipped, *chosen.skipped)],
+        "problems": [_problem(p) for p in problems],
+        "warnings": [_problem(w) for w in chosen.warnings],
+    }
 
 
 def run_validate(g: GlobalOptions, sel: Selectors) -> int:
     cfg = g.load()
-    _, specs = select(cfg, sel)
-    files = {s.tfvars_path for s in specs}
-    click.echo(f"ok: {len(files)} tfvars file(s), {len(specs)} deployment(s) valid")
-    return 0
+    try:
+        _, chosen = select(cfg, sel)
+    except ValidationError as e:
+        _echo_warnings(e.warnings)
+        raise
+    _echo_warnings(chosen.warnings)
+    files = {s.tfvars_path for s in chosen.specs}
+    click.echo(f"ok: {len(files)} tfvars file(s), {len(chosen.specs)} deployment(s) valid"
+               + (f", {len(chosen.warnings)} warning(s)" if chosen.warnings else ""))
+    return EXIT_OK

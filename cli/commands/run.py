@@ -80,7 +80,10 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
         raise UserError("--executor celery needs [tfo.celery] broker_url (or TFO_CELERY_BROKER_URL)")
     if no_wait and chosen != "celery":
         raise UserError("--no-wait needs the celery executor: a local run lives in this process")
-    _, specs = select(cfg, sel)
+    _, selected = select(cfg, sel)
+    for w in selected.warnings:
+        click.echo(f"warning: {w}", err=True)
+    specs = list(selected.specs)
     token = CancelToken()
     progress = Progress()
     rt = build_runtime(cfg, token, progress)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.cache import cached, contents_digest, file_key
-from orchestrator.tfvars import sensitive_variables
+from orchestrator.modules import module_facts
 
 
 def test_cached_value_is_reused_until_its_key_changes(tmp_path: Path) -> None:
@@ -38,6 +38,10 @@ def test_file_identity_changes_with_content(tmp_path: Path) -> None:
     f.write_text("bb")
     assert first is not None and file_key(str(f)) != first
     assert file_key(str(tmp_path / "missing")) is None
+
+
+def sensitive_variables(module: Path, cache: Path) -> tuple[str, ...]:
+    return module_facts(module, cache).sensitive
 
 
 def test_sensitive_variables_cached_per_module_content(tmp_path: Path) -> None:

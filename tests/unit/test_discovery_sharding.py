@@ -36,7 +36,7 @@ def test_one_file_two_services_shards_with_shared_variables(tmp_path: Path) -> N
                                        "s3_buckets = { a = {} }\nkms_keys = { k = {} }\n",
         "Accounts/acct-b/plat.tfvars": "iam_roles = {}\n",
     })
-    specs = {s.id: s for s in build_deployments(cfg, discover(cfg))}
+    specs = {s.id: s for s in build_deployments(cfg, discover(cfg)).specs}
     assert set(specs) == {"s3/acct-a/eu-west-1/lake", "kms/acct-a/eu-west-1/lake", "iam/acct-b/us-east-1/plat"}
     s3 = specs["s3/acct-a/eu-west-1/lake"]
     assert s3.state_key == "s3/acct-a/eu-west-1/lake/terraform.tfstate"
@@ -48,20 +48,24 @@ def test_one_file_two_services_shards_with_shared_variables(tmp_path: Path) -> N
 def test_region_from_template_wins(tmp_path: Path) -> None:
     cfg = make(tmp_path, {"live/ap-south-1/acct/proj.tfvars": 's3_buckets = {}\nregion = "ignored-1"\n'},
                '[tfo]\npath_template = "live/{region}/{account}/{project}.tfvars"\n')
-    (spec,) = build_deployments(cfg, discover(cfg))
+    (spec,) = build_deployments(cfg, discover(cfg)).specs
     assert spec.id == "s3/acct/ap-south-1/proj"
 
 
-def test_referenced_files_are_resolved_copied_and_rewritten(tmp_path: Path) -> None:
+def test_referenced_files_are_found_by_key_and_rewritten_in_the_var_file(tmp_path: Path) -> None:
     cfg = make(tmp_path, {
         "Accounts/a/p.tfvars": 'iam_roles = { r = { policy_file = "policies/r.json", '
-                               'arn = "arn:aws:iam::1:x.json" } }\n',
+                               'arn = "arn:aws:iam::1:x.json", index = "index.html", doc = "/index.html" } }\n',
         "Accounts/a/policies/r.json": "{}",
     })
-    (spec,) = build_deployments(cfg, discover(cfg))
+    (spec,) = build_deployments(cfg, discover(cfg)).specs
     assert spec.referenced_files == ("Accounts/a/policies/r.json",)
-    assert spec.variables["iam_roles"]["r"]["policy_file"] == "inputs/Accounts/a/policies/r.json"
-    assert spec.variables["iam_roles"]["r"]["arn"] == "arn:aws:iam::1:x.json"  # not a file
+    # what tfo knows is what is written; Terraform gets the path from its working directory (terraform/)
+    assert spec.variables["iam_roles"]["r"]["policy_file"] == "policies/r.json"
+    ((name, text),) = spec.var_files
+    assert name == ".tfo/vars/00-p.tfvars"
+    assert text == ('iam_roles = { r = { policy_file = "../Accounts/a/policies/r.json", '
+                    'arn = "arn:aws:iam::1:x.json", index = "index.html", doc = "/index.html" } }\n')
 
 
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
@@ -125,6 +129,9 @@ def test_changed_files_selects_and_skips(tmp_path: Path) -> None:
     assert [f.path for f in found.files] == ["Accounts/a/p.tfvars"]
     reasons = {s.path: s.reason for s in found.skipped}
     assert "deleted" in reasons["Accounts/c/gone.tfvars"]
-    assert "not a tfvars" in reasons["docs/x.md"]
-    module_change = discover(cfg, changed_files="terraform/main.tf\n")
-    assert {f.path for f in module_change.files} == {"Accounts/a/p.tfvars", "Accounts/b/q.tfvars"}
+    chosen = build_deployments(cfg, found)
+    assert [s.id for s in chosen.specs] == ["s3/a/us-east-1/p"]
+    assert {s.path for s in chosen.skipped} == {"docs/x.md", "other/x.tfvars"}
+    assert all("not an input of any deployment" in s.reason for s in chosen.skipped)
+    module_change = build_deployments(cfg, discover(cfg, changed_files="terraform/main.tf\n"))
+    assert {s.id for s in module_change.specs} == {"s3/a/us-east-1/p", "kms/b/us-east-1/q"}

@@ -72,17 +72,31 @@ def make_module(tmp_path: Path) -> None:
 def test_bundle_is_deterministic_and_complete(tmp_path: Path) -> None:
     make_module(tmp_path)
     cfg = load_config(repo_root=tmp_path, environ={})
-    s = spec(referenced_files=("Accounts/acct/r.json",))
+    s = spec(referenced_files=("Accounts/acct/r.json",), var_files=((".tfo/vars/00-p0.tfvars", "s3_buckets = {}\n"),))
     a, b = build_bundle(cfg, s), build_bundle(cfg, s)
     assert a == b and bundle_key(a) == bundle_key(b)
     with tarfile.open(fileobj=io.BytesIO(a)) as tar:
         names = tar.getnames()
-    assert set(names) == {"main.tf", "inputs/Accounts/acct/r.json", "tfo.tfvars.json", "tfo-spec.json"}
-    changed = build_bundle(cfg, spec(variables={"s3_buckets": {"b": {}}}, referenced_files=("Accounts/acct/r.json",)))
+    assert set(names) == {"terraform/main.tf", "Accounts/acct/r.json", ".tfo/vars/00-p0.tfvars", ".tfo/spec.json"}
+    changed = build_bundle(cfg, spec(referenced_files=("Accounts/acct/r.json",),
+                                     var_files=((".tfo/vars/00-p0.tfvars", "s3_buckets = { b = {} }\n"),)))
     assert bundle_key(changed) != bundle_key(a)
-    out = tmp_path / "out"
-    extract_bundle(a, out)
-    assert json.loads((out / "tfo.tfvars.json").read_text()) == {"s3_buckets": {"a": {}}}
+    ws = extract_bundle(a, tmp_path / "out")
+    assert ws.cwd == tmp_path / "out" / "terraform"
+    assert ws.var_files == ("../.tfo/vars/00-p0.tfvars",)
+    assert (ws.cwd / ws.var_files[0]).read_text() == "s3_buckets = {}\n"
+
+
+def test_a_bundle_made_before_shared_modules_still_extracts(tmp_path: Path) -> None:
+    """A rollback may reapply a last-good bundle of layout 1: module at the top, one JSON var file."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in (("main.tf", b"# m\n"), ("tfo.tfvars.json", b"{}"), ("tfo-spec.json", b"{}")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ws = extract_bundle(raw.getvalue(), tmp_path / "old")
+    assert ws.cwd == ws.root == tmp_path / "old" and ws.var_files == ("tfo.tfvars.json",)
 
 
 def _tar_with(member: tarfile.TarInfo, data: bytes = b"") -> bytes:

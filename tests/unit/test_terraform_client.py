@@ -69,12 +69,14 @@ def test_missing_binary_is_a_platform_error(tmp_path: Path) -> None:
 
 def test_init_and_plan_command_lines(tmp_path: Path) -> None:
     client = TerraformClient(fake_binary(tmp_path, 'echo "$*"\n'))
-    ctx = StepContext(tmp_path, client, CancelToken(), 60, 30, {"key": "s3/a/r/p/terraform.tfstate", "region": "x"})
+    ctx = StepContext(tmp_path, client, CancelToken(), 60, 30, {"key": "s3/a/r/p/terraform.tfstate", "region": "x"},
+                      var_files=("../.tfo/vars/00-common.tfvars", "../.tfo/vars/01-p.tfvars"))
     init = InitStep().run(ctx)
     assert "-backend-config=key=s3/a/r/p/terraform.tfstate" in init.output
     assert "-backend-config=region=x" in init.output and "-input=false" in init.output
     plan = PlanStep(destroy=True).run(ctx)
-    for flag in ("-detailed-exitcode", "-out=tfplan", "-var-file=tfo.tfvars.json", "-destroy", "-lock-timeout=30s"):
+    assert "-var-file=../.tfo/vars/00-common.tfvars -var-file=../.tfo/vars/01-p.tfvars" in plan.output  # in order
+    for flag in ("-detailed-exitcode", "-out=tfplan", "-destroy", "-lock-timeout=30s"):
         assert flag in plan.output
     assert [r.step for r in ctx.log] == ["init", "plan"]
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.tfvars import MAX_TFVARS_BYTES, parse_tfvars, sensitive_variables
+from orchestrator.tfvars import MAX_TFVARS_BYTES, parse_tfvars
 
 
 def parse(tmp_path: Path, text: str | bytes) -> tuple[dict, list[str]]:  # type: ignore[type-arg]
@@ -40,24 +40,23 @@ EOT
 
 
 @pytest.mark.parametrize("text, expected, line", [
-    ('a = 1\nb = {\n  c = \n}\n', "HCL syntax error", 3),
-    ('a = "unterminated\n', "HCL syntax error", 1),
-    ("a = 1\nb = var.other\n", "literal values only", 2),
-    ('a = 1\nb = "${var.x}-y"\n', "interpolation", 2),
-    ('a = 1\nb = upper("x")\n', "literal values only", 2),
-    ('resource "x" "y" {\n}\n', "is a block", None),
+    ('a = 1\nb = {\n  c = \n}\n', "Invalid expression", 3),
+    ('a = "unterminated\n', "Invalid multi-line string", 1),
+    ("a = 1\nb = var.other\n", "Variables not allowed", 2),
+    ('a = 1\nb = "${var.x}-y"\n', "Variables not allowed", 2),
+    ('a = 1\nb = upper("x")\n', "Function calls not allowed", 2),
+    ('resource "x" "y" {\n}\n', "Unexpected 'resource' block", 1),
+    ('\n\n\n# c\n\na = 1\n\n\nb = nope\n', "Variables not allowed", 9),  # blank lines do not shift it
+    ('a = {\n  x = 1\n}\n\na = 2\n', "Attribute redefined", 5),
 ])
-def test_problems_name_file_and_line(tmp_path: Path, text: str, expected: str, line: int | None) -> None:
+def test_problems_name_file_and_line(tmp_path: Path, text: str, expected: str, line: int) -> None:
     _, problems = parse(tmp_path, text)
     assert len(problems) == 1
     assert expected in problems[0]
-    prefix = f"Accounts/a/x.tfvars:{line}:" if line else "Accounts/a/x.tfvars:"
-    assert problems[0].startswith(prefix)
+    assert problems[0].startswith(f"Accounts/a/x.tfvars:{line}:")
 
 
 @pytest.mark.parametrize("data, expected", [
-    (b"", "is empty"),
-    (b"   \n# just a comment\n/* block */\n", "is empty"),
     (b"\x00\x01\x02", "binary"),
     (b"a = \"\xff\xfe\"\n", "not UTF-8"),
     (b"a = 1\n" * (MAX_TFVARS_BYTES // 6 + 1), "the limit is"),
@@ -67,16 +66,10 @@ def test_unusable_files(tmp_path: Path, data: bytes, expected: str) -> None:
     assert len(problems) == 1 and expected in problems[0]
 
 
-def test_sensitive_variables_read_from_the_module(tmp_path: Path) -> None:
-    (tmp_path / "vars.tf").write_text('''
-variable "token" {
-  type      = string
-  sensitive = true
-}
-variable "name" { type = string }
-variable "password" {
-  sensitive = false
-}
-''')
-    (tmp_path / "broken.tf").write_text("this is { not hcl")
-    assert sensitive_variables(tmp_path) == ("token",)
+@pytest.mark.parametrize("data", [b"", b"   \n# just a comment\n/* block */\n", b"\xef\xbb\xbf# BOM\n"])
+def test_files_that_set_nothing_are_a_warning(tmp_path: Path, data: bytes) -> None:
+    p = tmp_path / "x.tfvars"
+    p.write_bytes(data)
+    r = parse_tfvars(p, "x.tfvars")
+    assert r.problems == () and r.attributes == ()
+    assert len(r.warnings) == 1 and "sets no variables" in str(r.warnings[0])

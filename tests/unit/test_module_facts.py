@@ -1,4 +1,5 @@
-"""The sensitive-variable scanner agrees with python-hcl2, and steps aside where it does not follow."""
+"""What tfo reads from a module's .tf files: sensitive variables (checked against python-hcl2), local
+module calls and the files read through path.module."""
 
 from __future__ import annotations
 
@@ -6,9 +7,24 @@ import random
 
 import pytest
 
-from orchestrator.hcl_variables import sensitive_variable_names
-from orchestrator.tfvars import sensitive_variables_hcl2
+from orchestrator.modules import ModuleFacts, _facts
 from tests.helpers import EXAMPLE
+
+
+def sensitive_variable_names(text: str) -> set[str] | None:
+    facts = _facts({"main.tf": text.encode()})
+    return None if facts.problems else set(facts.sensitive)
+
+
+def sensitive_variables_hcl2(text: str) -> set[str]:
+    import hcl2
+
+    names: set[str] = set()
+    for block in hcl2.loads(text).get("variable", []):
+        for name, body in block.items():
+            if isinstance(body, dict) and body.get("sensitive") is True:
+                names.add(name.strip('"'))
+    return names
 
 AGREE = {
     "example module": (EXAMPLE / "terraform" / "main.tf").read_text(),
@@ -56,17 +72,51 @@ def test_finds_what_it_should() -> None:
 @pytest.mark.parametrize("text", [
     'variable "a" {\n  sensitive = var.flag\n}\n',  # not a literal
     'variable "a" {\n  sensitive = "true"\n}\n',  # a string
-    'variable "a" {\n  sensitive = true\n  sensitive = false\n}\n',  # duplicate
     'variable "a" {\n  /* a comment\n  across lines */ sensitive = true\n}\n',
+])
+def test_unusual_but_valid_modules_agree_with_python_hcl2(text: str) -> None:
+    assert sensitive_variable_names(text) == sensitive_variables_hcl2(text), text
+
+
+def test_a_label_written_as_an_identifier() -> None:
+    assert sensitive_variable_names('variable ä {\n  sensitive = true\n}\n') == {"ä"}  # python-hcl2 refuses it
+
+
+@pytest.mark.parametrize("text", [
     'variable "a" {\n  sensitive = true\n',  # unbalanced
     'variable "a" {\n  default = "unterminated\n}\n',
     'variable "a" {\n  default = <<EOT\nno end\n}\n',
     'variable "a" {\n  sensitive = true\n} /* unterminated',
-    'variable "ä" {\n  sensitive = true\n}\n'.replace('"ä"', "ä"),  # a non-ASCII identifier
-    'variable "a${x}" {\n  sensitive = true\n}\n',  # a label that is a template
 ])
-def test_steps_aside_for_python_hcl2(text: str) -> None:
-    assert sensitive_variable_names(text) is None
+def test_invalid_modules_are_problems_with_a_line(text: str) -> None:
+    facts = _facts({"main.tf": text.encode()})
+    assert facts.problems and facts.problems[0][0] == "main.tf" and facts.problems[0][1] >= 1
+
+
+def test_local_module_calls_and_path_module_reads() -> None:
+    text = """
+module "net" {
+  source = "../modules/network"
+}
+module "reg" {
+  source  = "terraform-aws-modules/vpc/aws"
+  version = "5.0.0"
+}
+module "git" {
+  source = "git::https://example.com/x.git"
+}
+module "here" { source = "./nested" }
+resource "x" "y" {
+  policy   = file("${path.module}/policies/bucket.json")
+  template = templatefile("${path.module}/../shared/templates/${var.kind}.tpl", {})
+  files    = fileset(path.module, "configs/*.yaml")
+  root     = file("${path.root}/root.txt")
+}
+"""
+    facts = _facts({"main.tf": text.encode()})
+    assert facts == ModuleFacts(calls=("../modules/network", "./nested"),
+                                reads=("policies/bucket.json", "../shared/templates/", "configs/*.yaml"),
+                                root_reads=("root.txt",))
 
 
 _PIECES = [
