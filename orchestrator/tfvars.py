@@ -90,7 +90,7 @@ def _rewritten(text: str, a: TfvarsAttribute, paths: Mapping[str, str] | None, q
 
 
 def read_text(path: Path, shown: str) -> str | Problem:
-    """The file as text (without a byte-order mark), or why it cannot be one."""
+    """The file as text, or why it cannot be one."""
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -103,14 +103,16 @@ def read_text(path: Path, shown: str) -> str | Problem:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         return Problem(shown, f"is not UTF-8 text (byte {e.start})")
-    return text[1:] if text.startswith(BOM) else text
+    return text
 
 
 def parse_tfvars(path: Path, shown: str, file_keys: tuple[str, ...] = ("*_file", "*_files")) -> ParsedTfvars:
     text = read_text(path, shown)
     if isinstance(text, Problem):
         return ParsedTfvars(shown, "", problems=(text,))
-    return parse_tfvars_text(text, shown, json_syntax=shown.endswith(".json"), file_keys=file_keys)
+    json_syntax = shown.endswith(".json")
+    # Terraform skips a byte-order mark before HCL, and refuses one before JSON.
+    return parse_tfvars_text(text if json_syntax else text.removeprefix(BOM), shown, json_syntax, file_keys)
 
 
 def parse_tfvars_text(text: str, shown: str, json_syntax: bool = False,

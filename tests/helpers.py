@@ -85,10 +85,12 @@ def aws_client(kind: str, endpoint: str) -> Any:
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-def configure_s3(repo: Repo, endpoint: str, extra: str = "") -> tuple[str, str]:
+def configure_s3(repo: Repo, endpoint: str, extra: str = "", base_toml: str | None = None) -> tuple[str, str]:
     """A fresh versioned bucket and lock table on moto, and the repo's tfo.toml pointing at them.
 
     `endpoint` serves tfo and Terraform alike (moto itself, or a fault proxy in front of it).
+    `base_toml`: the repository's own settings to keep (without a [tfo.store] table), instead of the
+    sample's.
     """
     import secrets
 
@@ -101,7 +103,7 @@ def configure_s3(repo: Repo, endpoint: str, extra: str = "") -> tuple[str, str]:
         TableName=table, KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
     repo.env.update(AWS_ENV)
-    repo.config(extra=extra, store=f"""
+    store = f"""
 [tfo.store]
 kind = "s3"
 bucket = "{bucket}"
@@ -116,7 +118,11 @@ force_path_style = "true"
 skip_credentials_validation = "true"
 skip_metadata_api_check = "true"
 skip_region_validation = "true"
-""")
+"""
+    if base_toml is None:
+        repo.config(extra=extra, store=store)
+    else:
+        (repo.root / "tfo.toml").write_text(base_toml + store)
     return bucket, table
 
 

@@ -221,8 +221,8 @@ def _heredoc(text: str, m: re.Match[str], pos: int) -> tuple[list[TemplatePart],
     marker = m.group("marker")
     body_start = m.end()
     closing = re.compile(rf"^[ \t]*{re.escape(marker)}[ \t]*\r?\n", re.M).search(text, body_start)
-    if closing is None:
-        raise HclError("Unterminated template string", pos,
+    if closing is None:  # Terraform reports it where the file ends
+        raise HclError("Unterminated template string", len(text),
                        f"The heredoc starting here has no closing line {marker!r}.")
     end = closing.start() + len(closing.group().rstrip())  # the newline after the marker ends the attribute
     parts, _ = _template(text, body_start, quoted=False, stop=closing.start())

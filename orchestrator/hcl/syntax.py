@@ -489,7 +489,8 @@ class _Parser:
                 self.i += 1
                 break
             if tok.kind == EOF:
-                raise HclError("Missing close brace", open_.start, "The object constructor has no closing brace.")
+                raise HclError("Unterminated object constructor", tok.start,
+                               "There is no corresponding closing brace before the end of the file.")
             nxt = self.toks[self.i + 1]
             if tok.kind == IDENT and nxt.kind == PUNCT and nxt.value in ("=", ":"):
                 key: Expr = Literal(tok.start, tok.end, tok.value)  # a bare name is the key itself

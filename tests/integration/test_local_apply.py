@@ -157,7 +157,7 @@ def test_plan_reports_changes_and_exits_zero(repo: Repo, tmp_path: Path) -> None
     # in GitHub Actions the Markdown report is appended to the step summary, redacted
     text = summary.read_text()
     assert text.startswith("earlier step\n") and "## tfo plan: succeeded" in text
-    assert "| `s3/acct-a/us-west-2/data-lake` | 2 | 0 | 0 |" in text
+    assert "| `s3/acct-a/us-west-2/data-lake` | ✅ succeeded | 2 | 0 | 0 |" in text
     assert SECRET_PASSWORD not in text and SECRET_TOKEN not in text
 
 

@@ -96,9 +96,9 @@ def test_sigterm_mid_apply_cancels_cleanly(repo: Repo, tmp_path: Path) -> None:
 
 
 BAD_INPUTS = {
-    "malformed": ("Accounts/acct-a/bad.tfvars", 's3_buckets = {\n  raw = \n}\n', "HCL syntax error"),
-    "empty": ("Accounts/acct-a/empty.tfvars", "# nothing here\n", "is empty"),
-    "expression": ("Accounts/acct-a/expr.tfvars", "s3_buckets = var.other\n", "literal values only"),
+    "malformed": ("Accounts/acct-a/bad.tfvars", 's3_buckets = {\n  raw = \n}\n', "Invalid expression"),
+    "expression": ("Accounts/acct-a/expr.tfvars", "s3_buckets = var.other\n", "Variables not allowed"),
+    "duplicate": ("Accounts/acct-a/dup.tfvars", "s3_buckets = { a = {} }\ns3_buckets = {}\n", "Attribute redefined"),
     "no-service": ("Accounts/acct-a/tags.tfvars", 'tags = { a = "b" }\n', "no known service"),
     "hostile-name": ("Accounts/acct a;rm/x.tfvars", "s3_buckets = {}\n", "not a safe name"),
     "missing-ref": ("Accounts/acct-a/ref.tfvars", 'iam_roles = { r = { policy_file = "nope.json" } }\n',
@@ -146,7 +146,7 @@ def test_changed_files_select_only_touched_deployments(repo: Repo) -> None:
     assert [d["id"] for d in data["deployments"]] == ["iam/acct-b/us-east-1/platform"]
     reasons = {s["path"]: s["reason"] for s in data["skipped"]}
     assert "deleted" in reasons["Accounts/acct-c/deleted.tfvars"]
-    assert "not a tfvars file" in reasons["README.md"]
+    assert "not an input of any deployment" in reasons["README.md"]
     # a module change touches every deployment
     r = repo.tfo("discover", "--json", "--changed-files", "-", input="terraform/main.tf\n")
     assert len(json.loads(r.stdout)["deployments"]) == 3

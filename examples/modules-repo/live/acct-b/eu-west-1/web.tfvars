@@ -1,0 +1,4 @@
+s3_buckets = {
+  site = { versioning = false }
+}
+owner = "web-team"
