@@ -18,7 +18,7 @@ from orchestrator.errors import Problem, ValidationError
 from orchestrator.models import DeploymentSpec, TfvarsFile
 from orchestrator.modules import ModuleGraph, RootModule
 from orchestrator.names import unsafe_name_reason
-from orchestrator.tfvars import ParsedTfvars, TfvarsAttribute, parse_tfvars
+from orchestrator.tfvars import ParsedTfvars, TfvarsAttribute, TfvarsReader
 
 VAR_FILES_DIR = ".tfo/vars"  # inside a bundle: the deployment's var files, in -var-file order
 
@@ -46,13 +46,14 @@ class _Sharder:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self._parsed: dict[str, ParsedTfvars] = {}
+        self.reader = TfvarsReader(cfg.file_keys, cfg.cache_path)
         self._modules: dict[str, RootModule | None] = {}
         self.needs: dict[str, tuple[RootModule, tuple[str, ...]]] = {}  # spec id -> what it is built from
 
     # inputs ----------------------------------------------------------------------------------------
     def parsed(self, rel: str) -> ParsedTfvars:
         if rel not in self._parsed:
-            p = self._parsed[rel] = parse_tfvars(self.root / rel, rel, self.cfg.file_keys)
+            p = self._parsed[rel] = self.reader.read(self.root / rel, rel)
             self.problems.extend(p.problems)
             self.warnings.extend(p.warnings)
         return self._parsed[rel]
@@ -256,6 +257,7 @@ def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
             touched |= {p for p in discovery.changed_inputs if p in inputs or module.needs(p)}
         skipped = [Skipped(p, "not an input of any deployment (no module, layer or referenced file of one)")
                    for p in discovery.changed_inputs if p not in touched]
+    sharder.reader.close()
     seen_ids: dict[str, str] = {}
     seen_keys: dict[str, str] = {}
     for spec in specs:

@@ -10,16 +10,19 @@ function calls, bad escapes, blocks, ...) with the line of the problem.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import re
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import __version__
 from orchestrator.errors import Problem
 from orchestrator.hcl import HclError, Lines, parse_file
 from orchestrator.hcl.json_syntax import JsonValue, parse_json_object
+from orchestrator.hcl.literal_lines import read_literal_lines
 from orchestrator.hcl.syntax import Expr, Literal, ObjectCons, TupleCons
 from orchestrator.hcl.values import Unsupported, evaluate, plain, string_literals
 
@@ -106,22 +109,134 @@ def read_text(path: Path, shown: str) -> str | Problem:
     return text
 
 
+_PARSE_VERSION = "1"  # of what a cached reading holds; bump when the reading of a file changes
+
+
 def parse_tfvars(path: Path, shown: str, file_keys: tuple[str, ...] = ("*_file", "*_files")) -> ParsedTfvars:
+    return _parse_file(path, shown, file_keys, None)
+
+
+def _parse_file(path: Path, shown: str, file_keys: tuple[str, ...], readings: Readings | None) -> ParsedTfvars:
     text = read_text(path, shown)
     if isinstance(text, Problem):
         return ParsedTfvars(shown, "", problems=(text,))
     json_syntax = shown.endswith(".json")
     # Terraform skips a byte-order mark before HCL, and refuses one before JSON.
-    return parse_tfvars_text(text if json_syntax else text.removeprefix(BOM), shown, json_syntax, file_keys)
+    text = text if json_syntax else text.removeprefix(BOM)
+    if readings is None:
+        return parse_tfvars_text(text, shown, json_syntax, file_keys)
+    key = f"{_PARSE_VERSION}:{__version__}:{json_syntax}:{','.join(file_keys)}:" + \
+        hashlib.sha256(text.encode("utf-8")).hexdigest()
+    raw = readings.get(key)
+    if raw is None:
+        raw = _to_json(parse_tfvars_text(text, shown, json_syntax, file_keys))
+        readings.put(key, raw)
+    return _from_json(raw, shown, text, json_syntax)
+
+
+class TfvarsReader:
+    """Reads tfvars files; with a cache directory, each reading is kept under the digest of the file's
+    text (in one SQLite file), so an unchanged file, in any checkout on this host, is parsed once: a
+    changed module selects deployments among thousands of tfvars files without parsing them again."""
+
+    def __init__(self, file_keys: tuple[str, ...], cache_dir: Path | None = None) -> None:
+        self.file_keys = file_keys
+        self.readings = Readings(cache_dir / "tfvars-readings.sqlite3") if cache_dir is not None else None
+
+    def read(self, path: Path, shown: str) -> ParsedTfvars:
+        return _parse_file(path, shown, self.file_keys, self.readings)
+
+    def close(self) -> None:
+        if self.readings is not None:
+            self.readings.flush()
+
+
+class Readings:
+    """Cached readings in one SQLite file: one query per file read, one transaction for what was new.
+    Never fails for the cache's sake: a locked, full or corrupt cache costs the parse, nothing more."""
+
+    KEEP_S = 30 * 24 * 3600  # a reading not written again for this long is dropped
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: Any = None
+        self._new: dict[str, str] = {}
+        self._broken = False
+
+    def _open(self) -> Any:
+        if self._db is None and not self._broken:
+            import sqlite3
+
+            try:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, timeout=5)
+                self._db.execute("CREATE TABLE IF NOT EXISTS readings (key TEXT PRIMARY KEY, value TEXT, at REAL)")
+            except (OSError, sqlite3.Error):
+                self._broken = True
+        return self._db
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        db = self._open()
+        if db is None:
+            return None
+        try:
+            row = db.execute("SELECT value FROM readings WHERE key = ?", (key,)).fetchone()
+            return json.loads(row[0]) if row else None
+        except Exception:  # sqlite3.Error, a bad row: read the file instead
+            return None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self._new[key] = json.dumps(value)
+        if len(self._new) >= 2000:
+            self.flush()
+
+    def flush(self) -> None:
+        db = self._open()
+        if db is None or not self._new:
+            return
+        import time
+
+        now = time.time()
+        try:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO readings VALUES (?, ?, ?)",
+                               [(k, v, now) for k, v in self._new.items()])
+                db.execute("DELETE FROM readings WHERE at < ?", (now - self.KEEP_S,))
+        except Exception:  # noqa: S110 - a cache that cannot be written is only slower
+            pass
+        self._new.clear()
+
+
+def _to_json(p: ParsedTfvars) -> dict[str, Any]:
+    """What a reading holds besides the text and the file's name (both known to whoever reads it back)."""
+    return {"attributes": [[a.name, a.line, a.start, a.end, a.value, a.known, [list(asdict(r).values()) for r in
+                                                                                 a.file_refs]] for a in p.attributes],
+            "problems": [[x.message, x.line] for x in p.problems],
+            "warnings": [[x.message, x.line] for x in p.warnings]}
+
+
+def _from_json(raw: dict[str, Any], shown: str, text: str, json_syntax: bool) -> ParsedTfvars:
+    return ParsedTfvars(
+        shown, text, "json" if json_syntax else "hcl",
+        tuple(TfvarsAttribute(name, line, start, end, value, known, tuple(FileRef(*r) for r in refs))
+              for name, line, start, end, value, known, refs in raw["attributes"]),
+        tuple(Problem(shown, m, line) for m, line in raw["problems"]),
+        tuple(Problem(shown, m, line) for m, line in raw["warnings"]))
 
 
 def parse_tfvars_text(text: str, shown: str, json_syntax: bool = False,
-                      file_keys: tuple[str, ...] = ("*_file", "*_files")) -> ParsedTfvars:
+                      file_keys: tuple[str, ...] = ("*_file", "*_files"), fast: bool = True) -> ParsedTfvars:
+    """`fast`: try the line reader for plain literals first (tests turn it off to compare the two)."""
     lines = Lines(text)
     keys = _FileKeys(file_keys)
     try:
         if json_syntax:
             attributes, problems = _json_attributes(text, lines, keys)
+        elif fast and (found := read_literal_lines(text, keys if keys.pattern else None)) is not None:
+            attributes = [TfvarsAttribute(name, lines.of(start), start, end, value, True,
+                                          tuple(FileRef(*ref) for ref in refs))
+                          for name, start, end, value, refs in found]
+            problems = []
         else:
             attributes, problems = _hcl_attributes(text, lines, keys)
     except HclError as e:

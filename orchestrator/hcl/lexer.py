@@ -56,18 +56,22 @@ class Directive:
 
 TemplatePart = str | Interpolation | Directive
 
+# A quoted string with no template in it (`$${` and `%%{` are literal): one token, the common case.
+SIMPLE_STRING = (r'"(?:[^"\\\r\n$%]|\\["\\nrt]|\\u[0-9A-Fa-f]{4}|\\U[0-9A-Fa-f]{8}|\$\$\{|%%\{|\$(?![{$])'
+                 r'|%(?![{%]))*"')
+NUMBER_PATTERN = r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 _TOKEN = re.compile(
-    r"""
+    rf"""
     (?P<ws>[ \t]+)
   | (?P<nl>\r?\n)
   | (?P<comment>(?:\#|//)[^\n]*\n?)
   | (?P<block>/\*)
-  | (?P<simple>"(?:[^"\\\r\n$%]|\\["\\nrt]|\\u[0-9A-Fa-f]{4}|\\U[0-9A-Fa-f]{8}|\$\$\{|%%\{|\$(?![{$])|%(?![{%]))*")
+  | (?P<simple>{SIMPLE_STRING})
   | (?P<quote>")
   | (?P<heredoc><<(?P<indent>-?)(?P<marker>[^\W\d][\w-]*)\r?\n)
-  | (?P<number>[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)
+  | (?P<number>{NUMBER_PATTERN})
   | (?P<ident>[^\W\d][\w-]*)
-  | (?P<punct>==|!=|<=|>=|&&|\|\||=>|\.\.\.|[-+*/%<>!?:=.,{}\[\]()~])
+  | (?P<punct>==|!=|<=|>=|&&|\|\||=>|\.\.\.|[-+*/%<>!?:=.,{{}}\[\]()~])
     """,
     re.X,
 )
@@ -227,6 +231,17 @@ def _heredoc(text: str, m: re.Match[str], pos: int) -> tuple[list[TemplatePart],
     end = closing.start() + len(closing.group().rstrip())  # the newline after the marker ends the attribute
     parts, _ = _template(text, body_start, quoted=False, stop=closing.start())
     return _finish(parts, heredoc=True, flush=bool(m.group("indent"))), end
+
+
+def heredoc_at(text: str, pos: int) -> tuple[list[TemplatePart], int] | None:
+    """The heredoc whose `<<` is at `pos`: its parts and the offset just past its closing marker."""
+    m = _TOKEN.match(text, pos)
+    return _heredoc(text, m, pos) if m is not None and m.lastgroup == "heredoc" else None
+
+
+def decode_string(raw: str, pos: int) -> str:
+    """The value of a quoted string's body (between the quotes) that holds no template."""
+    return _literal(raw, pos, True) if ("\\" in raw or "$$" in raw or "%%" in raw) else raw
 
 
 def _finish(parts: list[TemplatePart], heredoc: bool, flush: bool = False) -> list[TemplatePart]:
