@@ -123,15 +123,15 @@ class _Collector:
             return
         tf = match_template(self.cfg, rel)
         if tf is None:
-            reason = ("is a layer (layers): it selects the deployments beneath it"
-                      if rel.rsplit("/", 1)[-1] in self.cfg.layers
-                      else f"does not match path_template {self.cfg.path_template!r}")
-            self.skipped.append(Skipped(rel, reason))
+            why = ("is a layer (layers): it selects the deployments beneath it"
+                   if rel.rsplit("/", 1)[-1] in self.cfg.layers
+                   else f"does not match path_template {self.cfg.path_template!r}")
+            self.skipped.append(Skipped(rel, why))
             return
-        for label, value in (("account", tf.account), ("project", tf.project), ("region", tf.region)):
-            if value is None or (label == "project" and "{project}" not in self.cfg.path_template):
+        for label, name in (("account", tf.account), ("project", tf.project), ("region", tf.region)):
+            if name is None or (label == "project" and "{project}" not in self.cfg.path_template):
                 continue
-            reason = unsafe_name_reason(value)
+            reason = unsafe_name_reason(name)
             if reason:
                 self.problems.append(Problem(rel, f"{label} name {reason}"))
                 return

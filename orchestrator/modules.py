@@ -86,7 +86,8 @@ def module_facts(directory: Path, cache_dir: Path | None = None) -> ModuleFacts:
         return _facts(contents)
     raw = cached(cache_dir, "module-facts", _FACTS_VERSION + contents_digest(contents),
                  lambda: _facts_dict(_facts(contents)), keep=lambda v: True)
-    return ModuleFacts(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) for k, v in raw.items()})
+    return ModuleFacts(tuple(raw["sensitive"]), tuple(raw["calls"]), tuple(raw["reads"]), tuple(raw["root_reads"]),
+                       tuple((str(f), int(line), str(m)) for f, line, m in raw["problems"]))
 
 
 def _facts_dict(f: ModuleFacts) -> dict[str, Any]:
@@ -340,7 +341,8 @@ class ModuleGraph:
     def _collect_dir_link(self, rel: str, files: set[str], problems: list[Problem]) -> None:
         real = Path(os.path.realpath(self.root / rel))
         for dirpath, dirnames, filenames in os.walk(real):
-            dirnames[:] = [d for d in dirnames if d not in EXCLUDE_DIRS and not os.path.islink(os.path.join(dirpath, d))]
+            dirnames[:] = [d for d in dirnames
+                           if d not in EXCLUDE_DIRS and not os.path.islink(os.path.join(dirpath, d))]
             for f in filenames:
                 inner = os.path.relpath(os.path.join(dirpath, f), real).replace(os.sep, "/")
                 full = posixpath.join(rel, inner)

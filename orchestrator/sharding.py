@@ -94,7 +94,7 @@ class _Sharder:
         self.warnings.extend(module.warnings)
         return None if module.problems else module
 
-    def file_paths(self, parsed: ParsedTfvars, attrs: Iterable[TfvarsAttribute], module_dir: str) -> dict[str, str] | None:
+    def file_paths(self, parsed: ParsedTfvars, attrs: Iterable[TfvarsAttribute]) -> dict[str, str] | None:
         """Each file reference's value -> repo-relative path; problems for the missing and the outside."""
         base = posixpath.dirname(parsed.path)
         found: dict[str, str] = {}
@@ -199,7 +199,7 @@ class _Sharder:
             chosen = [a for a in f.attributes if a.name in names]
             if not chosen:
                 continue
-            paths = self.file_paths(f, chosen, module.dir)
+            paths = self.file_paths(f, chosen)
             if paths is None:
                 return None
             referenced.update(paths.values())

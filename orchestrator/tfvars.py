@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -169,6 +170,7 @@ class Readings:
 
             try:
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))  # readings hold values: owner only
                 self._db = sqlite3.connect(self.path, timeout=5)
                 self._db.execute("CREATE TABLE IF NOT EXISTS readings (key TEXT PRIMARY KEY, value TEXT, at REAL)")
             except (OSError, sqlite3.Error):

@@ -323,7 +323,7 @@ def discovery_10k(tmp: Path) -> float:
                      'kms_keys = { k = { rotation = true } }\ntags = { team = "data" }\n')
     cfg = load_config(repo_root=root, environ={})
     start = time.perf_counter()
-    specs = build_deployments(cfg, discover(cfg))
+    specs = build_deployments(cfg, discover(cfg)).specs
     elapsed = time.perf_counter() - start
     assert len(specs) == 20_000
     return elapsed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from json.decoder import JSONDecodeError, scanstring
+from json.decoder import JSONDecodeError, scanstring  # type: ignore[attr-defined]
 from typing import Any
 
 from orchestrator.hcl.lexer import HclError
@@ -57,16 +57,17 @@ def _value(text: str, pos: int, top: bool = False) -> JsonValue:
         raw = m.group()
         number = int(raw) if raw.lstrip("-").isdigit() else Decimal(raw)
         return JsonValue(pos, m.end(), number)
-    for word, value in _KEYWORDS.items():
+    for word, keyword in _KEYWORDS.items():
         if text.startswith(word, pos):
-            return JsonValue(pos, pos + len(word), value)
+            return JsonValue(pos, pos + len(word), keyword)
     raise HclError("Invalid start of value", pos, "A JSON value must start with a brace, a bracket, a number, a "
                                                   "string, or a keyword.")
 
 
 def _string(text: str, pos: int) -> tuple[str, int]:
     try:
-        return scanstring(text, pos + 1, True)
+        value, end = scanstring(text, pos + 1, True)
+        return str(value), int(end)
     except JSONDecodeError as e:
         raise HclError("Invalid JSON string", e.pos, e.msg) from e
 

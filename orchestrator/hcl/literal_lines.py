@@ -72,7 +72,7 @@ def _key(text: str, pos: int) -> str:
 
 
 class _Frame:
-    __slots__ = ("closer", "container", "where", "file_list", "needs_close", "top")
+    __slots__ = ("closer", "container", "file_list", "needs_close", "top", "where")
 
     def __init__(self, closer: str, container: Any, where: str, file_list: bool, top: Any) -> None:
         self.closer = closer
@@ -119,27 +119,7 @@ def _read(text: str, is_file_key: Callable[[str], bool], file_keys: dict[str, bo
         if stack and stack[-1].closer == "}":
             run = members(text, pos)
             if run is not None:
-                frame = stack[-1]
-                container = frame.container
-                for member in _ONE_MEMBER.finditer(text, pos, run.end()):
-                    key, scalar = member.group(1, 2)
-                    name = key if key[0] != '"' else _key(key, member.start(1))
-                    start = member.start(2)
-                    c = scalar[0]
-                    if c == '"':
-                        raw = scalar[1:-1]
-                        value: Any = decode_string(raw, start + 1) if ("\\" in raw or "$$" in raw or "%%" in raw) \
-                            else raw
-                    elif c in "tfn":
-                        value = _KEYWORDS[scalar]
-                    else:
-                        value = int(scalar) if scalar.isdigit() else _number(scalar)
-                    file_key = file_keys.get(name)
-                    if file_key is None:
-                        file_key = is_file_key(name)
-                    if file_key:
-                        _file_ref(top[3], f"{frame.where}.{name}", value, start, start + len(scalar))
-                    container[name] = value
+                _read_members(text, pos, run.end(), stack[-1], top[3], file_keys, is_file_key)
                 pos = run.end()
                 continue
         nl = text.find("\n", pos)
@@ -224,14 +204,14 @@ def _read(text: str, is_file_key: Callable[[str], bool], file_keys: dict[str, bo
             else:
                 if comma or (file_key and (opener != "[" or in_list)):
                     raise _Fallback  # the full reader says what a file reference must be
-                container: Any = {} if opener == "{" else []
+                new: Any = {} if opener == "{" else []
                 if frame is None:
-                    top[2] = container
+                    top[2] = new
                 elif name is not None:
-                    frame.container[name] = container
+                    frame.container[name] = new
                 else:
-                    frame.container.append(container)
-                stack.append(_Frame("}" if opener == "{" else "]", container, where, file_key, top))
+                    frame.container.append(new)
+                stack.append(_Frame("}" if opener == "{" else "]", new, where, file_key, top))
         else:  # a heredoc
             if in_list or file_key:
                 raise _Fallback
@@ -247,6 +227,30 @@ def _read(text: str, is_file_key: Callable[[str], bool], file_keys: dict[str, bo
     if stack:
         raise _Fallback  # unclosed: the full reader reports where
     return out
+
+
+def _read_members(text: str, pos: int, end: int, frame: _Frame, refs: list[Ref], file_keys: dict[str, bool],
+                  is_file_key: Callable[[str], bool]) -> None:
+    """A run of `name = scalar` lines in an object (_MEMBERS matched it from pos to end)."""
+    container = frame.container
+    for member in _ONE_MEMBER.finditer(text, pos, end):
+        key, scalar = member.group(1, 2)
+        name = key if key[0] != '"' else _key(key, member.start(1))
+        start = member.start(2)
+        c = scalar[0]
+        if c == '"':
+            raw = scalar[1:-1]
+            value: Any = decode_string(raw, start + 1) if ("\\" in raw or "$$" in raw or "%%" in raw) else raw
+        elif c in "tfn":
+            value = _KEYWORDS[scalar]
+        else:
+            value = int(scalar) if scalar.isdigit() else _number(scalar)
+        file_key = file_keys.get(name)
+        if file_key is None:
+            file_key = is_file_key(name)
+        if file_key:
+            _file_ref(refs, f"{frame.where}.{name}", value, start, start + len(scalar))
+        container[name] = value
 
 
 def _where(frame: _Frame | None, name: str | None) -> str:
@@ -368,7 +372,7 @@ class _Inline:
                 self.token()
                 return items
             items.append(self._value(where if file_list else f"{where}[{len(items)}]", file_list))
-            kind, text, _, _ = self.token()
+            _, text, _, _ = self.token()
             if text == "]":
                 return items
             if text != ",":

@@ -417,7 +417,8 @@ class _Parser:
         self.i += 1  # for
         first = self.take()
         if first.kind != IDENT:
-            raise HclError("Invalid 'for' expression", first.start, "For expression requires variable name after 'for'.")
+            raise HclError("Invalid 'for' expression", first.start,
+                           "For expression requires variable name after 'for'.")
         key_var, value_var = "", first.value
         if self.at(","):
             self.i += 1
@@ -428,7 +429,8 @@ class _Parser:
             key_var, value_var = first.value, second.value
         tok = self.take()
         if tok.kind != IDENT or tok.value != "in":
-            raise HclError("Invalid 'for' expression", tok.start, "For expression requires the 'in' keyword after its name declarations.")
+            raise HclError("Invalid 'for' expression", tok.start,
+                           "For expression requires the 'in' keyword after its name declarations.")
         collection = self.expression()
         self.expect(":", "Invalid 'for' expression", "For expression requires a colon after the collection expression.")
         return key_var, value_var, collection
@@ -451,7 +453,8 @@ class _Parser:
             key_var, value_var, collection = self._for_header()
             value = self.expression()
             cond = self._for_condition()
-            close = self.expect("]", "Invalid 'for' expression", "Extra characters after the end of the 'for' expression.")
+            close = self.expect("]", "Invalid 'for' expression",
+                                "Extra characters after the end of the 'for' expression.")
             self.newlines.pop()
             return ForExpr(open_.start, close.end, key_var, value_var, collection, None, value, cond, False)
         items: list[Expr] = []
@@ -470,16 +473,17 @@ class _Parser:
         self.newlines.append(False)
         if self._is_for():
             key_var, value_var, collection = self._for_header()
-            key = self.expression()
+            key_expr = self.expression()
             self.expect("=>", "Invalid 'for' expression", "Key expression is required when building an object.")
             value = self.expression()
             group = self.at("...")
             if group:
                 self.i += 1
             cond = self._for_condition()
-            close = self.expect("}", "Invalid 'for' expression", "Extra characters after the end of the 'for' expression.")
+            close = self.expect("}", "Invalid 'for' expression",
+                                "Extra characters after the end of the 'for' expression.")
             self.newlines.pop()
-            return ForExpr(open_.start, close.end, key_var, value_var, collection, key, value, cond, group)
+            return ForExpr(open_.start, close.end, key_var, value_var, collection, key_expr, value, cond, group)
         self.newlines[-1] = True
         items: list[tuple[Expr, Expr]] = []
         while True:

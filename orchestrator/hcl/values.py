@@ -97,7 +97,7 @@ def _bool(value: Any, pos: int, what: str) -> bool:
     if isinstance(value, bool):
         return value
     if value in ("true", "false"):
-        return value == "true"
+        return bool(value == "true")
     raise HclError(f"Invalid {what}", pos, f"Unsuitable value: a bool is required, not {_kind(value)}.")
 
 
@@ -121,11 +121,11 @@ def _string(value: Any, pos: int) -> str:
 
 def _arith(op: str, a: Any, b: Any) -> Any:
     if isinstance(a, float) or isinstance(b, float):
-        x, y = float(a), float(b)
-        if op == "/" or op == "%":
-            if y == 0:
-                raise Unsupported("division by zero")
-        return {"+": x + y, "-": x - y, "*": x * y, "/": x / y if y else 0.0, "%": _fmod(x, y)}[op]
+        fa, fb = float(a), float(b)
+        if op in "/%" and fb == 0:
+            raise Unsupported("division by zero")
+        return {"+": fa + fb, "-": fa - fb, "*": fa * fb, "/": fa / fb if fb else 0.0,
+                "%": _fmod(fa, fb) if fb else 0.0}[op]
     if isinstance(a, int) and isinstance(b, int) and op in "+-*":
         return a + b if op == "+" else a - b if op == "-" else a * b
     x, y = Decimal(a), Decimal(b)
@@ -248,13 +248,13 @@ def _binary(e: Binary, scope: Mapping[str, Any]) -> Any:
     if op == "!=":
         return not _equal(a, b)
     if op in ("&&", "||"):
-        x, y = _bool(a, e.left.start, "left operand"), _bool(b, e.right.start, "right operand")
-        return (x and y) if op == "&&" else (x or y)
+        p, q = _bool(a, e.left.start, "left operand"), _bool(b, e.right.start, "right operand")
+        return (p and q) if op == "&&" else (p or q)
     x = _number(a, e.left.start, "left operand")
     y = _number(b, e.right.start, "right operand")
     if op in ("<", ">", "<=", ">="):
         dx, dy = (Decimal(x), Decimal(y)) if not isinstance(x, float) and not isinstance(y, float) else (x, y)
-        return {"<": dx < dy, ">": dx > dy, "<=": dx <= dy, ">=": dx >= dy}[op]
+        return {"<": dx < dy, ">": dx > dy, "<=": dx <= dy, ">=": dx >= dy}[op]  # type: ignore[operator]
     return _arith(op, x, y)
 
 

@@ -101,7 +101,7 @@ def test_a_bundle_holds_the_root_module_and_every_local_module_it_calls(repo: Pa
     }
 
 
-def test_the_workspace_runs_terraform_in_the_root_module_with_the_var_files_in_order(repo: Path, tmp_path: Path) -> None:
+def test_the_workspace_runs_terraform_in_the_root_module_with_var_files_in_order(repo: Path, tmp_path: Path) -> None:
     spec = deployments(repo)["s3/acct-a/eu-west-1/lake"]
     cfg = load_config(repo_root=repo, environ={})
     ws = extract_bundle(build_bundle(cfg, spec), tmp_path / "ws")
@@ -145,7 +145,8 @@ def test_a_change_selects_exactly_the_deployments_that_need_it(repo: Path, chang
 
 
 def test_a_referenced_file_selects_the_deployment_that_names_it(tmp_path: Path) -> None:
-    write(tmp_path, {"terraform/main.tf": "# m\n", "Accounts/a/p.tfvars": 'iam_roles = { r = { policy_file = "r.json" } }\n',
+    write(tmp_path, {"terraform/main.tf": "# m\n",
+                     "Accounts/a/p.tfvars": 'iam_roles = { r = { policy_file = "r.json" } }\n',
                      "Accounts/a/r.json": "{}", "Accounts/b/q.tfvars": "s3_buckets = {}\n"})
     assert set(deployments(tmp_path, changed_files="Accounts/a/r.json\n")) == {"iam/a/us-east-1/p"}
 
@@ -180,13 +181,15 @@ LAYOUTS = {
     "optional project and **": (
         '[tfo]\npath_template = "envs/**/{account}.tfvars"\nshard_by = "file"\n',
         {"envs/prod/eu/acct-1.tfvars": 'region = "eu-west-1"\nx = 1\n', "envs/acct-2.tfvars": "x = 2\n"},
-        {"acct-1/eu-west-1": "acct-1/eu-west-1/terraform.tfstate", "acct-2/us-east-1": "acct-2/us-east-1/terraform.tfstate"},
+        {"acct-1/eu-west-1": "acct-1/eu-west-1/terraform.tfstate",
+         "acct-2/us-east-1": "acct-2/us-east-1/terraform.tfstate"},
     ),
     "tfvars.json beside tfvars": (
         "",
         {"Accounts/a/p.tfvars.json": '{"s3_buckets": {"b": {}}, "aws_region": "ap-south-1"}',
          "Accounts/a/q.tfvars": 'kms_keys = {}\nlocation = "westeurope"\n'},
-        {"s3/a/ap-south-1/p": "s3/a/ap-south-1/p/terraform.tfstate", "kms/a/westeurope/q": "kms/a/westeurope/q/terraform.tfstate"},
+        {"s3/a/ap-south-1/p": "s3/a/ap-south-1/p/terraform.tfstate",
+         "kms/a/westeurope/q": "kms/a/westeurope/q/terraform.tfstate"},
     ),
     "module directory chosen by path": (
         '[tfo]\npath_template = "environments/{account}/terraform.tfvars"\nmodule_dir = "environments/{account}"\n'
