@@ -248,3 +248,16 @@ def test_layers_are_not_deployments_of_their_own(repo: Path) -> None:
     assert "live/acct-a/common.tfvars" not in {f.path for f in found.files}
     assert json.loads(json.dumps([f.path for f in found.files])) == ["live/acct-a/eu-west-1/lake.tfvars",
                                                                      "live/acct-b/us-east-1/web.tfvars"]
+
+
+def test_discover_json_lists_the_problems_and_exits_2(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import main
+
+    (repo / "live/acct-b/us-east-1/web.tfvars").write_text('s3_buckets = { site = {} }\n\ns3_buckets = {}\n')
+    code = main(["-C", str(repo), "discover", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert out["problems"] == [{"path": "live/acct-b/us-east-1/web.tfvars", "line": 3,
+                                "message": out["problems"][0]["message"]}]
+    assert "Attribute redefined" in out["problems"][0]["message"]
+    assert out["deployments"] == []
