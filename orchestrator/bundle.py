@@ -44,7 +44,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> Non
 
 def bundle_files(cfg: TfoConfig, spec: DeploymentSpec, graph: ModuleGraph | None = None) -> list[str]:
     """Repository paths of the files a deployment's bundle carries (module files and referenced files)."""
-    module = (graph or ModuleGraph(cfg.repo_root, cfg.cache_path)).root_module(spec.module_dir)
+    module = (graph or ModuleGraph.for_config(cfg)).root_module(spec.module_dir)
     if module.problems:
         raise UserError(f"{spec.id}: " + "; ".join(map(str, module.problems)))
     return sorted({*module.files, *spec.referenced_files})

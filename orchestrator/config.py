@@ -118,8 +118,9 @@ class TfoConfig:
     # root and every directory down to the deployment file's, applied shallowest first (Terraform's
     # -var-file order: a later file replaces a variable an earlier one set).
     layers: tuple[str, ...] = ()
-    # Variables that give a deployment's region when the path does not: the first one set wins.
-    region_variables: tuple[str, ...] = ("region", "aws_region", "location")
+    # Variables that give a deployment's region when the path does not: the first one set wins. The
+    # region is part of the state key, so adding a name here moves deployments that set it.
+    region_variables: tuple[str, ...] = ("region",)
     # Keys (at any depth) whose string values name local files the module reads; shipped with the
     # deployment and checked to exist inside the repository.
     file_keys: tuple[str, ...] = ("*_file", "*_files")
@@ -150,6 +151,21 @@ class TfoConfig:
 
     def module_for(self, service: str) -> str:
         return self.modules.get(service, self.module_dir)
+
+    @property
+    def private_dirs(self) -> tuple[str, ...]:
+        """tfo's own directories that lie inside the repository (repo-relative): never a deployment's input."""
+        root = self.repo_root.resolve()
+        found = []
+        for configured in (self.workdir, self.cache_dir, self.plugin_cache_dir, self.webhook.mirror_dir,
+                           self.webhook.spool_dir, self.store.path if self.store.kind == "local" else ""):
+            if not configured:
+                continue
+            try:
+                found.append(self.resolve(configured).resolve().relative_to(root).as_posix())
+            except ValueError:
+                continue  # outside the repository: nothing a repository path can reach
+        return tuple(f for f in found if f != ".")
 
 
 _SCALAR_SECTIONS: dict[str, type] = {"store": StoreConfig, "celery": CeleryConfig, "github": GitHubConfig,

@@ -38,8 +38,7 @@ class Discovery:
 
 @functools.lru_cache(maxsize=16)
 def template_regex(template: str) -> re.Pattern[str]:
-    """The template as a regex; `**/` spans any number of directories; a `.tfvars` template also
-    matches the same path ending in `.tfvars.json`."""
+    """The template as a regex; `**/` spans any number of directories."""
     out = []
     pos = 0
     for m in _PLACEHOLDER.finditer(template):
@@ -47,14 +46,11 @@ def template_regex(template: str) -> re.Pattern[str]:
         out.append("(?:[^/]+/)*" if m.group(1) else f"(?P<{m.group(2)}>[^/]+)")
         pos = m.end()
     out.append(re.escape(template[pos:]))
-    if template.endswith(".tfvars"):
-        out.append("(?:\\.json)?")
     return re.compile("".join(out))
 
 
-def template_globs(template: str) -> list[str]:
-    pattern = re.sub(r"\{(account|project|region)\}", "*", template)
-    return [pattern, pattern + ".json"] if pattern.endswith(".tfvars") else [pattern]
+def template_glob(template: str) -> str:
+    return re.sub(r"\{(account|project|region)\}", "*", template)
 
 
 def match_template(cfg: TfoConfig, rel: str) -> TfvarsFile | None:
@@ -140,8 +136,8 @@ class _Collector:
     def all_tfvars(self) -> list[str]:
         if self._all is None:
             cut = len(str(self.root)) + 1
-            found = {str(p)[cut:].replace(os.sep, "/") for pattern in template_globs(self.cfg.path_template)
-                     for p in self.root.glob(pattern) if p.is_file()}
+            found = {str(p)[cut:].replace(os.sep, "/") for p in self.root.glob(template_glob(self.cfg.path_template))
+                     if p.is_file()}
             regex = template_regex(self.cfg.path_template)
             self._all = sorted(f for f in found if regex.fullmatch(f) and not _hidden(f))
         return self._all
@@ -218,7 +214,11 @@ def read_changed_files(text: str) -> list[tuple[str, str]]:
     for line in text.splitlines():
         if "\t" in line and len(line.split("\t", 1)[0]) <= 4 and line.split("\t", 1)[0][:1].isalpha():
             status, path = line.split("\t", 1)
-            pairs.append((status[:1].upper(), path.split("\t")[-1]))
+            paths = path.split("\t")
+            if status[:1].upper() in "RC" and len(paths) == 2:  # a rename (or copy): what left matters too
+                pairs += [("D" if status[:1].upper() == "R" else "A", paths[0]), ("A", paths[1])]
+            else:
+                pairs.append((status[:1].upper(), paths[-1]))
         else:
             pairs.append(("M", line))
     return pairs

@@ -10,16 +10,19 @@ local (registry, git, https) are left to `terraform init`.
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import json
 import os
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import __version__
 from orchestrator.cache import cached, contents_digest
+from orchestrator.config import TfoConfig
 from orchestrator.errors import Problem
 from orchestrator.hcl import HclError, Lines, parse_file
 from orchestrator.hcl.syntax import Block, Body, Call, Expr, GetAttr, Literal, Template, Variable, Wrap
@@ -28,7 +31,21 @@ from orchestrator.hcl.syntax import Block, Body, Call, Expr, GetAttr, Literal, T
 EXCLUDE_DIRS = frozenset({".terraform", ".git", ".tfo"})
 EXCLUDE_SUFFIXES = (".tfstate", ".tfstate.backup", ".tfplan")
 EXCLUDE_NAMES = frozenset({"backend_override.tf", "tfplan", ".terraform.lock.hcl.tmp"})
-_FACTS_VERSION = "2"  # bump when ModuleFacts changes shape or meaning (cached per module content)
+_FACTS_VERSION = "3"  # bump when ModuleFacts changes shape or meaning (cached per module content)
+
+
+def private_reason(rel: str, private_dirs: tuple[str, ...] = ()) -> str | None:
+    """Why a repository path is no deployment's input: git's, Terraform's or tfo's own data, or state."""
+    parts = rel.split("/")
+    hidden = next((p for p in parts if p in EXCLUDE_DIRS), None)
+    if hidden:
+        return f"is inside {hidden}/ (git's, Terraform's or tfo's own data)"
+    mine = next((d for d in private_dirs if rel == d or rel.startswith(d + "/")), None)
+    if mine:
+        return f"is inside {mine}/ (tfo's working data)"
+    if rel.endswith(EXCLUDE_SUFFIXES):
+        return "is a Terraform state or plan file"
+    return None
 
 
 def auto_loaded(name: str) -> bool:
@@ -49,14 +66,26 @@ class ModuleFacts:
     calls: tuple[str, ...] = ()  # local sources as written ("../modules/x")
     reads: tuple[str, ...] = ()  # paths read through path.module (ending "/" for a directory, or a glob)
     root_reads: tuple[str, ...] = ()  # the same through path.root
-    problems: tuple[tuple[str, int, str], ...] = ()  # (file name, line, message)
+    # Files tfo's reader could not follow: (file name, line, message). Not refused (terraform is the
+    # judge of .tf files, and may know newer syntax); their local module sources come from a plain scan.
+    unread: tuple[tuple[str, int, str], ...] = ()
+
+
+def ships(name: str) -> bool:
+    """Whether a file of this name in a module directory goes into bundles (never state, plans,
+    generated files or another deployment's tfvars; Terraform's auto-loaded tfvars do)."""
+    return not (name.endswith(EXCLUDE_SUFFIXES) or name in EXCLUDE_NAMES or (is_tfvars(name) and not auto_loaded(name)))
+
+
+def is_module_dir(path: Path) -> bool:
+    return path.is_dir() and any(p.name.endswith((".tf", ".tf.json")) for p in path.iterdir())
 
 
 @dataclass(frozen=True)
 class RootModule:
     dir: str  # repo-relative, POSIX
     module_dirs: tuple[str, ...] = ()  # the root module and every local module it calls
-    extra: tuple[str, ...] = ()  # files and directories ("x/") read outside those, repo-relative
+    extra: tuple[str, ...] = ()  # files, directories ("x/") and globs read outside those, repo-relative
     files: tuple[str, ...] = ()  # every file the bundle carries, repo-relative
     sensitive: tuple[str, ...] = ()
     problems: tuple[Problem, ...] = ()
@@ -64,18 +93,52 @@ class RootModule:
 
     def needs(self, path: str) -> bool:
         """Whether a change to `path` (repo-relative; added, changed or deleted) can change this module."""
-        if path in self.files or path in self.extra:
+        if path in self._files:
             return True
-        if any(e.endswith("/") and path.startswith(e) for e in self.extra):
-            return True
-        # A file added to or deleted from a module directory: one the bundle would carry.
-        name = path.rsplit("/", 1)[-1]
-        if (is_tfvars(name) and not auto_loaded(name)) or name.endswith(EXCLUDE_SUFFIXES) or name in EXCLUDE_NAMES:
+        for e in self.extra:  # read through path.module: a file, everything under a directory, or a glob
+            if path == e or path.startswith(e.rstrip("/") + "/") or (_GLOB_CHARS & set(e) and doublestar(e, path)):
+                return True
+        # A file added to or deleted from a module directory, of a kind the bundle carries.
+        if not ships(posixpath.basename(path)):
             return False
-        parts = path.split("/")
-        return any(posixpath.dirname(path) == d or (d == "." and "/" not in path) for d in self.module_dirs) or \
-            any(path.startswith(d + "/") and not set(parts[len(d.split("/")):-1]) & EXCLUDE_DIRS
-                for d in self.module_dirs if d != ".")
+        parent = posixpath.dirname(path) or "."
+        return any(parent == d or ((parent.startswith(d + "/") or d == ".") and not private_reason(path))
+                   for d in self.module_dirs)
+
+    @functools.cached_property
+    def _files(self) -> frozenset[str]:
+        return frozenset(self.files)
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@functools.lru_cache(maxsize=256)
+def _doublestar_regex(pattern: str) -> re.Pattern[str]:
+    """A glob as Terraform's fileset() reads it: `*` within a segment, `**/` any number of directories."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def doublestar(pattern: str, path: str) -> bool:
+    return _doublestar_regex(pattern).fullmatch(path) is not None
 
 
 def module_facts(directory: Path, cache_dir: Path | None = None) -> ModuleFacts:
@@ -84,15 +147,15 @@ def module_facts(directory: Path, cache_dir: Path | None = None) -> ModuleFacts:
                 if p.name.endswith((".tf", ".tf.json")) and p.is_file()}
     if cache_dir is None:
         return _facts(contents)
-    raw = cached(cache_dir, "module-facts", _FACTS_VERSION + contents_digest(contents),
+    raw = cached(cache_dir, "module-facts", f"{_FACTS_VERSION}:{__version__}:{contents_digest(contents)}",
                  lambda: _facts_dict(_facts(contents)), keep=lambda v: True)
     return ModuleFacts(tuple(raw["sensitive"]), tuple(raw["calls"]), tuple(raw["reads"]), tuple(raw["root_reads"]),
-                       tuple((str(f), int(line), str(m)) for f, line, m in raw["problems"]))
+                       tuple((str(f), int(line), str(m)) for f, line, m in raw["unread"]))
 
 
 def _facts_dict(f: ModuleFacts) -> dict[str, Any]:
     return {"sensitive": list(f.sensitive), "calls": list(f.calls), "reads": list(f.reads),
-            "root_reads": list(f.root_reads), "problems": [list(p) for p in f.problems]}
+            "root_reads": list(f.root_reads), "unread": [list(p) for p in f.unread]}
 
 
 def _facts(contents: dict[str, bytes]) -> ModuleFacts:
@@ -110,6 +173,7 @@ def _facts(contents: dict[str, bytes]) -> ModuleFacts:
             body = parse_file(text)
         except HclError as e:
             problems.append((name, Lines(text).of(e.pos), f"{e.summary}: {e.detail}" if e.detail else e.summary))
+            calls += [m.group(1) for m in _SOURCE_SCAN.finditer(text) if _local(m.group(1))]
             continue
         for block in body.blocks:
             attrs = {a.name: a.expr for a in block.body.attributes}
@@ -126,6 +190,10 @@ def _facts(contents: dict[str, bytes]) -> ModuleFacts:
                 (reads if base == "module" else root_reads).append(path)
     return ModuleFacts(tuple(sorted(sensitive)), tuple(dict.fromkeys(calls)), tuple(dict.fromkeys(reads)),
                        tuple(dict.fromkeys(root_reads)), tuple(problems))
+
+
+# A module call's local source, for files tfo's reader cannot follow.
+_SOURCE_SCAN = re.compile(r'^\s*source\s*=\s*"([^"\n]*)"', re.M)
 
 
 def _json_facts(name: str, text: str, sensitive: set[str], calls: list[str],
@@ -213,9 +281,14 @@ def _path_reads(expr: Expr) -> Iterator[tuple[str, str]]:
 class ModuleGraph:
     """Root modules of one repository, each worked out once per process."""
 
-    def __init__(self, repo_root: Path, cache_dir: Path | None = None) -> None:
+    @classmethod
+    def for_config(cls, cfg: TfoConfig) -> ModuleGraph:
+        return cls(cfg.repo_root, cfg.cache_path, cfg.private_dirs)
+
+    def __init__(self, repo_root: Path, cache_dir: Path | None = None, private_dirs: tuple[str, ...] = ()) -> None:
         self.root = repo_root.resolve()
         self.cache_dir = cache_dir
+        self.private_dirs = private_dirs
         self._facts: dict[str, ModuleFacts] = {}
         self._roots: dict[str, RootModule] = {}
 
@@ -232,6 +305,7 @@ class ModuleGraph:
 
     def _build(self, root_dir: str) -> RootModule:
         problems: list[Problem] = []
+        unread: list[Problem] = []
         dirs: list[str] = []
         extra: list[str] = []
         pending: list[tuple[str, tuple[str, str] | None]] = [(root_dir, None)]  # (dir, (caller, source))
@@ -239,28 +313,31 @@ class ModuleGraph:
             rel, via = pending.pop(0)
             if rel in dirs:
                 continue
-            full = self.root / rel
-            if not full.is_dir() or not any(p.name.endswith((".tf", ".tf.json")) for p in full.iterdir()):
+            if not is_module_dir(self.root / rel):
                 problems.append(Problem(via[0], f"calls module {via[1]!r} ({rel}), which has no .tf files: "
                                                 "terraform init would fail (Unreadable module directory)")
                                 if via else Problem(rel, "module directory has no .tf files"))
                 continue
             dirs.append(rel)
             facts = self.facts(rel)
-            problems += [Problem(f"{rel}/{name}".removeprefix("./"), message, line)
-                         for name, line, message in facts.problems]
+            unread += [Problem(f"{rel}/{name}".removeprefix("./"),
+                               f"tfo cannot read this file ({message}); Terraform will say whether it is valid. "
+                               "Local modules it calls were found by a plain scan for `source = \"...\"`", line)
+                       for name, line, message in facts.unread]
             for source in facts.calls:
-                target = self._inside(posixpath.join(rel, source))
-                if target is None:
-                    problems.append(Problem(rel, f"module source {source!r} resolves outside the repository"))
+                target = posixpath.normpath(posixpath.join(rel, source))
+                why = self.refused(target)
+                if why:
+                    problems.append(Problem(rel, f"module source {source!r} ({target}) {why}"))
                 else:
                     pending.append((target, (rel, source)))
             for base, base_dir, reads in (("module", rel, facts.reads), ("root", root_dir, facts.root_reads)):
                 for read in reads:
-                    target = self._inside(posixpath.join(base_dir, read))
-                    if target is None:
-                        problems.append(Problem(rel, f"reads {read!r} through path.{base}, which resolves "
-                                                     "outside the repository"))
+                    target = posixpath.normpath(posixpath.join(base_dir, read))
+                    why = None if _GLOB_CHARS & set(target) else self.refused(target)
+                    if why or self._inside(target.split("*")[0] or ".") is None:
+                        problems.append(Problem(rel, f"reads {read!r} through path.{base}: {target} "
+                                                     f"{why or 'resolves outside the repository'}"))
                     elif not any(target == d or target.startswith(d + "/") or d == "." for d in dirs):
                         extra.append(target + "/" if read.endswith("/") and target != "." else target)
         warnings = [Problem(f"{root_dir}/{name}".removeprefix("./"),
@@ -271,7 +348,7 @@ class ModuleGraph:
         files = self._files(dirs, extra, problems)
         sensitive = self.facts(root_dir).sensitive if root_dir in dirs else ()
         return RootModule(root_dir, tuple(dirs), tuple(dict.fromkeys(extra)), files, sensitive, tuple(problems),
-                          tuple(warnings))
+                          tuple(unread + warnings))
 
     def _inside(self, joined: str) -> str | None:
         """Normalised repo-relative path, or None when it leaves the repository (symlinks followed)."""
@@ -283,68 +360,67 @@ class ModuleGraph:
             return None
         return norm
 
+    def refused(self, rel: str) -> str | None:
+        """Why `rel` may not be shipped: outside the repository, or private data (checked where it really is)."""
+        if self._inside(rel) is None:
+            return "resolves outside the repository (symlinks are followed)"
+        real = Path(os.path.realpath(self.root / rel)).relative_to(self.root).as_posix()
+        return private_reason(rel, self.private_dirs) or private_reason(real, self.private_dirs)
+
     def _files(self, dirs: list[str], extra: list[str], problems: list[Problem]) -> tuple[str, ...]:
         files: set[str] = set()
         for d in dirs:
             self._collect_dir(d, set(dirs), files, problems, module_root=True)
         for e in extra:
-            if any(ch in e for ch in "*?["):
-                files.update(self._glob(e))
+            if _GLOB_CHARS & set(e):
+                files.update(self._glob(e, problems))
             elif e.endswith("/") or (self.root / e).is_dir():
                 self._collect_dir(e.rstrip("/") or ".", set(dirs), files, problems, module_root=False)
-            elif (self.root / e).is_file() and self._check_link(e, problems):
-                files.add(e)
+            elif (self.root / e).is_file():
+                self._add(e, files, problems)
         return tuple(sorted(files))
 
-    def _glob(self, pattern: str) -> Iterator[str]:
-        base = pattern.split("*")[0].rsplit("/", 1)[0] if "/" in pattern.split("*")[0] else "."
-        for dirpath, dirnames, filenames in os.walk(self.root / base):
-            dirnames[:] = [d for d in dirnames if d not in EXCLUDE_DIRS]
-            for f in filenames:
-                rel = os.path.relpath(os.path.join(dirpath, f), self.root).replace(os.sep, "/")
-                if fnmatch.fnmatch(rel, pattern) and self._inside(rel):
-                    yield rel
+    def _add(self, rel: str, files: set[str], problems: list[Problem]) -> None:
+        why = self.refused(rel)
+        if why:
+            problems.append(Problem(rel, f"{why}; refusing to ship it"))
+        else:
+            files.add(rel)
 
-    def _check_link(self, rel: str, problems: list[Problem]) -> bool:
-        if self._inside(rel) is None:
-            problems.append(Problem(rel, "is a symlink to outside the repository; refusing to ship it"))
-            return False
-        return True
+    def _glob(self, pattern: str, problems: list[Problem]) -> Iterator[str]:
+        head = pattern.split("*")[0].split("?")[0].split("[")[0]
+        base = head.rsplit("/", 1)[0] if "/" in head else "."
+        found: set[str] = set()
+        self._collect_dir(base, set(), found, problems, module_root=False)
+        return (f for f in found if doublestar(pattern, f))
 
     def _collect_dir(self, rel: str, modules: set[str], files: set[str], problems: list[Problem],
-                     module_root: bool) -> None:
-        """Files of a module directory, its subdirectories too, except other modules' and other deployments'."""
+                     module_root: bool, shown_as: str = "") -> None:
+        """Files of a directory and its subdirectories, except other modules' and other deployments'.
+
+        A symlinked directory inside the repository is walked where it points and its files shipped
+        under the link's path (`shown_as`), with the same filters."""
         top = self.root / rel
         for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-            here = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            inner = os.path.relpath(dirpath, top).replace(os.sep, "/")
+            here = posixpath.normpath(posixpath.join(shown_as or rel, inner))
             kept = []
             for d in sorted(dirnames):
                 sub = posixpath.normpath(posixpath.join(here, d))
                 if d in EXCLUDE_DIRS or sub in modules:
                     continue  # a called module is collected as itself
                 if os.path.islink(os.path.join(dirpath, d)):
-                    if self._check_link(sub, problems):
-                        self._collect_dir_link(sub, files, problems)
+                    why = self.refused(sub)
+                    if why:
+                        problems.append(Problem(sub, f"{why}; refusing to ship it"))
+                    else:
+                        real = Path(os.path.realpath(self.root / sub)).relative_to(self.root).as_posix()
+                        self._collect_dir(real, modules, files, problems, module_root, shown_as=sub)
                     continue
                 if module_root and any(n.endswith((".tf", ".tf.json")) for n in os.listdir(os.path.join(dirpath, d))):
                     continue  # another module that this one does not call
                 kept.append(d)
             dirnames[:] = kept
             for f in filenames:
-                rel_file = posixpath.normpath(posixpath.join(here, f))
-                if f.endswith(EXCLUDE_SUFFIXES) or f in EXCLUDE_NAMES or (is_tfvars(f) and not auto_loaded(f)):
-                    continue  # never another deployment's inputs
-                if os.path.islink(os.path.join(dirpath, f)) and not self._check_link(rel_file, problems):
-                    continue
-                files.add(rel_file)
-
-    def _collect_dir_link(self, rel: str, files: set[str], problems: list[Problem]) -> None:
-        real = Path(os.path.realpath(self.root / rel))
-        for dirpath, dirnames, filenames in os.walk(real):
-            dirnames[:] = [d for d in dirnames
-                           if d not in EXCLUDE_DIRS and not os.path.islink(os.path.join(dirpath, d))]
-            for f in filenames:
-                inner = os.path.relpath(os.path.join(dirpath, f), real).replace(os.sep, "/")
-                full = posixpath.join(rel, inner)
-                if self._check_link(full, problems):
-                    files.add(full)
+                if ships(f):  # never state, plans, or another deployment's tfvars
+                    self._add(posixpath.normpath(posixpath.join(here, f)), files, problems)

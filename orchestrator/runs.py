@@ -58,7 +58,7 @@ def actor(cfg: TfoConfig) -> str:
 def prepare_run(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], options: RunOptions, *,
                 run_id: str = "", who: str = "", notify: dict[str, Any] | None = None) -> RunSpec:
     """Upload one content-addressed bundle per deployment and fix everything the run needs."""
-    graph = ModuleGraph(cfg.repo_root, cfg.cache_path)  # each root module worked out once for the run
+    graph = ModuleGraph.for_config(cfg)  # each root module worked out once for the run
     bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s, graph))) for s in specs)
     now = datetime.now(UTC)
     run = RunSpec(

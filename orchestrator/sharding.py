@@ -16,7 +16,7 @@ from orchestrator.config import PLACEHOLDER, TfoConfig
 from orchestrator.discovery import Discovery, Skipped
 from orchestrator.errors import Problem, ValidationError
 from orchestrator.models import DeploymentSpec, TfvarsFile
-from orchestrator.modules import ModuleGraph, RootModule
+from orchestrator.modules import ModuleGraph, RootModule, is_module_dir
 from orchestrator.names import unsafe_name_reason
 from orchestrator.tfvars import ParsedTfvars, TfvarsAttribute, TfvarsReader
 
@@ -42,7 +42,7 @@ class _Sharder:
     def __init__(self, cfg: TfoConfig) -> None:
         self.cfg = cfg
         self.root = cfg.repo_root.resolve()
-        self.graph = ModuleGraph(self.root, cfg.cache_path)
+        self.graph = ModuleGraph.for_config(cfg)
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self._parsed: dict[str, ParsedTfvars] = {}
@@ -58,8 +58,8 @@ class _Sharder:
             self.warnings.extend(p.warnings)
         return self._parsed[rel]
 
-    def layers(self, tf: TfvarsFile) -> list[str]:
-        """Layer files from the repository root down to the deployment file's directory."""
+    def layers(self, tf: TfvarsFile) -> list[str] | None:
+        """Layer files from the repository root down to the deployment file's directory (None: refused)."""
         if not self.cfg.layers:
             return []
         found = []
@@ -67,9 +67,13 @@ class _Sharder:
         for depth in range(len(parts) + 1):
             for name in self.cfg.layers:
                 rel = "/".join([*parts[:depth], name])
-                full = self.root / rel
-                if full.is_file() and _inside(self.root, full):
-                    found.append(rel)
+                if not (self.root / rel).is_file():
+                    continue
+                why = self.graph.refused(rel)
+                if why:
+                    self.problems.append(Problem(rel, f"layer {why}"))
+                    return None
+                found.append(rel)
         return found
 
     def root_module(self, template: str, tf: TfvarsFile, service: str) -> RootModule | None:
@@ -83,10 +87,11 @@ class _Sharder:
         full = self.root / rel
         shown = f"{template!r}" + (f" ({rel})" if rel != template else "")
         what = f" for service {service!r}" if service else ""
-        if not _inside(self.root, full):
-            self.problems.append(Problem(rel, f"module directory {shown}{what} is outside the repository"))
+        why = self.graph.refused(rel)
+        if why:
+            self.problems.append(Problem(rel, f"module directory {shown}{what} {why}"))
             return None
-        if not full.is_dir() or not any(p.name.endswith((".tf", ".tf.json")) for p in full.iterdir()):
+        if not is_module_dir(full):
             self.problems.append(Problem(rel, f"module directory {shown}{what} has no .tf files"))
             return None
         module = self.graph.root_module(rel)
@@ -108,13 +113,12 @@ class _Sharder:
                     ok = False
                     continue
                 target = posixpath.normpath(posixpath.join(base, ref.value))
-                full = self.root / target
-                if target.startswith("../") or target == ".." or not _inside(self.root, full):
-                    self.problems.append(Problem(parsed.path, f"{ref.where}: {ref.value!r} resolves outside the "
-                                                              "repository", line))
+                why = self.graph.refused(target)
+                if why:
+                    self.problems.append(Problem(parsed.path, f"{ref.where}: {ref.value!r} ({target}) {why}", line))
                     ok = False
                     continue
-                if not full.is_file():
+                if not (self.root / target).is_file():
                     self.problems.append(Problem(parsed.path, f"{ref.where}: referenced file {ref.value!r} "
                                                               f"({target}) does not exist", line))
                     ok = False
@@ -122,12 +126,24 @@ class _Sharder:
                 found[ref.value] = target
         return found if ok else None
 
+    def affects(self, spec: DeploymentSpec, path: str) -> bool:
+        """Whether a change to `path` (added, changed, deleted or renamed) can change the deployment."""
+        module, inputs = self.needs[spec.id]
+        if path in inputs or module.needs(path):
+            return True
+        # a layer that was deleted or renamed away is in no deployment's inputs any more
+        folder, _, name = path.rpartition("/")
+        return name in self.cfg.layers and (not folder or spec.tfvars_path.startswith(folder + "/"))
+
     # sharding --------------------------------------------------------------------------------------
     def shard(self, tf: TfvarsFile) -> list[DeploymentSpec]:
         own = self.parsed(tf.path)
         if own.problems:
             return []
-        layers = [self.parsed(rel) for rel in self.layers(tf)]
+        layer_paths = self.layers(tf)
+        if layer_paths is None:
+            return []
+        layers = [self.parsed(rel) for rel in layer_paths]
         if any(layer.problems for layer in layers):
             return []
         if not own.attributes:
@@ -224,14 +240,6 @@ class _Sharder:
         )
 
 
-def _inside(root: Path, full: Path) -> bool:
-    try:
-        full.resolve().relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
 def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
     """Every selected deployment, or ValidationError listing every problem found."""
     sharder = _Sharder(cfg)
@@ -247,14 +255,12 @@ def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
             if tf.path in whole:
                 continue
             for spec in sharder.shard(tf):
-                module, inputs = sharder.needs[spec.id]
-                hits = {p for p in discovery.changed_inputs if p in inputs or module.needs(p)}
+                hits = {p for p in discovery.changed_inputs if sharder.affects(spec, p)}
                 if hits:
                     specs.append(spec)
                     touched |= hits
         for spec in specs:  # what the whole-selected files use counts as used too
-            module, inputs = sharder.needs[spec.id]
-            touched |= {p for p in discovery.changed_inputs if p in inputs or module.needs(p)}
+            touched |= {p for p in discovery.changed_inputs if sharder.affects(spec, p)}
         skipped = [Skipped(p, "not an input of any deployment (no module, layer or referenced file of one)")
                    for p in discovery.changed_inputs if p not in touched]
     sharder.reader.close()

@@ -79,8 +79,9 @@ def json_string(value: str) -> str:
 
 
 def hcl_string(value: str) -> str:
-    """A quoted HCL string that evaluates to `value` (JSON escapes are HCL escapes; templates doubled)."""
-    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+    """A quoted HCL string that evaluates to `value` (JSON escapes are HCL escapes; templates doubled;
+    characters beyond ASCII as they are, since JSON would write some as surrogate pairs HCL refuses)."""
+    return json.dumps(value, ensure_ascii=False).replace("${", "$${").replace("%{", "%%{")
 
 
 def _rewritten(text: str, a: TfvarsAttribute, paths: Mapping[str, str] | None, quote: Any) -> str:
@@ -328,6 +329,8 @@ def _json_attributes(text: str, lines: Lines, keys: _FileKeys) -> tuple[list[Tfv
     attributes: list[TfvarsAttribute] = []
     problems: list[tuple[str, int]] = []
     for name, key_pos, value in root.members:
+        if name == "//":
+            continue  # a comment, as Terraform reads JSON bodies
         refs: list[FileRef] = []
         if keys.pattern is not None:
             for where, node in _json_file_nodes(name, value, keys, name):

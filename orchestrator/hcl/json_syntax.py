@@ -82,7 +82,7 @@ def _object(text: str, pos: int, top: bool) -> JsonValue:
         if not text.startswith('"', i):
             raise HclError("Invalid object property name", i, "A JSON object property name must be a string.")
         key, after = _string(text, i)
-        if key in seen:
+        if key in seen and not (top and key == "//"):  # top-level "//" keys are comments, any number of them
             raise HclError("Duplicate argument" if top else "Duplicate object attribute", i,
                            f"The argument {key!r} was already set on line {text.count(chr(10), 0, seen[key]) + 1}. "
                            "Each argument may be set only once.")

@@ -224,11 +224,12 @@ def _embedded(text: str, pos: int, sigil: str) -> tuple[Interpolation | Directiv
 def _heredoc(text: str, m: re.Match[str], pos: int) -> tuple[list[TemplatePart], int]:
     marker = m.group("marker")
     body_start = m.end()
-    closing = re.compile(rf"^[ \t]*{re.escape(marker)}[ \t]*\r?\n", re.M).search(text, body_start)
+    # Terraform compares the line with its spaces trimmed (Unicode spaces too) to the marker.
+    closing = re.compile(rf"^[^\S\n]*{re.escape(marker)}[^\S\n]*\n", re.M).search(text, body_start)
     if closing is None:  # Terraform reports it where the file ends
         raise HclError("Unterminated template string", len(text),
                        f"The heredoc starting here has no closing line {marker!r}.")
-    end = closing.start() + len(closing.group().rstrip())  # the newline after the marker ends the attribute
+    end = closing.end() - 1  # the marker line up to its newline (which ends the attribute)
     parts, _ = _template(text, body_start, quoted=False, stop=closing.start())
     return _finish(parts, heredoc=True, flush=bool(m.group("indent"))), end
 

@@ -150,6 +150,8 @@ def _read(text: str, is_file_key: Callable[[str], bool], file_keys: dict[str, bo
                 name = key
             else:
                 name = key if key[0] != '"' else _key(key, pos + m.start(1))  # type: ignore[union-attr]
+                if key == "for" and not frame.container:
+                    raise _Fallback  # `{ for = 1 }`: Terraform reads a broken `for` expression
             file_key = file_keys.get(name)  # type: ignore[assignment]
             if file_key is None:
                 file_key = is_file_key(name)
@@ -195,6 +197,8 @@ def _read(text: str, is_file_key: Callable[[str], bool], file_keys: dict[str, bo
         elif opener is not None:
             where = _where(frame, name)
             if not whole:  # `{ ... }` or `[ ... ]` on this line
+                if in_list and file_key:
+                    raise _Fallback  # a container in a list of files: the full reader says what is wrong
                 value, used = _Inline(line, m.start(4), pos, is_file_key, top[3], where,  # type: ignore[union-attr]
                                       file_key).value()
                 tail = _END.match(line, used)
@@ -212,7 +216,7 @@ def _read(text: str, is_file_key: Callable[[str], bool], file_keys: dict[str, bo
                 else:
                     frame.container.append(new)
                 stack.append(_Frame("}" if opener == "{" else "]", new, where, file_key, top))
-        else:  # a heredoc
+        elif heredoc is not None:
             if in_list or file_key:
                 raise _Fallback
             found = heredoc_at(text, pos + m.start(6))  # type: ignore[union-attr]
@@ -223,6 +227,8 @@ def _read(text: str, is_file_key: Callable[[str], bool], file_keys: dict[str, bo
             line_end = text.find("\n", end)
             if line_end < 0:
                 raise _Fallback
+        else:
+            raise _Fallback  # a name with something the line reader does not know after it
         pos = line_end + 1
     if stack:
         raise _Fallback  # unclosed: the full reader reports where
@@ -235,6 +241,8 @@ def _read_members(text: str, pos: int, end: int, frame: _Frame, refs: list[Ref],
     container = frame.container
     for member in _ONE_MEMBER.finditer(text, pos, end):
         key, scalar = member.group(1, 2)
+        if key == "for" and not container:
+            raise _Fallback  # `{ for = 1 }`: Terraform reads a broken `for` expression
         name = key if key[0] != '"' else _key(key, member.start(1))
         start = member.start(2)
         c = scalar[0]
@@ -320,6 +328,8 @@ class _Inline:
             obj: dict[str, Any] = {}
             for p in _PAIR.finditer(line, i + 1, m.end()):
                 k, v = p.group("k", "v")
+                if k == "for" and not obj:
+                    raise _Fallback  # `{ for = 1 }`: Terraform reads a broken `for` expression
                 key = decode_string(k[1:-1], self.offset + p.start("k") + 1) if k[0] == '"' else k
                 file_key = self.is_file_key(key)
                 if v[0] == "[":
@@ -368,9 +378,12 @@ class _Inline:
     def _list(self, where: str, file_list: bool) -> list[Any]:
         items: list[Any] = []
         while True:
-            if self._peek() == "]":
+            nxt = self._peek()
+            if nxt == "]":
                 self.token()
                 return items
+            if file_list and nxt in ("[", "{"):
+                raise _Fallback  # a list of files holds paths only: the full reader says what is wrong
             items.append(self._value(where if file_list else f"{where}[{len(items)}]", file_list))
             _, text, _, _ = self.token()
             if text == "]":
@@ -384,6 +397,8 @@ class _Inline:
             kind, text, start, _ = self.token()
             if text == "}":
                 return out
+            if text == "for" and not out:
+                raise _Fallback  # `{ for = 1 }`: Terraform reads a broken `for` expression
             if kind == "s":
                 key = decode_string(text[1:-1], self.offset + start + 1)
             elif kind == "w":

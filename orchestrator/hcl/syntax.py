@@ -320,8 +320,13 @@ class _Parser:
             name = tok.value
             if name in _KEYWORDS:
                 return Literal(tok.start, tok.end, _KEYWORDS[name])
+            toks = self.toks
+            while (toks[self.i].value == ":" and toks[self.i + 1].value == ":" and toks[self.i + 2].kind == IDENT
+                   and toks[self.i].kind == PUNCT):  # provider::aws::arn_parse(...) (Terraform 1.8+)
+                name += "::" + toks[self.i + 2].value
+                self.i += 3
             if self.at("("):
-                return self.call(tok)
+                return self.call(Token(IDENT, name, tok.start, tok.end))
             return Variable(tok.start, tok.end, name)
         if kind == PUNCT:
             if tok.value == "(":
@@ -443,9 +448,10 @@ class _Parser:
         return None
 
     def _is_for(self) -> bool:
+        """HCL takes `for` as the first thing in brackets or braces as a `for` expression, always:
+        `{ for = 1 }` is a broken one, not an object."""
         tok = self.peek()
-        nxt = self.toks[self.i + 1] if tok.kind == IDENT else None
-        return tok.kind == IDENT and tok.value == "for" and nxt is not None and nxt.kind in (IDENT, NL)
+        return tok.kind == IDENT and tok.value == "for"
 
     def tuple(self, open_: Token) -> Expr:
         self.newlines.append(False)

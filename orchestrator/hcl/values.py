@@ -13,6 +13,8 @@ original text to Terraform in every case, so such a value only limits what tfo i
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Any
@@ -42,6 +44,8 @@ from orchestrator.hcl.syntax import (
 )
 
 _EXACT = Context(prec=1000, traps=[Inexact, InvalidOperation])
+# A string that Terraform converts to a number.
+_NUMERIC = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 class Unsupported(Exception):
@@ -82,13 +86,10 @@ def _number(value: Any, pos: int, what: str) -> int | float | Decimal:
     if isinstance(value, bool) or value is None or isinstance(value, list | dict):
         raise HclError(f"Invalid {what}", pos, f"Unsuitable value: a number is required, not {_kind(value)}.")
     if isinstance(value, str):
-        try:
-            parsed = Decimal(value.strip())
-        except InvalidOperation as e:
+        if not _NUMERIC.fullmatch(value):
             raise HclError(f"Invalid {what}", pos, f"Unsuitable value: a number is required; {value!r} is not "
-                                                     "a number.") from e
-        if not parsed.is_finite():
-            raise HclError(f"Invalid {what}", pos, f"{value!r} is not a number.")
+                                                     "a number.")
+        parsed = Decimal(value)
         return int(parsed) if parsed == parsed.to_integral_value() and "." not in value else parsed
     return value  # type: ignore[no-any-return]
 
@@ -124,8 +125,9 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         fa, fb = float(a), float(b)
         if op in "/%" and fb == 0:
             raise Unsupported("division by zero")
-        return {"+": fa + fb, "-": fa - fb, "*": fa * fb, "/": fa / fb if fb else 0.0,
-                "%": _fmod(fa, fb) if fb else 0.0}[op]
+        if op == "/":
+            return fa / fb
+        return math.fmod(fa, fb) if op == "%" else fa + fb if op == "+" else fa - fb if op == "-" else fa * fb
     if isinstance(a, int) and isinstance(b, int) and op in "+-*":
         return a + b if op == "+" else a - b if op == "-" else a * b
     x, y = Decimal(a), Decimal(b)
@@ -142,13 +144,7 @@ def _arith(op: str, a: Any, b: Any) -> Any:
             return _EXACT.divide(x, y)
         return _EXACT.remainder(x, y)  # the sign of the dividend, as Terraform's
     except Inexact:
-        return _fmod(float(x), float(y)) if op == "%" else float(x) / float(y)
-
-
-def _fmod(x: float, y: float) -> float:
-    import math
-
-    return math.fmod(x, y)
+        return math.fmod(float(x), float(y)) if op == "%" else float(x) / float(y)
 
 
 def _equal(a: Any, b: Any) -> bool:

@@ -13,7 +13,7 @@ from tests.helpers import EXAMPLE
 
 def sensitive_variable_names(text: str) -> set[str] | None:
     facts = _facts({"main.tf": text.encode()})
-    return None if facts.problems else set(facts.sensitive)
+    return None if facts.unread else set(facts.sensitive)
 
 
 def sensitive_variables_hcl2(text: str) -> set[str]:
@@ -88,9 +88,21 @@ def test_a_label_written_as_an_identifier() -> None:
     'variable "a" {\n  default = <<EOT\nno end\n}\n',
     'variable "a" {\n  sensitive = true\n} /* unterminated',
 ])
-def test_invalid_modules_are_problems_with_a_line(text: str) -> None:
+def test_files_tfo_cannot_read_are_recorded_with_a_line(text: str) -> None:
     facts = _facts({"main.tf": text.encode()})
-    assert facts.problems and facts.problems[0][0] == "main.tf" and facts.problems[0][1] >= 1
+    assert facts.unread and facts.unread[0][0] == "main.tf" and facts.unread[0][1] >= 1
+
+
+def test_a_file_tfo_cannot_read_still_has_its_local_modules_followed() -> None:
+    """Newer Terraform syntax must not block a deployment: its module calls are found by a plain scan."""
+    text = ('module "net" {\n  source = "../modules/net"\n}\nlocals {\n  x = !!! future syntax\n}\n')
+    facts = _facts({"main.tf": text.encode()})
+    assert facts.unread and facts.calls == ("../modules/net",)
+
+
+def test_provider_defined_functions_parse() -> None:
+    facts = _facts({"main.tf": b'locals {\n  a = provider::aws::arn_parse("arn:aws:iam::1:role/x")\n}\n'})
+    assert facts.unread == ()
 
 
 def test_local_module_calls_and_path_module_reads() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import textwrap
 from pathlib import Path
@@ -155,7 +156,7 @@ def test_symlinks_out_of_the_repository_are_refused(repo: Path, tmp_path: Path) 
     secret = tmp_path.parent / f"{tmp_path.name}-secret.txt"
     secret.write_text("id_rsa")
     (repo / "stacks/s3/key.pem").symlink_to(secret)
-    with pytest.raises(ValidationError, match="symlink to outside the repository"):
+    with pytest.raises(ValidationError, match=re.escape("stacks/s3/key.pem: resolves outside the repository")):
         deployments(repo)
 
 
@@ -165,7 +166,7 @@ def test_a_module_source_that_leaves_the_repository_or_does_not_exist(repo: Path
     with pytest.raises(ValidationError) as e:
         deployments(repo)
     text = str(e.value)
-    assert "'../../../outside' resolves outside the repository" in text
+    assert "module source '../../../outside' (../outside) resolves outside the repository" in text
     assert "calls module '../missing' (stacks/missing), which has no .tf files" in text
 
 
@@ -184,10 +185,12 @@ LAYOUTS = {
         {"acct-1/eu-west-1": "acct-1/eu-west-1/terraform.tfstate",
          "acct-2/us-east-1": "acct-2/us-east-1/terraform.tfstate"},
     ),
-    "tfvars.json beside tfvars": (
-        "",
+    "tfvars.json, region from configured variables": (
+        '[tfo]\npath_template = "Accounts/{account}/{project}.tfvars.json"\n'
+        'region_variables = ["region", "aws_region", "location"]\n',
         {"Accounts/a/p.tfvars.json": '{"s3_buckets": {"b": {}}, "aws_region": "ap-south-1"}',
-         "Accounts/a/q.tfvars": 'kms_keys = {}\nlocation = "westeurope"\n'},
+         "Accounts/a/q.tfvars.json": '{"kms_keys": {}, "location": "westeurope", "//": "a JSON comment"}',
+         "Accounts/a/r.tfvars": "s3_buckets = {}\n"},  # not JSON: not matched by this template
         {"s3/a/ap-south-1/p": "s3/a/ap-south-1/p/terraform.tfstate",
          "kms/a/westeurope/q": "kms/a/westeurope/q/terraform.tfstate"},
     ),
@@ -261,3 +264,73 @@ def test_discover_json_lists_the_problems_and_exits_2(repo: Path, capsys: pytest
                                 "message": out["problems"][0]["message"]}]
     assert "Attribute redefined" in out["problems"][0]["message"]
     assert out["deployments"] == []
+
+
+def test_the_region_variables_default_keeps_state_keys_where_they_were(tmp_path: Path) -> None:
+    """Only `region` by default: reading `aws_region` too would move existing deployments to new states."""
+    write(tmp_path, {"terraform/main.tf": "# m\n",
+                     "Accounts/a/p.tfvars": 's3_buckets = {}\naws_region = "eu-west-1"\n'})
+    assert set(deployments(tmp_path)) == {"s3/a/us-east-1/p"}
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("../../../.git/config", ".git/ (git's"),
+    ("../../../.tfo/work/other/.tfo/vars/00-x.tfvars", ".tfo/ (git's"),
+    ("../../../state/terraform.tfstate", "state or plan file"),
+    ("../../link.json", ".git/ (git's"),  # a symlink into .git, checked where it points
+])
+def test_referenced_files_may_not_be_private_data(repo: Path, value: str, reason: str) -> None:
+    (repo / ".git").mkdir()
+    (repo / ".git/config").write_text("[http] extraheader = AUTHORIZATION: basic c2VjcmV0\n")
+    (repo / ".tfo/work/other/.tfo/vars").mkdir(parents=True)
+    (repo / ".tfo/work/other/.tfo/vars/00-x.tfvars").write_text("token = 1\n")
+    (repo / "state").mkdir()
+    (repo / "state/terraform.tfstate").write_text("{}")
+    (repo / "live/link.json").symlink_to(repo / ".git/config")
+    (repo / "live/acct-b/us-east-1/web.tfvars").write_text(f's3_buckets = {{}}\nweb_file = "{value}"\n')
+    with pytest.raises(ValidationError, match=re.escape(reason)):
+        deployments(repo)
+
+
+def test_a_module_may_not_read_or_call_private_data(repo: Path) -> None:
+    (repo / ".terraform/modules/x").mkdir(parents=True)
+    (repo / ".terraform/modules/x/main.tf").write_text("# cached module\n")
+    (repo / "stacks/kms/main.tf").write_text('module "a" {\n  source = "../../.terraform/modules/x"\n}\n'
+                                             'locals {\n  k = file("${path.module}/../../.tfo/store/.tfo-key")\n}\n')
+    with pytest.raises(ValidationError) as e:
+        deployments(repo)
+    assert "(.terraform/modules/x) is inside .terraform/" in str(e.value)
+    assert "reads '../../.tfo/store/.tfo-key' through path.module: .tfo/store/.tfo-key is inside .tfo/" in str(e.value)
+
+
+def test_a_deleted_or_renamed_layer_selects_the_deployments_beneath_it(repo: Path) -> None:
+    (repo / "live/acct-a/common.tfvars").unlink()
+    assert set(deployments(repo, changed_files="D\tlive/acct-a/common.tfvars\n")) == {
+        "s3/acct-a/eu-west-1/lake", "kms/acct-a/eu-west-1/lake"}
+    assert set(deployments(repo, changed_files="R100\tlive/acct-a/common.tfvars\tlive/acct-a/old.tfvars\n")) == {
+        "s3/acct-a/eu-west-1/lake", "kms/acct-a/eu-west-1/lake"}
+
+
+def test_reads_of_directories_and_globs_select_on_new_files(repo: Path) -> None:
+    (repo / "shared/configs/deep").mkdir(parents=True)
+    (repo / "shared/configs/a.json").write_text("{}")
+    (repo / "shared/configs/deep/b.json").write_text("{}")
+    (repo / "stacks/kms/main.tf").write_text(
+        'locals {\n  all = fileset("${path.module}/../../shared", "configs/**/*.json")\n'
+        '  dir = "${path.module}/../../shared/policies"\n}\n')
+    assert set(deployments(repo, changed_files="shared/configs/new.json\n")) == {"kms/acct-a/eu-west-1/lake"}
+    assert set(deployments(repo, changed_files="shared/policies/new.json\n")) >= {"kms/acct-a/eu-west-1/lake"}
+    spec = deployments(repo)["kms/acct-a/eu-west-1/lake"]
+    names = bundle_names(repo, spec)
+    assert {"shared/configs/a.json", "shared/configs/deep/b.json"} <= names  # `**/` spans zero directories too
+
+
+def test_symlinked_directories_ship_with_the_same_filters(repo: Path) -> None:
+    (repo / "shared/cfg").mkdir(parents=True)
+    (repo / "shared/cfg/a.txt").write_text("a")
+    (repo / "shared/cfg/prod.tfvars").write_text("x = 1\n")
+    (repo / "shared/cfg/terraform.tfstate").write_text("{}")
+    (repo / "stacks/kms/cfg").symlink_to(repo / "shared/cfg")
+    names = bundle_names(repo, deployments(repo)["kms/acct-a/eu-west-1/lake"])
+    assert "stacks/kms/cfg/a.txt" in names
+    assert not {"stacks/kms/cfg/prod.tfvars", "stacks/kms/cfg/terraform.tfstate"} & names
