@@ -363,6 +363,8 @@ def path_template_problem(template: str) -> str | None:
     for segment in template.split("/"):
         if "**" in segment and segment != "**":
             return "'**' must be a whole path segment (e.g. Accounts/**/{account}/{project}.tfvars)"
+        if segment != "**" and any(c in segment for c in "*?[]"):
+            return "glob characters other than a '**' segment are not supported; use placeholders"
     if template.split("/")[-1] == "**":
         return "must end with a file name"
     return None

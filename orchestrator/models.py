@@ -51,6 +51,8 @@ class DeploymentSpec:
     state_key: str
     tfvars_path: str
     module_dir: str
+    # What tfo knows of the values (for redaction and its own decisions; Terraform reads var_files):
+    # each variable's value, or for one tfo cannot evaluate exactly, the strings written in it.
     variables: dict[str, Any]
     referenced_files: tuple[str, ...] = ()
     sensitive_variables: tuple[str, ...] = ()

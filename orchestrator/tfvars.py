@@ -196,6 +196,7 @@ class Readings:
     def flush(self) -> None:
         db = self._open()
         if db is None or not self._new:
+            self.close()
             return
         import time
 
@@ -208,6 +209,12 @@ class Readings:
         except Exception:  # noqa: S110 - a cache that cannot be written is only slower
             pass
         self._new.clear()
+        self.close()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 def _to_json(p: ParsedTfvars) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import click
 from cli.options import GlobalOptions, Selectors, select
 from orchestrator.discovery import Discovery, discover
 from orchestrator.errors import EXIT_INVALID_INPUT, EXIT_OK, Problem, ValidationError
-from orchestrator.sharding import Deployments
+from orchestrator.sharding import Deployments, build_deployments
 
 
 def _problem(p: Problem) -> dict[str, Any]:
@@ -38,8 +38,6 @@ def run_discover(g: GlobalOptions, sel: Selectors, as_json: bool) -> int:
     found = discover(cfg, sel.paths, sel.changed_files, sel.git_diff)
     problems: tuple[Problem, ...] = ()
     try:
-        from orchestrator.sharding import build_deployments
-
         chosen = build_deployments(cfg, found)
     except ValidationError as e:
         chosen, problems = Deployments((), e.warnings), e.problems

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from json.decoder import JSONDecodeError, scanstring  # type: ignore[attr-defined]
 from typing import Any
 
 from orchestrator.hcl.lexer import HclError
+from orchestrator.hcl.syntax import number
 
 
 @dataclass(frozen=True, slots=True)
 class JsonValue:
     start: int
     end: int
-    value: Any  # plain Python, numbers int or Decimal
+    value: Any  # plain Python, numbers int or Decimal (as syntax.number reads them)
     members: tuple[tuple[str, int, JsonValue], ...] = ()  # an object's (key, key offset, value)
     items: tuple[JsonValue, ...] = ()  # an array's elements
 
@@ -54,9 +54,7 @@ def _value(text: str, pos: int, top: bool = False) -> JsonValue:
         return JsonValue(pos, end, value)
     m = _NUMBER.match(text, pos)
     if m:
-        raw = m.group()
-        number = int(raw) if raw.lstrip("-").isdigit() else Decimal(raw)
-        return JsonValue(pos, m.end(), number)
+        return JsonValue(pos, m.end(), number(m.group()))
     for word, keyword in _KEYWORDS.items():
         if text.startswith(word, pos):
             return JsonValue(pos, pos + len(word), keyword)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from orchestrator.hcl.lexer import NUMBER_PATTERN, SIMPLE_STRING, decode_string, heredoc_at
+from orchestrator.hcl.syntax import number
+from orchestrator.hcl.values import plain
 
 _KEY = rf"[A-Za-z_][A-Za-z0-9_-]*|{SIMPLE_STRING}"
 _SCALAR = rf"{SIMPLE_STRING}|-?{NUMBER_PATTERN}(?![\w.])|(?:true|false|null)(?![\w-])"
@@ -51,20 +52,14 @@ class _Fallback(Exception):
 Ref = tuple[str, str, int, int]  # where, value, start, end
 
 
-def _number(text: str) -> int | float:
-    if text.lstrip("-").isdigit():
-        return int(text)
-    d = Decimal(text)
-    return int(d) if d == d.to_integral_value() else float(d)
-
-
 def _scalar(text: str, pos: int) -> Any:
+    """The value of a scalar token at `pos`, as the full reader evaluates it."""
     c = text[0]
     if c == '"':
         return decode_string(text[1:-1], pos + 1)
     if c in "tfn":
         return _KEYWORDS[text]
-    return _number(text)
+    return int(text) if text.isdigit() else plain(number(text))
 
 
 def _key(text: str, pos: int) -> str:
@@ -162,14 +157,7 @@ def _read(text: str, is_file_key: Callable[[str], bool], file_keys: dict[str, bo
             if not whole or (frame is not None and frame.needs_close):
                 raise _Fallback
             start = pos + m.start(3)  # type: ignore[union-attr]
-            c = scalar[0]
-            if c == '"':
-                raw = scalar[1:-1]
-                value = decode_string(raw, start + 1) if ("\\" in raw or "$$" in raw or "%%" in raw) else raw
-            elif c in "tfn":
-                value = _KEYWORDS[scalar]
-            else:
-                value = int(scalar) if scalar.isdigit() else _number(scalar)
+            value = _scalar(scalar, start)
             if file_key:
                 _file_ref(top[3], _where(frame, name), value, start, start + len(scalar))
             if frame is None:
@@ -245,14 +233,7 @@ def _read_members(text: str, pos: int, end: int, frame: _Frame, refs: list[Ref],
             raise _Fallback  # `{ for = 1 }`: Terraform reads a broken `for` expression
         name = key if key[0] != '"' else _key(key, member.start(1))
         start = member.start(2)
-        c = scalar[0]
-        if c == '"':
-            raw = scalar[1:-1]
-            value: Any = decode_string(raw, start + 1) if ("\\" in raw or "$$" in raw or "%%" in raw) else raw
-        elif c in "tfn":
-            value = _KEYWORDS[scalar]
-        else:
-            value = int(scalar) if scalar.isdigit() else _number(scalar)
+        value = _scalar(scalar, start)
         file_key = file_keys.get(name)
         if file_key is None:
             file_key = is_file_key(name)

@@ -195,10 +195,10 @@ LAYOUTS = {
          "kms/a/westeurope/q": "kms/a/westeurope/q/terraform.tfstate"},
     ),
     "module directory chosen by path": (
-        '[tfo]\npath_template = "environments/{account}/terraform.tfvars"\nmodule_dir = "environments/{account}"\n'
+        '[tfo]\npath_template = "environments/{account}/env.tfvars"\nmodule_dir = "environments/{account}"\n'
         'shard_by = "file"\n',
-        {"environments/dev/terraform.tfvars": "x = 1\n", "environments/dev/main.tf": "# dev\n",
-         "environments/prod/terraform.tfvars": "x = 2\n", "environments/prod/main.tf": "# prod\n"},
+        {"environments/dev/env.tfvars": "x = 1\n", "environments/dev/main.tf": "# dev\n",
+         "environments/prod/env.tfvars": "x = 2\n", "environments/prod/main.tf": "# prod\n"},
         {"dev/us-east-1": "dev/us-east-1/terraform.tfstate", "prod/us-east-1": "prod/us-east-1/terraform.tfstate"},
     ),
 }
@@ -218,8 +218,7 @@ def test_module_dir_by_path_uses_each_environments_own_module(tmp_path: Path) ->
     specs = deployments(tmp_path)
     assert specs["dev/us-east-1"].module_dir == "environments/dev"
     assert bundle_names(tmp_path, specs["prod/us-east-1"]) == {
-        "environments/prod/main.tf", "environments/prod/terraform.tfvars", ".tfo/vars/00-terraform.tfvars",
-        ".tfo/spec.json"}
+        "environments/prod/main.tf", ".tfo/vars/00-env.tfvars", ".tfo/spec.json"}  # not dev's, not its own tfvars
 
 
 @pytest.mark.parametrize("template, message", [
@@ -230,6 +229,7 @@ def test_module_dir_by_path_uses_each_environments_own_module(tmp_path: Path) ->
     ("Accounts/{project}.tfvars", "must contain {account}"),
     ("Accounts/{account}/{project}.yaml", "must end in .tfvars"),
     ("Accounts/x**/{account}.tfvars", "whole path segment"),
+    ("Accounts/*/{account}.tfvars", "glob characters"),
 ])
 def test_bad_path_templates_are_config_errors(tmp_path: Path, template: str, message: str) -> None:
     (tmp_path / "tfo.toml").write_text(f'[tfo]\npath_template = "{template}"\n')
