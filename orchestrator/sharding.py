@@ -7,6 +7,7 @@ Its var files are cut from the original texts, so Terraform reads exactly what i
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,18 +43,20 @@ class _Sharder:
     def __init__(self, cfg: TfoConfig) -> None:
         self.cfg = cfg
         self.root = cfg.repo_root.resolve()
+        self._root_str = str(self.root)
         self.graph = ModuleGraph.for_config(cfg)
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self._parsed: dict[str, ParsedTfvars] = {}
         self.reader = TfvarsReader(cfg.file_keys, cfg.cache_path)
         self._modules: dict[str, RootModule | None] = {}
+        self._plain_dirs: dict[str, str] = {}  # module_dir without placeholders -> normalised
         self.needs: dict[str, tuple[RootModule, tuple[str, ...]]] = {}  # spec id -> what it is built from
 
     # inputs ----------------------------------------------------------------------------------------
     def parsed(self, rel: str) -> ParsedTfvars:
         if rel not in self._parsed:
-            p = self._parsed[rel] = self.reader.read(self.root / rel, rel)
+            p = self._parsed[rel] = self.reader.read(os.path.join(self._root_str, rel), rel)
             self.problems.extend(p.problems)
             self.warnings.extend(p.warnings)
         return self._parsed[rel]
@@ -77,8 +80,11 @@ class _Sharder:
         return found
 
     def root_module(self, template: str, tf: TfvarsFile, service: str) -> RootModule | None:
-        names = {"account": tf.account, "project": tf.project, "region": tf.region or ""}
-        rel = posixpath.normpath(PLACEHOLDER.sub(lambda m: names[m.group(1)], template))
+        if "{" in template:
+            names = {"account": tf.account, "project": tf.project, "region": tf.region or ""}
+            rel = posixpath.normpath(PLACEHOLDER.sub(lambda m: names[m.group(1)], template))
+        else:
+            rel = self._plain_dirs.get(template) or self._plain_dirs.setdefault(template, posixpath.normpath(template))
         if rel not in self._modules:
             self._modules[rel] = self._inspect(rel, template, service)
         return self._modules[rel]
@@ -215,11 +221,13 @@ class _Sharder:
             chosen = [a for a in f.attributes if a.name in names]
             if not chosen:
                 continue
-            paths = self.file_paths(f, chosen)
-            if paths is None:
-                return None
-            referenced.update(paths.values())
-            in_workdir = {value: posixpath.relpath(target, module.dir) for value, target in paths.items()}
+            in_workdir: dict[str, str] = {}
+            if any(a.file_refs for a in chosen):
+                paths = self.file_paths(f, chosen)
+                if paths is None:
+                    return None
+                referenced.update(paths.values())
+                in_workdir = {value: posixpath.relpath(target, module.dir) for value, target in paths.items()}
             var_files.append((f"{VAR_FILES_DIR}/{i:02d}-{posixpath.basename(f.path)}", f.var_file(names, in_workdir)))
         did = deployment_id(service, tf.account, region, tf.project)
         self.needs[did] = (module, tuple([f.path for f in files] + sorted(referenced)))

@@ -94,10 +94,11 @@ def _rewritten(text: str, a: TfvarsAttribute, paths: Mapping[str, str] | None, q
     return source
 
 
-def read_text(path: Path, shown: str) -> str | Problem:
+def read_text(path: Path | str, shown: str) -> str | Problem:
     """The file as text, or why it cannot be one."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         return Problem(shown, f"cannot be read: {e.strerror}")
     if len(data) > MAX_TFVARS_BYTES:
@@ -118,7 +119,7 @@ def parse_tfvars(path: Path, shown: str, file_keys: tuple[str, ...] = ("*_file",
     return _parse_file(path, shown, file_keys, None)
 
 
-def _parse_file(path: Path, shown: str, file_keys: tuple[str, ...], readings: Readings | None) -> ParsedTfvars:
+def _parse_file(path: Path | str, shown: str, file_keys: tuple[str, ...], readings: Readings | None) -> ParsedTfvars:
     text = read_text(path, shown)
     if isinstance(text, Problem):
         return ParsedTfvars(shown, "", problems=(text,))
@@ -145,7 +146,7 @@ class TfvarsReader:
         self.file_keys = file_keys
         self.readings = Readings(cache_dir / "tfvars-readings.sqlite3") if cache_dir is not None else None
 
-    def read(self, path: Path, shown: str) -> ParsedTfvars:
+    def read(self, path: Path | str, shown: str) -> ParsedTfvars:
         return _parse_file(path, shown, self.file_keys, self.readings)
 
     def close(self) -> None:
