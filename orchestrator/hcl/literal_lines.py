@@ -160,16 +160,7 @@ def _read(text: str, is_file_key: Callable[[str], bool], file_keys: dict[str, bo
             value = _scalar(scalar, start)
             if file_key:
                 _file_ref(top[3], _where(frame, name), value, start, start + len(scalar))
-            if frame is None:
-                if comma:
-                    raise _Fallback  # Terraform: "Unexpected comma after argument"
-                out.append((top[0], top[1], start + len(scalar), value, top[3]))
-            elif name is not None:
-                frame.container[name] = value
-            else:
-                frame.container.append(value)
-                if not comma:
-                    frame.needs_close = True
+            _store(frame, name, value, comma is not None, top, out, start + len(scalar))
         elif closer is not None:
             if frame is None or key is not None or closer != frame.closer or not whole:
                 raise _Fallback
@@ -253,9 +244,10 @@ def _where(frame: _Frame | None, name: str | None) -> str:
 
 def _store(frame: _Frame | None, name: str | None, value: Any, comma: bool, top: list[Any],
            out: list[tuple[str, int, int, Any, list[Ref]]], end: int) -> None:
+    """A value read: the attribute's (ending at `end`), an object member's, or a list item's."""
     if frame is None:
         if comma:
-            raise _Fallback
+            raise _Fallback  # Terraform: "Unexpected comma after argument"
         out.append((top[0], top[1], end, value, top[3]))
     elif name is not None:
         frame.container[name] = value

@@ -122,10 +122,12 @@ def test_terraform_sees_through_tfo_what_it_reads_from_the_original_files(repo: 
     for f in files:
         shutil.copyfile(f, repo.root / "corpus" / f.name)  # bytes as they are: CRLF, byte-order marks
     table = "\n".join(f'{n} = "{s}"' for n, s in sorted(services.items()))
-    repo.config(extra='path_template = "corpus/{account}.tfvars"\n[tfo.services]\n' + table + "\n")
-    r = repo.tfo("apply", "--json-out", str(tmp_path / "r.json"), timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    deployed = json.loads((tmp_path / "r.json").read_text())["deployments"]
+    deployed = []
+    for suffix in (".tfvars", ".tfvars.json"):  # a template names one kind of file
+        repo.config(extra=f'path_template = "corpus/{{account}}{suffix}"\n[tfo.services]\n' + table + "\n")
+        r = repo.tfo("apply", "--json-out", str(tmp_path / "r.json"), timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        deployed += json.loads((tmp_path / "r.json").read_text())["deployments"]
     assert len(deployed) >= len(files)
 
     referee = Referee(terraform, tmp_path / "referee", list(services))
