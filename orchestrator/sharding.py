@@ -11,7 +11,6 @@ import os
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from orchestrator.config import PLACEHOLDER, TfoConfig
 from orchestrator.discovery import Discovery, Skipped
@@ -285,7 +284,3 @@ def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
     if sharder.problems:
         raise ValidationError(list(dict.fromkeys(sharder.problems)), list(dict.fromkeys(sharder.warnings)))
     return Deployments(tuple(specs), tuple(dict.fromkeys(sharder.warnings)), tuple(skipped))
-
-
-def module_path(cfg: TfoConfig, spec: DeploymentSpec) -> Path:
-    return cfg.repo_root / spec.module_dir
