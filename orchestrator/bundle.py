@@ -27,8 +27,8 @@ from orchestrator.store.base import Store
 
 SPEC_NAME = ".tfo/spec.json"
 LAYOUT = 2
-# Bundles of layout 1 (before shared modules): the module at the top, one JSON var file beside it.
-LEGACY_SPEC_NAME = "tfo-spec.json"
+# Bundles of layout 1 (before shared modules): the module at the top, one JSON var file beside it
+# (and `tfo-spec.json`, which says nothing the workspace needs).
 LEGACY_TFVARS_NAME = "tfo.tfvars.json"
 
 

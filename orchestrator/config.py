@@ -29,6 +29,7 @@ DEFAULT_SERVICES: dict[str, str] = {
 }
 
 ROLLBACK_STRATEGIES = ("reapply", "state", "none")
+FILE_KEYS = ("*_file", "*_files")
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class TfoConfig:
     region_variables: tuple[str, ...] = ("region",)
     # Keys (at any depth) whose string values name local files the module reads; shipped with the
     # deployment and checked to exist inside the repository.
-    file_keys: tuple[str, ...] = ("*_file", "*_files")
+    file_keys: tuple[str, ...] = FILE_KEYS
     # "service": one deployment per service a file sets (the service table below); "file": every file
     # is one deployment of module_dir, with no service in its id or state key.
     shard_by: str = "service"

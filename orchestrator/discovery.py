@@ -13,6 +13,7 @@ from orchestrator import git
 from orchestrator.config import TfoConfig
 from orchestrator.errors import Problem
 from orchestrator.models import TfvarsFile
+from orchestrator.modules import EXCLUDE_DIRS
 from orchestrator.names import unsafe_name_reason
 
 _PLACEHOLDER = re.compile(r"(\*\*/)|\{(account|project|region)\}")
@@ -205,7 +206,7 @@ class _Collector:
 
 def _hidden(rel: str) -> bool:
     """Inside tfo's own or Terraform's working directories (a checkout may hold .tfo/work/...)."""
-    return any(part in (".tfo", ".terraform", ".git") for part in rel.split("/")[:-1])
+    return any(part in EXCLUDE_DIRS for part in rel.split("/")[:-1])
 
 
 def read_changed_files(text: str) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ from orchestrator.cache import cached, contents_digest
 from orchestrator.config import TfoConfig
 from orchestrator.errors import Problem
 from orchestrator.hcl import HclError, Lines, parse_file
-from orchestrator.hcl.syntax import Block, Body, Call, Expr, GetAttr, Literal, Template, Variable, Wrap
+from orchestrator.hcl.syntax import Body, Call, Expr, GetAttr, Literal, Template, Variable, Wrap, walk
 
 # Never ship local Terraform working state or files tfo generates into a workspace.
 EXCLUDE_DIRS = frozenset({".terraform", ".git", ".tfo"})
@@ -232,18 +232,6 @@ def _expressions(body: Body) -> Iterator[Expr]:
         yield from _expressions(b.body)
 
 
-def _walk(node: Any) -> Iterator[Any]:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, tuple | list):
-            stack.extend(n)
-        elif hasattr(n, "__slots__") and not isinstance(n, str):
-            yield n
-            if not isinstance(n, Block):
-                stack.extend(getattr(n, s) for s in n.__slots__)
-
-
 def _path_var(node: Any) -> str | None:
     """"module" or "root" for `path.module` / `path.root`."""
     if isinstance(node, GetAttr) and isinstance(node.source, Variable) and node.source.name == "path" \
@@ -254,7 +242,7 @@ def _path_var(node: Any) -> str | None:
 
 def _path_reads(expr: Expr) -> Iterator[tuple[str, str]]:
     """(base, path) for each `"${path.module}/x"` template and `fileset(path.module, "*.json")` call."""
-    for node in _walk(expr):
+    for node in walk(expr):
         if isinstance(node, Template) and len(node.items) >= 2:
             base = _path_var(node.items[0])
             tail = node.items[1]

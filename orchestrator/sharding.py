@@ -49,7 +49,6 @@ class _Sharder:
         self._parsed: dict[str, ParsedTfvars] = {}
         self.reader = TfvarsReader(cfg.file_keys, cfg.cache_path)
         self._modules: dict[str, RootModule | None] = {}
-        self._plain_dirs: dict[str, str] = {}  # module_dir without placeholders -> normalised
         self.needs: dict[str, tuple[RootModule, tuple[str, ...]]] = {}  # spec id -> what it is built from
 
     # inputs ----------------------------------------------------------------------------------------
@@ -79,11 +78,11 @@ class _Sharder:
         return found
 
     def root_module(self, template: str, tf: TfvarsFile, service: str) -> RootModule | None:
-        if "{" in template:
+        path = template
+        if "{" in template:  # placeholders: this file's names; else no regex work per deployment
             names = {"account": tf.account, "project": tf.project, "region": tf.region or ""}
-            rel = posixpath.normpath(PLACEHOLDER.sub(lambda m: names[m.group(1)], template))
-        else:
-            rel = self._plain_dirs.get(template) or self._plain_dirs.setdefault(template, posixpath.normpath(template))
+            path = PLACEHOLDER.sub(lambda m: names[m.group(1)], template)
+        rel = posixpath.normpath(path)
         if rel not in self._modules:
             self._modules[rel] = self._inspect(rel, template, service)
         return self._modules[rel]

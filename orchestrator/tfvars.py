@@ -10,16 +10,19 @@ function calls, bad escapes, blocks, ...) with the line of the problem.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
+from orchestrator.config import FILE_KEYS
 from orchestrator.errors import Problem
 from orchestrator.hcl import HclError, Lines, parse_file
 from orchestrator.hcl.json_syntax import JsonValue, parse_json_object
@@ -115,7 +118,7 @@ def read_text(path: Path | str, shown: str) -> str | Problem:
 _PARSE_VERSION = "1"  # of what a cached reading holds; bump when the reading of a file changes
 
 
-def parse_tfvars(path: Path, shown: str, file_keys: tuple[str, ...] = ("*_file", "*_files")) -> ParsedTfvars:
+def parse_tfvars(path: Path, shown: str, file_keys: tuple[str, ...] = FILE_KEYS) -> ParsedTfvars:
     return _parse_file(path, shown, file_keys, None)
 
 
@@ -199,8 +202,6 @@ class Readings:
         if db is None or not self._new:
             self.close()
             return
-        import time
-
         now = time.time()
         try:
             with db:
@@ -236,7 +237,7 @@ def _from_json(raw: dict[str, Any], shown: str, text: str, json_syntax: bool) ->
 
 
 def parse_tfvars_text(text: str, shown: str, json_syntax: bool = False,
-                      file_keys: tuple[str, ...] = ("*_file", "*_files"), fast: bool = True) -> ParsedTfvars:
+                      file_keys: tuple[str, ...] = FILE_KEYS, fast: bool = True) -> ParsedTfvars:
     """`fast`: try the line reader for plain literals first (tests turn it off to compare the two)."""
     lines = Lines(text)
     keys = _FileKeys(file_keys)
@@ -259,9 +260,14 @@ def parse_tfvars_text(text: str, shown: str, json_syntax: bool = False,
                         tuple(Problem(shown, m, lines.of(pos)) for m, pos in problems), warnings)
 
 
+@functools.lru_cache(maxsize=8)
+def _file_key_pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
+
+
 class _FileKeys:
     def __init__(self, patterns: tuple[str, ...]) -> None:
-        self.pattern = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
+        self.pattern = _file_key_pattern(patterns)
         self._seen: dict[str, bool] = {}
 
     def __call__(self, key: str) -> bool:

@@ -9,6 +9,7 @@ template interpolations, as in Terraform.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -609,6 +610,14 @@ def parse_body(tokens: list[Token]) -> Body:
     return body
 
 
-def parse_expression(tokens: list[Token]) -> Expr:
-    """One expression filling the tokens (newlines ignored)."""
-    return _sub_expression(tuple(t for t in tokens if t.kind != EOF), tokens[0].start if tokens else 0)
+def walk(node: Any) -> Iterator[Any]:
+    """Every node under `node` (itself included), and the literal text of templates, depth first."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, tuple | list):
+            stack.extend(reversed(n))
+        elif isinstance(n, str) or hasattr(n, "__slots__"):
+            yield n
+            if not isinstance(n, str):
+                stack.extend(reversed([getattr(n, s) for s in n.__slots__]))

@@ -41,6 +41,7 @@ from orchestrator.hcl.syntax import (
     Unary,
     Variable,
     Wrap,
+    walk,
 )
 
 _EXACT = Context(prec=1000, traps=[Inexact, InvalidOperation])
@@ -334,20 +335,5 @@ def _template(items: tuple[TemplateItem, ...], scope: Mapping[str, Any]) -> list
 
 def string_literals(expr: Expr) -> list[str]:
     """Every literal string written in the expression: what could be a secret when its value is unknown."""
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, str):
-            found.append(node)
-        elif isinstance(node, Literal):
-            if isinstance(node.value, str):
-                found.append(node.value)
-        elif isinstance(node, tuple | list):
-            for x in node:
-                walk(x)
-        elif hasattr(node, "__slots__"):
-            for name in node.__slots__:
-                walk(getattr(node, name))
-
-    walk(expr)
-    return found
+    return [n if isinstance(n, str) else n.value for n in walk(expr)
+            if isinstance(n, str) or (isinstance(n, Literal) and isinstance(n.value, str))]
