@@ -335,5 +335,4 @@ def _template(items: tuple[TemplateItem, ...], scope: Mapping[str, Any]) -> list
 
 def string_literals(expr: Expr) -> list[str]:
     """Every literal string written in the expression: what could be a secret when its value is unknown."""
-    return [n if isinstance(n, str) else n.value for n in walk(expr)
-            if isinstance(n, str) or (isinstance(n, Literal) and isinstance(n.value, str))]
+    return [n for n in walk(expr) if isinstance(n, str)]  # a string literal's value is one of them
