@@ -14,11 +14,15 @@ from pathlib import Path
 
 from tests.helpers import Repo, free_port
 
+# Every test broker needs a password, as production's does, so that tests see where it could leak.
+REDIS_PASSWORD = "redis-pass-Xq7v2"
+
 
 class RedisServer:
     """redis-server on a free loopback port with AOF on, so a restart keeps the queues (as in production)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str = REDIS_PASSWORD) -> None:
+        self.password = password
         exe = shutil.which("redis-server")
         if exe is None:
             raise FileNotFoundError("redis-server")
@@ -31,12 +35,13 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.dir), "--maxmemory-policy", "noeviction"],
+             "--appendfsync", "always", "--dir", str(self.dir), "--maxmemory-policy", "noeviction",
+             "--requirepass", self.password],
             stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
         deadline = time.monotonic() + 20
         while not self.ping():
@@ -49,8 +54,14 @@ class RedisServer:
 
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                s.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+                reply = b""
+                while b"\r\n" not in reply[5:] and len(reply) < 64:  # "+OK\r\n" then the PING's answer
+                    chunk = s.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return reply.startswith(b"+OK\r\n+PONG")
         except OSError:
             return False
 

@@ -84,12 +84,24 @@ def celery_settings(cfg: TfoConfig) -> dict[str, Any]:
     }
 
 
-def make_app(cfg: TfoConfig) -> Celery:
-    broker = cfg.celery.broker_url or "redis://127.0.0.1:6379/0"
-    app = Celery("tfo", broker=broker, backend=cfg.celery.result_backend or broker, include=["workers.tasks"])
-    app.conf.update(celery_settings(cfg))
-    app.conf.tfo_config = cfg
-    return app
+class TfoCelery(Celery):  # type: ignore[misc]
+    """The Celery app with tfo's config beside Celery's, not inside it.
+
+    Everything in `app.conf` is shown by Flower (Config tab, `/api/workers`) and by `celery inspect conf`,
+    and Celery censors only keys it recognises; tfo's config holds the broker URL with its password and
+    the store settings, so it must never be a conf entry.
+    """
+
+    def __init__(self, cfg: TfoConfig) -> None:
+        broker = cfg.celery.broker_url or "redis://127.0.0.1:6379/0"
+        super().__init__("tfo", broker=broker, backend=cfg.celery.result_backend or broker,
+                         include=["workers.tasks"])
+        self.conf.update(celery_settings(cfg))
+        self.tfo_config = cfg
+
+
+def make_app(cfg: TfoConfig) -> TfoCelery:
+    return TfoCelery(cfg)
 
 
 app = make_app(config_from_env())

@@ -36,7 +36,7 @@ def process_runtime() -> Runtime:
     """One store client, lease manager and terraform client per worker process (not per task)."""
     pid = os.getpid()
     if pid not in _runtime:
-        _runtime[pid] = build_runtime(app.conf.tfo_config)
+        _runtime[pid] = build_runtime(app.tfo_config)
     return _runtime[pid]
 
 
@@ -146,7 +146,7 @@ def run_failed(request: Any, exc: Any, traceback: Any, run_id: str) -> dict[str,
     Redelivered deployments may still finish, so hand the run to the reconciler, which finalizes from
     the store once they are done, resuming any that Celery does not redeliver in time.
     """
-    c = app.conf.tfo_config.celery
+    c = app.tfo_config.celery
     redeliver_by = time.time() + c.visibility_timeout_s + 30
     reconcile_task.apply_async((run_id, redeliver_by), countdown=RECONCILE_INTERVAL_S, queue=FINALIZE_QUEUE,
                                task_id=reconcile_task_id(run_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import RedisServer, Workers
+from tests.cluster import REDIS_PASSWORD, RedisServer, Workers
 from tests.helpers import FIRST_APPLY_WORLD, SECRET_PASSWORD, SECRET_TOKEN, Repo, write_sample
 
 pytestmark = pytest.mark.integration
@@ -231,7 +232,7 @@ def test_two_runs_on_one_deployment_never_interleave(celery_repo: tuple[Repo, Wo
 
 
 def test_flower_shows_readable_tasks_without_secrets_behind_basic_auth(
-        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+        celery_repo: tuple[Repo, Workers], redis: RedisServer, tmp_path: Path) -> None:
     import base64
     import subprocess
     import sys
@@ -281,6 +282,15 @@ def test_flower_shows_readable_tasks_without_secrets_behind_basic_auth(
         deploy_args = {t["args"] for t in tasks.values() if t["name"] == "tfo.deploy"}
         assert any("s3/acct-a/us-west-2/data-lake" in a for a in deploy_args)  # says which deployment runs
         assert SECRET_TOKEN not in body and SECRET_PASSWORD not in body
+        # The worker's config as Flower shows it (Config tab, /api/workers): the broker is there, masked.
+        status, body = get("/api/workers?refresh=1", auth)
+        assert status == 200
+        conf = json.loads(body)["w1@" + socket.gethostname()]["conf"]
+        assert conf["task_acks_late"] is True and f"127.0.0.1:{redis.port}" in conf["broker_url"]
+        assert REDIS_PASSWORD not in body and "tfo_config" not in body
+        status, page = get(f"/worker/w1@{socket.gethostname()}", auth)
+        assert status == 200 and "task_acks_late" in page
+        assert REDIS_PASSWORD not in page
     finally:
         flower.terminate()
         flower.wait(timeout=20)
