@@ -19,6 +19,7 @@ from cli.options import GlobalOptions, read_selectors, selector_options
 from orchestrator import __version__
 from orchestrator.errors import EXIT_INVALID_INPUT, EXIT_PLATFORM, TfoError
 from orchestrator.models import Action
+from orchestrator.procs import keep_private
 from orchestrator.redaction import Redactor
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -160,6 +161,9 @@ def webhook(g: GlobalOptions, listen: str | None) -> int:
         raise UserError(f"tfo webhook needs the shared secret in ${cfg.webhook.secret_env}")
     if not cfg.webhook.remote_url:
         raise UserError("tfo webhook needs [tfo.webhook] remote_url (or TFO_WEBHOOK_REMOTE_URL)")
+    if not cfg.webhook.repository:
+        raise UserError("tfo webhook needs [tfo.webhook] repository = \"OWNER/NAME\" (or TFO_WEBHOOK_REPOSITORY): "
+                        "the one repository whose events it runs")
     if not cfg.celery.broker_url:
         raise UserError("tfo webhook enqueues runs on Celery: set [tfo.celery] broker_url")
     webhook_app.serve(cfg, secret.encode())
@@ -207,6 +211,7 @@ def audit_show(g: GlobalOptions, run_id: str, unredacted: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_private()  # before any secret is read: terraform and what it starts must not read ours
     try:
         rv = cli.main(args=argv, prog_name="tfo", standalone_mode=False)
     except click.exceptions.Exit as e:

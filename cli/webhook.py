@@ -15,9 +15,11 @@ import hmac
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -31,6 +33,7 @@ from orchestrator.config import TfoConfig, load_config
 from orchestrator.discovery import discover
 from orchestrator.errors import TfoError, ValidationError
 from orchestrator.finalize import run_summary_key
+from orchestrator.github import GitHubError
 from orchestrator.models import Action, RunOptions
 from orchestrator.names import unsafe_name_reason
 from orchestrator.redaction import Redactor
@@ -55,6 +58,9 @@ class Job:
     pr: int | None
     delivery: str
     sender: str
+    # `/tfo plan` on a pull request: its head and base are looked up when the job runs; `sha` is then
+    # the commit the commenter named (a prefix), or "" for the current head of a trusted pull request.
+    lookup: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "action": self.action.value}
@@ -108,27 +114,87 @@ def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(expected, header)
 
 
-def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) -> tuple[Job | None, str]:
-    """The run an event asks for, or None and why it is ignored."""
-    repo = str(payload.get("repository", {}).get("full_name", ""))
-    sender = str(payload.get("sender", {}).get("login", ""))
+@dataclass(frozen=True)
+class Refusal:
+    """A pull request tfo does not plan on its own: said on GitHub (status and comment), nothing runs."""
+
+    repo: str
+    sha: str
+    pr: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ignored:
+    reason: str
+
+
+PLAN_COMMAND = re.compile(r"/tfo plan(?:[ \t]+([0-9a-f]{7,40}))?[ \t]*")
+
+
+def untrusted_reason(cfg: TfoConfig, repo: str, head_repo: str, association: str) -> str:
+    """Why a pull request is not planned on its own, or "" when it is."""
+    w = cfg.webhook
+    if head_repo.lower() != repo.lower() and not w.plan_forks:
+        return f"it comes from a fork ({head_repo or 'a deleted repository'})"
+    if association not in w.pr_authors:
+        return f"its author's association with {repo} is {association or 'unknown'}"
+    return ""
+
+
+def explain_refusal(cfg: TfoConfig, repo: str, sha: str, reason: str) -> str:
+    allowed = ", ".join(cfg.webhook.pr_authors)
+    return (f"## tfo plan: not run 🔒\n\ntfo did not plan commit `{sha[:12]}` because {reason}.\n\n"
+            f"A plan runs the pull request's code (providers, external data sources, `file()`) with the "
+            f"deployment accounts' credentials, so tfo plans on its own only pull requests from branches of "
+            f"`{repo}` opened by its {allowed}.\n\nAfter reviewing the code, one of them can start the plan of "
+            f"exactly this commit by commenting:\n\n```\n/tfo plan {sha}\n```\n")
+
+
+def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) -> Job | Refusal | Ignored:
+    """What an event asks for: a run, a refusal to explain on GitHub, or nothing (and why)."""
+    repo = str((payload.get("repository") or {}).get("full_name", ""))
+    sender = str((payload.get("sender") or {}).get("login", ""))
+    if repo.lower() != cfg.webhook.repository.lower():
+        return Ignored(f"events of {repo or 'an unnamed repository'} are not handled here "
+                       f"(this webhook serves {cfg.webhook.repository})")
     if event == "push":
         ref = str(payload.get("ref", ""))
         if ref != f"refs/heads/{cfg.webhook.apply_branch}":
-            return None, f"push to {ref} ignored: only {cfg.webhook.apply_branch} is applied"
+            return Ignored(f"push to {ref} ignored: only {cfg.webhook.apply_branch} is applied")
         if payload.get("deleted"):
-            return None, "branch deletion ignored"
+            return Ignored("branch deletion ignored")
         before = str(payload.get("before", ""))
         return Job(new_run_id(), Action.APPLY, repo, str(payload.get("after", "")),
-                   "" if before == ZERO_SHA else before, None, delivery, sender), ""
+                   "" if before == ZERO_SHA else before, None, delivery, sender)
     if event == "pull_request":
         action = str(payload.get("action", ""))
         if action not in PR_ACTIONS:
-            return None, f"pull_request {action} ignored"
-        pr = payload.get("pull_request", {})
-        return Job(new_run_id(), Action.PLAN, repo, str(pr.get("head", {}).get("sha", "")),
-                   str(pr.get("base", {}).get("sha", "")), int(payload.get("number", 0)), delivery, sender), ""
-    return None, ""
+            return Ignored(f"pull_request {action} ignored")
+        pr = payload.get("pull_request") or {}
+        head = pr.get("head") or {}
+        number = int(payload.get("number") or pr.get("number") or 0)
+        sha = str(head.get("sha", ""))
+        why = untrusted_reason(cfg, repo, str((head.get("repo") or {}).get("full_name", "")),
+                               str(pr.get("author_association", "")))
+        if why:
+            return Refusal(repo, sha, number, why)
+        return Job(new_run_id(), Action.PLAN, repo, sha, str((pr.get("base") or {}).get("sha", "")), number,
+                   delivery, sender)
+    if event == "issue_comment":
+        issue, comment = payload.get("issue") or {}, payload.get("comment") or {}
+        if payload.get("action") != "created" or not issue.get("pull_request"):
+            return Ignored("only new comments on pull requests are read")
+        first_line = str(comment.get("body", "")).strip().splitlines()[:1]
+        command = PLAN_COMMAND.fullmatch(first_line[0]) if first_line else None
+        if command is None:
+            return Ignored("not a tfo command")
+        association = str(comment.get("author_association", ""))
+        if association not in cfg.webhook.pr_authors:
+            return Ignored(f"/tfo plan by {sender} ignored: their association with {repo} is {association}")
+        return Job(new_run_id(), Action.PLAN, repo, command.group(1) or "", "", int(issue.get("number") or 0),
+                   delivery, sender, lookup=True)
+    return Ignored(f"{event} events are not handled (tfo takes push, pull_request and issue_comment)")
 
 
 class RunStarter:
@@ -138,12 +204,25 @@ class RunStarter:
     enqueued or recorded as not started, so a job outlives a crash of the webhook in between.
     """
 
-    def __init__(self, server_cfg: TfoConfig, submit: Callable[[TfoConfig, Any], Any] | None = None) -> None:
+    def __init__(self, server_cfg: TfoConfig, submit: Callable[[TfoConfig, Any], Any] | None = None,
+                 deliveries: Deliveries | None = None) -> None:
         self.cfg = server_cfg
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfo-webhook-run")
         self.submit = submit
         self.token = os.environ.get(server_cfg.github.token_env, "")
         self.spool = server_cfg.resolve(server_cfg.webhook.spool_dir)
+        self.deliveries = deliveries or Deliveries(server_cfg.celery.broker_url, server_cfg.webhook.replay_window_s)
+
+    def refuse(self, refusal: Refusal) -> None:
+        """Say on the pull request why it was not planned (in the background: GitHub may be slow)."""
+        self.pool.submit(self._post_refusal, refusal)
+
+    def _post_refusal(self, r: Refusal) -> None:
+        error = notify.post_not_run(self.cfg, {"github": {"repo": r.repo, "sha": r.sha, "pr": r.pr}}, "plan",
+                                    explain_refusal(self.cfg, r.repo, r.sha, r.reason), f"not planned: {r.reason}")
+        log.info("pull request %s#%d (%s) not planned: %s", r.repo, r.pr, r.sha[:12], r.reason)
+        if error:
+            log.error("pull request %s#%d: the refusal could not be posted: %s", r.repo, r.pr, error)
 
     def start(self, job: Job) -> None:
         """Spool the job (raises OSError when it cannot), then start it in the background."""
@@ -197,10 +276,26 @@ class RunStarter:
         try:
             self.run(job)
         except Exception as e:  # a background job must record its failure, not die silently
-            log.error("run %s for %s@%s failed to start: %s", job.run_id, job.repo, job.sha[:12],
-                      Redactor([self.token] if self.token else []).redact(f"{type(e).__name__}: {e}"))
-            self._record_failure(job, "failed", f"{type(e).__name__}: {e}")
+            error = Redactor([self.token] if self.token else []).redact(f"{type(e).__name__}: {e}")
+            log.error("run %s for %s@%s failed to start: %s", job.run_id, job.repo, job.sha[:12], error)
+            self._record_failure(job, "failed", error)
+            self._post_start_failure(job, error)
+            try:  # GitHub's Redeliver (the same delivery id) must start it again, not read as a replay
+                self.deliveries.forget(job.delivery)
+            except Exception as forget_error:
+                log.error("delivery %s not forgotten (%s): redeliver with a new delivery id", job.delivery,
+                          type(forget_error).__name__)
         self._unspool(job)  # enqueued, or recorded as not started: nothing left to resume
+
+    def _post_start_failure(self, job: Job, error: str) -> None:
+        text = (f"## tfo {job.action.value}: did not start ❌\n\nRun `{job.run_id}` for commit `{job.sha[:12]}` "
+                f"could not be started:\n\n```\n{error[:2000].replace('`', chr(39))}\n```\n\nNothing ran. Once the "
+                "cause is fixed, redeliver the event from the webhook's *Recent Deliveries* in GitHub "
+                "(or push again).\n")
+        posted = notify.post_not_run(self.cfg, {"github": {"repo": job.repo, "sha": job.sha, "pr": job.pr}},
+                                     job.action.value, text, f"run {job.run_id} did not start")
+        if posted:
+            log.error("run %s: the failure could not be posted to GitHub: %s", job.run_id, posted)
 
     def _record_failure(self, job: Job, status: str, error: str) -> None:
         """A run that never started still gets a summary, so `tfo runs show` and clients see why."""
@@ -210,6 +305,11 @@ class RunStarter:
                 "error": Redactor([self.token] if self.token else []).redact(error), "deployments": []})
 
     def run(self, job: Job) -> None:
+        if job.lookup:
+            found = self._pull_request_head(job)
+            if found is None:
+                return
+            job = found
         w = self.cfg.webhook
         mirror = self.cfg.resolve(w.mirror_dir)
         git.mirror_sync(w.remote_url, mirror, self.token)
@@ -221,6 +321,27 @@ class RunStarter:
         finally:
             shutil.rmtree(checkout, ignore_errors=True)
 
+    def _pull_request_head(self, job: Job) -> Job | None:
+        """`/tfo plan [SHA]`: the pull request's head and base now, or None when it must not run."""
+        assert job.pr is not None
+        client = notify.github_client(self.cfg)
+        if client is None:
+            raise GitHubError("/tfo plan needs GitHub credentials to look up the pull request")
+        pull = client.pull_request(job.repo, job.pr)
+        why = ""
+        if pull.state != "open":
+            why = f"pull request #{job.pr} is {pull.state or 'not open'}"
+        elif job.sha and not pull.head_sha.startswith(job.sha):
+            why = (f"its head is now `{pull.head_sha[:12]}`, not the commit `{job.sha}` the command named; "
+                   "review the new commits, then name the head")
+        elif not job.sha and untrusted_reason(self.cfg, job.repo, pull.head_repo, pull.author_association):
+            why = (untrusted_reason(self.cfg, job.repo, pull.head_repo, pull.author_association)
+                   + ", so the command must name the reviewed commit")
+        if why:
+            self._post_refusal(Refusal(job.repo, pull.head_sha, job.pr, why))
+            return None
+        return replace(job, sha=pull.head_sha, base=pull.base_sha, lookup=False)
+
     def _start(self, job: Job, checkout: Path) -> None:
         repo_cfg_file = checkout / "tfo.toml"
         repo_cfg = load_config(repo_cfg_file if repo_cfg_file.is_file() else None, repo_root=checkout, environ={})
@@ -228,7 +349,9 @@ class RunStarter:
         store = replace(self.cfg.store, path=str(self.cfg.resolve(self.cfg.store.path)))
         cfg = replace(repo_cfg, store=store, celery=self.cfg.celery, github=self.cfg.github,
                       webhook=self.cfg.webhook, workdir=str(self.cfg.workdir_path),
-                      plugin_cache_dir=self.cfg.plugin_cache_dir, terraform_bin=self.cfg.terraform_bin)
+                      plugin_cache_dir=self.cfg.plugin_cache_dir, terraform_bin=self.cfg.terraform_bin,
+                      terraform_env=self.cfg.terraform_env, cache_dir=self.cfg.cache_dir,
+                      accounts=self.cfg.accounts)
         target = {"github": {"repo": job.repo, "sha": job.sha, "pr": job.pr}}
         if job.base:
             changed = "\n".join(f"{c.status}\t{c.path}" for c in git.changed_paths(checkout, f"{job.base}..{job.sha}"))
@@ -255,10 +378,32 @@ class RunStarter:
                  len(specs))
 
 
+def _payload(body: bytes, content_type: str) -> dict[str, Any] | str:
+    """The event's JSON object, from either of GitHub's content types; or why it cannot be read."""
+    if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        try:
+            fields = urllib.parse.parse_qs(body.decode("utf-8"), strict_parsing=True)
+        except (UnicodeDecodeError, ValueError):
+            return "form body cannot be decoded"
+        if len(fields.get("payload", [])) != 1:
+            return "form body has no payload field"
+        text = fields["payload"][0]
+    else:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return "body is not UTF-8 JSON"
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        return "body is not JSON"
+    return payload if isinstance(payload, dict) else "body is not a JSON object"
+
+
 def create_app(cfg: TfoConfig, secret: bytes, starter: RunStarter) -> Flask:
     app = Flask("tfo-webhook")
     app.config["MAX_CONTENT_LENGTH"] = cfg.webhook.max_body_bytes
-    deliveries = Deliveries(cfg.celery.broker_url, cfg.webhook.replay_window_s)
+    deliveries = starter.deliveries
 
     def answer(code: int, /, **body: Any) -> tuple[Response, int]:
         return jsonify(body), code
@@ -285,18 +430,23 @@ def create_app(cfg: TfoConfig, secret: bytes, starter: RunStarter) -> Flask:
             return answer(400, error="missing or malformed X-GitHub-Delivery")
         if event == "ping":
             return answer(200, status="pong")
-        if event not in ("push", "pull_request"):
-            return answer(400, error=f"unsupported event {event[:40]!r}: tfo takes push and pull_request")
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return answer(400, error="body is not JSON")
-        if not isinstance(payload, dict):
-            return answer(400, error="body is not a JSON object")
-        job, why = job_for(event, payload, cfg, delivery)
-        if job is None:
-            return answer(200, status="ignored", reason=why)
-        if not job.sha or len(job.sha) != 40 or not all(c in "0123456789abcdef" for c in job.sha):
+        if event not in ("push", "pull_request", "issue_comment"):
+            # 2xx: GitHub shows anything else as a failed delivery, and an App receives events it
+            # cannot opt out of (installation, ...).
+            return answer(200, status="ignored", reason=f"{event[:40]!r} events are not handled")
+        payload = _payload(body, request.headers.get("Content-Type", ""))
+        if isinstance(payload, str):
+            return answer(400, error=payload)
+        decision = job_for(event, payload, cfg, delivery)
+        if isinstance(decision, Ignored):
+            return answer(200, status="ignored", reason=decision.reason)
+        if isinstance(decision, Refusal):
+            if _valid_sha(decision.sha) and decision.pr > 0:
+                starter.refuse(decision)
+            return answer(200, status="refused", reason=decision.reason)
+        job = decision
+        valid = _valid_sha(job.sha) or (job.lookup and (not job.sha or all(c in "0123456789abcdef" for c in job.sha)))
+        if not valid or (job.lookup and not job.pr):
             return answer(400, error="event has no valid commit sha")
         try:
             first = deliveries.first_time(delivery)
@@ -318,6 +468,10 @@ def create_app(cfg: TfoConfig, secret: bytes, starter: RunStarter) -> Flask:
         return answer(202, status="accepted", run_id=job.run_id, action=job.action.value)
 
     return app
+
+
+def _valid_sha(sha: str) -> bool:
+    return len(sha) == 40 and all(c in "0123456789abcdef" for c in sha)
 
 
 def serve(cfg: TfoConfig, secret: bytes) -> None:

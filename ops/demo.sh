@@ -20,6 +20,9 @@ git -C "$demo/repo" -c user.email=demo@tfo.invalid -c user.name="tfo demo" commi
 export TF_CLI_CONFIG_FILE
 TF_CLI_CONFIG_FILE=$("$venv/bin/python" -m tfo_testprovider.mirror "$demo/mirror")
 export TFOTEST_WORLD=$demo/world
+# terraform sees only an allowlist of the environment (README: "What terraform sees"); the test
+# provider reads where its world lives from this variable, so pass it on.
+export TFO_TERRAFORM_ENV=TFOTEST_WORLD
 export TFO_TERRAFORM_BIN=$venv/bin/terraform
 cd "$demo/repo"
 

@@ -87,6 +87,13 @@ class WebhookConfig:
     max_body_bytes: int = 5 * 1024 * 1024
     # Deliveries remembered (in Redis when a broker is configured) to ignore replays.
     replay_window_s: int = 7 * 24 * 3600
+    # The GitHub repository (OWNER/NAME) whose events run; any other repository's are ignored.
+    repository: str = ""
+    # A plan runs the pull request's code with the accounts' credentials: only pull requests from this
+    # repository's own branches whose author's association with it is one of these are planned.
+    # Anything else (a fork, an outside contributor) waits for `/tfo plan SHA` from such a person.
+    pr_authors: tuple[str, ...] = ("OWNER", "MEMBER", "COLLABORATOR")
+    plan_forks: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,9 @@ class TfoConfig:
     # "service": one deployment per service a file sets (the service table below); "file": every file
     # is one deployment of module_dir, with no service in its id or state key.
     shard_by: str = "service"
+    # Environment variables terraform may see besides its own, the clouds' and the basics (names or
+    # globs; see orchestrator/terraform_env.py). tfo's own secrets are never passed.
+    terraform_env: tuple[str, ...] = ()
     services: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SERVICES))
     modules: Mapping[str, str] = field(default_factory=dict)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -149,6 +159,11 @@ class TfoConfig:
     @property
     def cache_path(self) -> Path:
         return self.resolve(self.cache_dir)
+
+    @property
+    def secret_env_names(self) -> tuple[str, ...]:
+        """The variables that hold tfo's own secrets: never passed to terraform."""
+        return (self.github.token_env, self.github.app_key_env, self.webhook.secret_env)
 
     def module_for(self, service: str) -> str:
         return self.modules.get(service, self.module_dir)
@@ -310,6 +325,12 @@ def _check(cfg: TfoConfig, where: str) -> None:
         raise ConfigError(f"{where}: store.kind = 's3' needs store.bucket (or TFO_STORE_BUCKET)")
     if cfg.store.sse not in ("AES256", "aws:kms"):
         raise ConfigError(f"{where}: store.sse = {cfg.store.sse!r}; expected 'AES256' or 'aws:kms'")
+    from orchestrator.terraform_env import refused_names
+
+    refused = refused_names(cfg.terraform_env, cfg.secret_env_names)
+    if refused:
+        raise ConfigError(f"{where}: terraform_env names {', '.join(refused)}: tfo's own secrets are never passed "
+                          "to terraform (a plan runs the repository's code)")
     if cfg.max_workers < 1:
         raise ConfigError(f"{where}: max_workers must be at least 1")
     c = cfg.celery
@@ -317,6 +338,15 @@ def _check(cfg: TfoConfig, where: str) -> None:
         raise ConfigError(f"{where}: celery.route_by = {c.route_by!r}; expected 'account', 'region' or empty")
     if not c.soft_time_limit_s < c.time_limit_s < c.visibility_timeout_s:
         raise ConfigError(f"{where}: celery needs soft_time_limit_s < time_limit_s < visibility_timeout_s")
+    w = cfg.webhook
+    if w.repository and not re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+", w.repository):
+        raise ConfigError(f"{where}: webhook.repository = {w.repository!r}; expected OWNER/NAME")
+    associations = {"OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR",
+                    "FIRST_TIMER", "MANNEQUIN", "NONE"}
+    unknown = [a for a in w.pr_authors if a not in associations]
+    if unknown:
+        raise ConfigError(f"{where}: webhook.pr_authors has {', '.join(unknown)}; GitHub's author associations "
+                          f"are {', '.join(sorted(associations))}")
     template_problem = path_template_problem(cfg.path_template)
     if template_problem:
         raise ConfigError(f"{where}: path_template = {cfg.path_template!r}: {template_problem}")

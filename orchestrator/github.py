@@ -56,6 +56,16 @@ def app_jwt(app_id: str, private_key_pem: str, now: float | None = None) -> str:
     return f"{header}.{payload}.{_b64url(signature)}"
 
 
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    head_sha: str
+    base_sha: str
+    head_repo: str  # "" when the fork was deleted
+    author_association: str
+    state: str
+
+
 class GitHubClient:
     def __init__(self, api_url: str, auth: GitHubAuth, *, max_retries: int = 4, backoff_s: float = 0.5,
                  timeout_s: float = 15, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -130,6 +140,13 @@ class GitHubClient:
             page += 1
         created = self.request("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body})
         return int(created["id"])
+
+    def pull_request(self, repo: str, number: int) -> PullRequest:
+        data = self.request("GET", f"/repos/{repo}/pulls/{number}")
+        head, base = data.get("head") or {}, data.get("base") or {}
+        return PullRequest(number, str(head.get("sha", "")), str(base.get("sha", "")),
+                           str((head.get("repo") or {}).get("full_name", "")), str(data.get("author_association", "")),
+                           str(data.get("state", "")))
 
     def set_status(self, repo: str, sha: str, state: str, context: str, description: str,
                    target_url: str = "") -> None:

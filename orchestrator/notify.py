@@ -65,17 +65,25 @@ def post_result(cfg: TfoConfig, result: RunResult, client: GitHubClient | None =
 def post_invalid(cfg: TfoConfig, notify: dict[str, Any], action: str, run_id: str, problems: list[Problem],
                  client: GitHubClient | None = None) -> str:
     """The change did not validate: nothing ran; say why on the PR and the commit."""
+    lines = "\n".join(f"- `{p}`" for p in problems)
+    return post_not_run(cfg, notify, action, f"## tfo {action}: invalid input ⚠️\n\nRun `{run_id}` did not start; "
+                        f"{len(problems)} problem(s):\n\n{lines}\n", f"invalid input: {len(problems)} problem(s)",
+                        client)
+
+
+def post_not_run(cfg: TfoConfig, notify: dict[str, Any], action: str, markdown: str, description: str,
+                 client: GitHubClient | None = None) -> str:
+    """Nothing ran (invalid input, a refused pull request, a start that failed): a failure status on the
+    commit and, for a PR, the sticky comment saying why. Returns an error text, never raises."""
     target, client = notify.get("github"), client or github_client(cfg)
     if not isinstance(target, dict) or client is None:
         return ""
-    lines = "\n".join(f"- `{p}`" for p in problems)
-    body = (f"## tfo {action}: invalid input ⚠️\n\nRun `{run_id}` did not start; "
-            f"{len(problems)} problem(s):\n\n{lines}\n")
     try:
-        client.set_status(target["repo"], target["sha"], "failure", f"{cfg.github.status_context}/{action}",
-                          f"invalid input: {len(problems)} problem(s)")
+        if len(str(target.get("sha", ""))) == 40:  # a commit status needs the whole sha
+            client.set_status(target["repo"], target["sha"], "failure", f"{cfg.github.status_context}/{action}",
+                              description)
         if target.get("pr"):
-            client.upsert_sticky_comment(target["repo"], int(target["pr"]), body)
+            client.upsert_sticky_comment(target["repo"], int(target["pr"]), markdown)
     except GitHubError as e:
         return str(e)
     return ""

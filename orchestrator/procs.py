@@ -1,10 +1,33 @@
-"""Is a process still working in a directory? Proof that a lost attempt's terraform is gone."""
+"""This host's processes: is one still working in a directory (proof that a lost attempt's terraform
+is gone), and keeping tfo's own process unreadable to the code a plan runs."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import time
 from pathlib import Path
+
+_PR_SET_DUMPABLE = 4
+
+
+def keep_private() -> bool:
+    """Make this process non-dumpable: its /proc/PID/environ, mem and fds become root's.
+
+    Terraform, its providers and `external` programs run as the same user as tfo, and a same-user
+    process may read another's /proc/PID/environ, where tfo's secrets (GitHub token, webhook secret,
+    broker password) are. Forked children (Celery's pool) inherit the flag; exec resets it, so
+    terraform is readable as usual, and its environment holds none of them (terraform_env.py).
+    False where the kernel does not offer it.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def processes_in(directory: Path) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from orchestrator.credentials import AccountCredentials, AwsCredentials
 from orchestrator.locks import DynamoLeaseBackend, FileLeaseBackend, LeaseManager
 from orchestrator.store import Store, open_store
 from orchestrator.terraform import TerraformClient
+from orchestrator.terraform_env import terraform_environment
 
 # (deployment id, phase, detail): phases are queued, preparing, waiting_lock, init, plan, backup,
 # apply, rollback, verify, and a final status value.
@@ -106,7 +108,8 @@ def build_runtime(cfg: TfoConfig, cancel: CancelToken | None = None, on_event: E
         cfg=cfg,
         store=store,
         leases=open_leases(cfg, store),
-        client=TerraformClient(cfg.terraform_bin),
+        client=TerraformClient(cfg.terraform_bin, terraform_environment(os.environ, cfg.terraform_env,
+                                                                        cfg.secret_env_names)),
         cancel=cancel or CancelToken(),
         on_event=on_event or _no_events,
     )

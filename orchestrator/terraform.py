@@ -20,6 +20,7 @@ from pathlib import Path
 
 from orchestrator.cancel import CancelToken
 from orchestrator.errors import TerraformNotFoundError
+from orchestrator.terraform_env import terraform_environment
 
 # Terraform reacts to one SIGINT by finishing in-flight resource operations, writing state and
 # releasing its state lock. Only if it ignores that for this long is the process group killed.
@@ -68,8 +69,10 @@ AUTOMATION_ENV = {
 class TerraformClient:
     def __init__(self, binary: str, base_env: Mapping[str, str] | None = None,
                  grace_s: float = DEFAULT_GRACE_S) -> None:
+        """`base_env`: what terraform may see of ours (terraform_env.terraform_environment); default:
+        the allowlist applied to this process's environment."""
         self.binary = binary
-        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.base_env = dict(terraform_environment(os.environ) if base_env is None else base_env)
         self.grace_s = grace_s
 
     def environment(self, extra: Mapping[str, str]) -> dict[str, str]:

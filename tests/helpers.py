@@ -135,6 +135,7 @@ def make_repo(tmp: Path, mirror_config: Path, terraform: str, extra_env: dict[st
         "PYTHONPATH": str(ROOT),
         "TF_CLI_CONFIG_FILE": str(mirror_config),
         "TFOTEST_WORLD": str(world),
+        "TFO_TERRAFORM_ENV": "TFOTEST_WORLD",  # terraform sees an allowlist; the test provider needs this
         "TFO_TERRAFORM_BIN": terraform,
         "CI": "true",
         # tfo's cache of slow facts, per test rather than the user's (~/.cache/tfo)

@@ -14,6 +14,7 @@ from celery import Celery
 
 from orchestrator.config import TfoConfig, load_config
 from orchestrator.models import DeploymentSpec
+from orchestrator.procs import keep_private
 
 DEFAULT_QUEUE = "tfo"
 # The chord callback has its own queue, which every worker also consumes, so a run is finalized
@@ -104,4 +105,6 @@ def make_app(cfg: TfoConfig) -> TfoCelery:
     return TfoCelery(cfg)
 
 
+# `celery -A workers.app worker` does not pass through tfo's main: keep this process unreadable too.
+keep_private()
 app = make_app(config_from_env())

@@ -8,12 +8,13 @@ import json
 import logging
 import stat
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cli.webhook import Job, RunStarter, create_app, verify_signature
+from cli.webhook import Deliveries, Job, Refusal, RunStarter, create_app, verify_signature
 from orchestrator.config import load_config
 from orchestrator.models import Action
 
@@ -23,9 +24,14 @@ SECRET = b"s3cr3t-hook"
 class RecordingStarter(RunStarter):
     def __init__(self) -> None:
         self.jobs: list[Job] = []
+        self.refusals: list[Refusal] = []
+        self.deliveries = Deliveries("", 3600)
 
     def start(self, job: Job) -> None:
         self.jobs.append(job)
+
+    def refuse(self, refusal: Refusal) -> None:
+        self.refusals.append(refusal)
 
 
 def sign(body: bytes, secret: bytes = SECRET) -> str:
@@ -34,17 +40,22 @@ def sign(body: bytes, secret: bytes = SECRET) -> str:
 
 @pytest.fixture
 def app(tmp_path: Path) -> tuple[Any, RecordingStarter]:
-    (tmp_path / "tfo.toml").write_text("[tfo.webhook]\nmax_body_bytes = 1000\napply_branch = \"main\"\n")
+    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nmax_body_bytes = 1000\napply_branch = "main"\n'
+                                       'repository = "o/r"\n')
     cfg = load_config(repo_root=tmp_path, environ={})
     starter = RecordingStarter()
     return create_app(cfg, SECRET, starter).test_client(), starter
 
 
-def post(client: Any, event: str, payload: Any, delivery: str = "d-1", signature: str | None = None) -> Any:
+def post(client: Any, event: str, payload: Any, delivery: str = "d-1", signature: str | None = None,
+         form: bool = False) -> Any:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    if form:
+        body = urllib.parse.urlencode({"payload": body.decode()}).encode()
     headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery,
                "X-Hub-Signature-256": signature if signature is not None else sign(body)}
-    return client.post("/webhook", data=body, headers=headers, content_type="application/json")
+    return client.post("/webhook", data=body, headers=headers,
+                       content_type="application/x-www-form-urlencoded" if form else "application/json")
 
 
 def push(ref: str = "refs/heads/main") -> dict[str, Any]:
@@ -70,7 +81,7 @@ def test_rejections(app: tuple[Any, RecordingStarter]) -> None:
     assert post(client, "push", push(), signature="sha256=" + "0" * 64).status_code == 401
     assert post(client, "push", push(), signature="").status_code == 401
     assert post(client, "push", b"{" + b" " * 2000 + b"}").status_code == 413
-    assert post(client, "issues", {"a": 1}).status_code == 400
+    assert post(client, "issues", {"a": 1}).get_json()["status"] == "ignored"  # 2xx: not a failed delivery
     assert post(client, "push", b"not json").status_code == 400
     assert post(client, "push", {**push(), "after": "not-a-sha"}).status_code == 400
     assert post(client, "push", push(), delivery="").status_code == 400
@@ -92,10 +103,16 @@ def test_push_to_main_is_an_apply_and_a_replay_is_ignored(app: tuple[Any, Record
     assert starter.jobs[-1].base == ""  # a new branch: every deployment
 
 
+def pull_request(action: str = "opened", head_repo: str | None = "o/r", association: str = "MEMBER"
+                 ) -> dict[str, Any]:
+    return {"action": action, "number": 5, "repository": {"full_name": "o/r"}, "sender": {"login": "dev"},
+            "pull_request": {"head": {"sha": "3" * 40, "repo": {"full_name": head_repo} if head_repo else None},
+                             "base": {"sha": "4" * 40}, "author_association": association}}
+
+
 def test_pull_request_actions(app: tuple[Any, RecordingStarter]) -> None:
     client, starter = app
-    payload = {"action": "opened", "number": 5, "repository": {"full_name": "o/r"},
-               "pull_request": {"head": {"sha": "3" * 40}, "base": {"sha": "4" * 40}}}
+    payload = pull_request()
     assert post(client, "pull_request", payload, delivery="p1").status_code == 202
     assert starter.jobs[-1].action.value == "plan" and starter.jobs[-1].pr == 5
     labeled = post(client, "pull_request", {**payload, "action": "labeled"}, delivery="p2")
@@ -152,7 +169,7 @@ def test_a_restart_resumes_accepted_jobs_and_never_enqueues_one_twice(tmp_path: 
 
 
 def test_an_unwritable_spool_answers_503_and_the_redelivery_is_taken(tmp_path: Path) -> None:
-    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nspool_dir = "spool"\n')
+    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nspool_dir = "spool"\nrepository = "o/r"\n')
     (tmp_path / "spool").write_text("a file where the spool directory should be")
     cfg = load_config(repo_root=tmp_path, environ={})
     starter = HeldStarter(cfg)
@@ -164,3 +181,75 @@ def test_an_unwritable_spool_answers_503_and_the_redelivery_is_taken(tmp_path: P
     assert r.status_code == 202
     starter.pool.shutdown(wait=True)
     assert starter.ran == [r.get_json()["run_id"]]
+
+
+def test_forks_and_outside_authors_are_refused_with_a_reason(app: tuple[Any, RecordingStarter]) -> None:
+    client, starter = app
+    fork = post(client, "pull_request", pull_request(head_repo="mallory/r"), delivery="f1").get_json()
+    assert fork["status"] == "refused" and "fork (mallory/r)" in fork["reason"]
+    gone = post(client, "pull_request", pull_request(head_repo=None), delivery="f2").get_json()
+    assert gone["status"] == "refused" and "deleted repository" in gone["reason"]
+    outsider = post(client, "pull_request", pull_request(association="CONTRIBUTOR"), delivery="f3").get_json()
+    assert outsider["status"] == "refused" and "is CONTRIBUTOR" in outsider["reason"]
+    assert starter.jobs == []
+    assert [(r.pr, r.sha) for r in starter.refusals] == [(5, "3" * 40)] * 3
+    for who in ("OWNER", "MEMBER", "COLLABORATOR"):
+        assert post(client, "pull_request", pull_request(association=who), delivery=f"ok-{who}").status_code == 202
+    assert len(starter.jobs) == 3
+
+
+def test_forks_may_be_allowed_by_config(tmp_path: Path) -> None:
+    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nrepository = "o/r"\nplan_forks = true\n'
+                                       'pr_authors = ["OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR"]\n')
+    starter = RecordingStarter()
+    client = create_app(load_config(repo_root=tmp_path, environ={}), SECRET, starter).test_client()
+    friend = pull_request(head_repo="friend/r", association="CONTRIBUTOR")
+    assert post(client, "pull_request", friend).status_code == 202
+
+
+def test_events_of_another_repository_start_nothing(app: tuple[Any, RecordingStarter]) -> None:
+    client, starter = app
+    for i, (event, payload) in enumerate((("push", {**push(), "repository": {"full_name": "evil/r"}}),
+                                          ("pull_request", {**pull_request(), "repository": {"full_name": "o/x"}}),
+                                          ("push", {k: v for k, v in push().items() if k != "repository"}))):
+        r = post(client, event, payload, delivery=f"x-{i}")
+        assert r.status_code == 200 and r.get_json()["status"] == "ignored", r.get_json()
+        assert "not handled here" in r.get_json()["reason"]
+    assert starter.jobs == [] and starter.refusals == []
+    upper = post(client, "push", {**push(), "repository": {"full_name": "O/R"}}, delivery="case")
+    assert upper.status_code == 202  # GitHub names are case-insensitive
+
+
+def test_form_encoded_deliveries_and_unhandled_events(app: tuple[Any, RecordingStarter]) -> None:
+    client, starter = app
+    r = post(client, "push", push(), delivery="form-1", form=True)
+    assert r.status_code == 202 and starter.jobs[-1].sha == "2" * 40
+    assert post(client, "push", b"payload=%7Bnot", delivery="form-2", form=False).status_code == 400
+    bad_form = post(client, "push", b"", delivery="form-3", form=True)
+    assert bad_form.status_code == 400 and "form body" in bad_form.get_json()["error"]
+    for event in ("installation", "create", "delete", "issues", "check_run"):
+        r = post(client, event, {"action": "created"}, delivery=f"u-{event}")
+        assert r.status_code == 200 and r.get_json()["status"] == "ignored"
+    assert len(starter.jobs) == 1
+
+
+def comment(body: str, association: str = "MEMBER", on_pr: bool = True, action: str = "created") -> dict[str, Any]:
+    return {"action": action, "repository": {"full_name": "o/r"}, "sender": {"login": "maintainer"},
+            "issue": {"number": 5, **({"pull_request": {"url": "x"}} if on_pr else {})},
+            "comment": {"body": body, "author_association": association}}
+
+
+def test_plan_command_from_an_allowed_person(app: tuple[Any, RecordingStarter]) -> None:
+    client, starter = app
+    r = post(client, "issue_comment", comment("/tfo plan 3333333\nlooks fine"), delivery="c1")
+    assert r.status_code == 202
+    job = starter.jobs[-1]
+    assert (job.lookup, job.sha, job.pr, job.sender, job.action.value) == (True, "3333333", 5, "maintainer", "plan")
+    assert post(client, "issue_comment", comment("/tfo plan"), delivery="c2").status_code == 202
+    assert starter.jobs[-1].sha == ""
+    for i, ignored in enumerate((comment("/tfo plan 333", "MEMBER"), comment("/tfo plan", "CONTRIBUTOR"),
+                                 comment("please /tfo plan"), comment("/tfo plan", on_pr=False),
+                                 comment("/tfo plan", action="edited"), comment("/tfo plan ZZZZZZZ"))):
+        r = post(client, "issue_comment", ignored, delivery=f"n{i}")
+        assert r.status_code == 200 and r.get_json()["status"] == "ignored", (ignored, r.get_json())
+    assert len(starter.jobs) == 2
