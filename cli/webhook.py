@@ -183,7 +183,7 @@ def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) 
                    delivery, sender)
     if event == "issue_comment":
         issue, comment = payload.get("issue") or {}, payload.get("comment") or {}
-        if payload.get("action") != "created" or not issue.get("pull_request"):
+        if payload.get("action") != "created" or issue.get("pull_request") is None:
             return Ignored("only new comments on pull requests are read")
         first_line = str(comment.get("body", "")).strip().splitlines()[:1]
         command = PLAN_COMMAND.fullmatch(first_line[0]) if first_line else None

@@ -31,6 +31,7 @@ class GitHubStub:
     requests: list[Recorded] = field(default_factory=list)
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)  # GET /repos/O/R/pulls/N answers
     _next_id: int = 100
 
     def start(self) -> str:
@@ -59,7 +60,10 @@ class GitHubStub:
                     return
                 path = self.path.split("?", 1)[0]
                 parts = path.strip("/").split("/")
-                if self.command == "GET" and path.endswith("/comments"):
+                if self.command == "GET" and len(parts) == 5 and parts[3] == "pulls":
+                    pull = stub.pulls.get(int(parts[4]))
+                    self._reply(200 if pull else 404, pull or {"message": "Not Found"})
+                elif self.command == "GET" and path.endswith("/comments"):
                     number = int(parts[4])
                     self._reply(200, [c for c in stub.comments.values() if c["issue"] == number])
                 elif self.command == "POST" and path.endswith("/comments"):

@@ -3,6 +3,7 @@ on a real Redis and real workers; results come back to a recording GitHub stub."
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,9 +21,10 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import Workers
+from tests.cluster import REDIS_PASSWORD, Workers
 from tests.github_stub import GitHubStub
 from tests.helpers import EXAMPLE, SECRET_PASSWORD, SECRET_TOKEN, Repo, free_port, write_sample
+from tests.integration.test_untrusted_code import add_probe, probe_environ
 
 pytestmark = pytest.mark.integration
 SECRET = "webhook-shared-secret-4242"
@@ -51,10 +54,13 @@ class Hook:
                 time.sleep(0.2)
 
     def send(self, event: str, payload: dict[str, Any] | bytes, *, delivery: str | None = None,
-             secret: str | None = SECRET, signature: str | None = None) -> tuple[int, dict[str, Any]]:
+             secret: str | None = SECRET, signature: str | None = None, form: bool = False
+             ) -> tuple[int, dict[str, Any]]:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        if form:  # GitHub's default content type for a new webhook
+            body = urllib.parse.urlencode({"payload": body.decode()}).encode()
         headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-                   "Content-Type": "application/json"}
+                   "Content-Type": "application/x-www-form-urlencoded" if form else "application/json"}
         if signature is not None:
             headers["X-Hub-Signature-256"] = signature
         elif secret is not None:
@@ -94,6 +100,7 @@ def stack(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> Iterator[Stack]:
     toml = server.root / "tfo.toml"
     toml.write_text(toml.read_text() + f"""
 [tfo.webhook]
+repository = "org/infra"
 remote_url = "{remote}"
 mirror_dir = "{tmp_path}/mirror"
 apply_branch = "main"
@@ -136,6 +143,13 @@ def _push(work: Path, before: str, ref: str = "refs/heads/main") -> dict[str, An
             "repository": {"full_name": "org/infra"}, "sender": {"login": "dev"}}
 
 
+def _pr(action: str, number: int, head: str, base: str, head_repo: str = "org/infra", association: str = "MEMBER",
+        sender: str = "dev") -> dict[str, Any]:
+    return {"action": action, "number": number, "repository": {"full_name": "org/infra"}, "sender": {"login": sender},
+            "pull_request": {"number": number, "head": {"sha": head, "repo": {"full_name": head_repo}},
+                             "base": {"sha": base}, "author_association": association}}
+
+
 def test_signatures_sizes_events_and_ping(stack: Stack) -> None:
     _, hook, stub, _, _ = stack
     assert hook.send("ping", {"zen": "hi"}) == (200, {"status": "pong"})
@@ -144,7 +158,9 @@ def test_signatures_sizes_events_and_ping(stack: Stack) -> None:
     assert hook.send("ping", {"zen": "hi"}, signature="sha1=abc")[0] == 401
     assert hook.send("push", b"x" * 300_000)[0] == 413
     code, body = hook.send("issues", {"action": "opened"})
-    assert code == 400 and "unsupported event" in body["error"]
+    assert code == 200 and body["status"] == "ignored"
+    code, body = hook.send("installation", {"action": "created", "installation": {"id": 1}})
+    assert code == 200 and body["status"] == "ignored"  # a GitHub App always gets these: not a failed delivery
     code, body = hook.send("push", {"ref": "refs/heads/feature", "before": "a" * 40, "after": "b" * 40,
                                     "repository": {"full_name": "org/infra"}})
     assert code == 200 and body["status"] == "ignored"
@@ -188,8 +204,7 @@ def test_pull_request_plans_and_keeps_one_sticky_comment(
     git(work, "push", "-q", "origin", "feature")
 
     def pr(action: str) -> dict[str, Any]:
-        return {"action": action, "number": 17, "repository": {"full_name": "org/infra"}, "sender": {"login": "dev"},
-                "pull_request": {"head": {"sha": git(work, "rev-parse", "HEAD")}, "base": {"sha": refs["base"]}}}
+        return _pr(action, 17, git(work, "rev-parse", "HEAD"), refs["base"])
 
     code, body = hook.send("pull_request", pr("opened"))
     assert code == 202 and body["action"] == "plan"
@@ -259,3 +274,133 @@ def test_an_event_accepted_just_before_the_webhook_dies_runs_when_it_restarts(st
     assert f"resuming run {run_id}" in (tmp_path / "webhook.log").read_text()
     sha = git(work, "rev-parse", "HEAD")
     assert (sha, "success", "tfo/apply") in [(s["sha"], s["state"], s["context"]) for s in stub.statuses]
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _runs(server: Repo) -> list[Path]:
+    return [p for p in (server.root / ".tfo/store/runs").glob("*.json") if not p.name.endswith("meta.json")]
+
+
+def _fork_branch(work: Path, remote_ref: str) -> str:
+    """A commit that exists in the repository only as a pull request's head (as a fork's does on GitHub)."""
+    git(work, "checkout", "-q", "-b", f"fork-{uuid.uuid4().hex[:8]}")
+    p = work / "Accounts/acct-a/data-lake.tfvars"
+    p.write_text(p.read_text().replace("curated = { versioning = true }", "curated = { versioning = false }")
+                 + f"# {uuid.uuid4()}\n")
+    git(work, "commit", "-qam", "a fork's change")
+    sha = git(work, "rev-parse", "HEAD")
+    git(work, "push", "-q", "origin", f"+HEAD:{remote_ref}")  # a fork may force-push
+    git(work, "checkout", "-q", "main")
+    return sha
+
+
+def test_fork_and_outside_contributor_prs_are_not_planned_until_a_member_names_the_commit(stack: Stack) -> None:
+    server, hook, stub, work, refs = stack
+    head = _fork_branch(work, "refs/pull/21/head")
+    code, body = hook.send("pull_request", _pr("opened", 21, head, refs["base"], head_repo="mallory/infra",
+                                               association="NONE", sender="mallory"))
+    assert (code, body["status"]) == (200, "refused") and "fork (mallory/infra)" in body["reason"]
+    _wait_for("the explanation on the PR", lambda: len(stub.comments) == 1)
+    (comment,) = stub.comments.values()
+    assert comment["issue"] == 21 and f"/tfo plan {head}" in comment["body"] and "fork" in comment["body"]
+    _wait_for("the status", lambda: bool(stub.statuses))
+    assert [(s["sha"], s["state"], s["context"]) for s in stub.statuses] == [(head, "failure", "tfo/plan")]
+
+    # an outside contributor's PR from a branch of the repository itself: the same
+    git(work, "push", "-q", "origin", f"{head}:refs/heads/outsider")
+    code, body = hook.send("pull_request", _pr("opened", 22, head, refs["base"], association="CONTRIBUTOR",
+                                               sender="outsider"))
+    assert (code, body["status"]) == (200, "refused") and "CONTRIBUTOR" in body["reason"]
+    # anyone may comment; only an allowed association's command counts
+    drive_by = {"action": "created", "repository": {"full_name": "org/infra"}, "sender": {"login": "mallory"},
+                "issue": {"number": 21, "pull_request": {}},
+                "comment": {"body": f"/tfo plan {head}", "author_association": "NONE"}}
+    code, body = hook.send("issue_comment", drive_by)
+    assert code == 200 and body["status"] == "ignored" and "association" in body["reason"]
+    time.sleep(2)
+    assert _runs(server) == [] and server.world_state() == {}
+
+    # a member reviewed the fork's commit and names it: that commit is planned, nothing is applied
+    stub.pulls[21] = {"number": 21, "state": "open", "author_association": "NONE",
+                      "head": {"sha": head, "repo": {"full_name": "mallory/infra"}}, "base": {"sha": refs["base"]}}
+    review = {**drive_by, "sender": {"login": "maintainer"},
+              "comment": {"body": f"/tfo plan {head[:10]}", "author_association": "MEMBER"}}
+    code, body = hook.send("issue_comment", review)
+    assert code == 202 and body["action"] == "plan", body
+    summary = _summary(server, body["run_id"])
+    assert summary["status"] == "succeeded", summary
+    assert {d["id"] for d in summary["deployments"]} == {"s3/acct-a/us-west-2/data-lake",
+                                                         "kms/acct-a/us-west-2/data-lake"}  # the file's
+    assert server.world_state() == {}
+    assert body["run_id"] in stub.comments[min(stub.comments)]["body"]  # the same sticky comment, now the plan
+
+    # the fork pushes again after the review: the old command no longer matches the head
+    newer = _fork_branch(work, "refs/pull/21/head")
+    stub.pulls[21]["head"]["sha"] = newer
+    code, body = hook.send("issue_comment", review)
+    assert code == 202
+    sticky = stub.comments[min(stub.comments)]
+    _wait_for("the refusal of a stale command", lambda: f"/tfo plan {newer}" in sticky["body"])
+    assert "not the commit" in sticky["body"]
+    assert not (server.root / ".tfo/store/runs" / f"{body['run_id']}.json").exists()
+
+
+def test_foreign_repository_form_encoded_push_and_a_failed_start_then_redeliver(stack: Stack) -> None:
+    server, hook, stub, work, refs = stack
+    p = work / "Accounts/acct-b/platform.tfvars"
+    p.write_text(p.read_text() + "\n# touched\n")
+    git(work, "commit", "-qam", "touch platform")
+    foreign = {**_push(work, refs["base"]), "repository": {"full_name": "someone/else"}}
+    code, body = hook.send("push", foreign)
+    assert code == 200 and body["status"] == "ignored" and "someone/else" in body["reason"]
+
+    # GitHub's default (form-encoded) delivery of a push whose commit the remote does not have yet
+    delivery = str(uuid.uuid4())
+    code, body = hook.send("push", _push(work, refs["base"]), delivery=delivery, form=True)
+    assert code == 202, body
+    failed = _summary(server, body["run_id"])
+    assert failed["status"] == "failed" and "checkout" in failed["error"].lower(), failed
+    sha = git(work, "rev-parse", "HEAD")
+    _wait_for("the failure status", lambda: any(s["state"] == "failure" for s in stub.statuses))
+    assert (sha, "failure", "tfo/apply") in [(s["sha"], s["state"], s["context"]) for s in stub.statuses]
+    assert server.world_state() == {}
+
+    git(work, "push", "-q", "origin", "main")  # the cause is fixed; the operator presses Redeliver
+    code, body = hook.send("push", _push(work, refs["base"]), delivery=delivery, form=True)
+    assert code == 202, body  # the same delivery id, not taken for a replay
+    summary = _summary(server, body["run_id"])
+    assert summary["status"] == "succeeded"
+    assert set(server.world_state()) == {"iam.acct-b.us-east-1.platform.deployer"}
+    assert (sha, "success", "tfo/apply") in [(s["sha"], s["state"], s["context"]) for s in stub.statuses]
+    assert hook.send("push", _push(work, refs["base"]), delivery=delivery, form=True)[1]["status"] == "duplicate"
+
+
+def test_a_member_pr_whose_module_reads_the_environment_gets_none_of_tfo_secrets(stack: Stack,
+                                                                                tmp_path: Path) -> None:
+    server, hook, stub, work, refs = stack
+    git(work, "checkout", "-q", "-b", "probe")
+    add_probe(work / "terraform")  # a trusted author's PR can still carry a compromised module
+    git(work, "commit", "-qam", "read the environment")
+    git(work, "push", "-q", "origin", "probe")
+    code, body = hook.send("pull_request", _pr("opened", 31, git(work, "rev-parse", "HEAD"), refs["base"]))
+    assert code == 202, body
+    summary = _summary(server, body["run_id"])
+    assert summary["status"] == "succeeded", summary
+    (comment,) = stub.comments.values()
+    seen = probe_environ(comment["body"])  # base64 survives redaction: what terraform saw, in full
+    assert seen["TFOTEST_WORLD"] == str(server.world) and seen["TF_IN_AUTOMATION"] == "1"
+    assert {"GITHUB_TOKEN", "TFO_WEBHOOK_SECRET"} & set(seen) == set()
+    audit = server.tfo("audit", "show", body["run_id"], "--unredacted")
+    assert audit.returncode == 0, audit.stderr
+    log = "".join(f.read_text(errors="replace") for f in tmp_path.glob("*.log"))
+    for where, text in (("comment", comment["body"]), ("audit", audit.stdout), ("logs", log),
+                        ("GitHub calls", "".join(r.body for r in stub.requests))):
+        for secret in (GH_TOKEN, SECRET, REDIS_PASSWORD):
+            assert secret not in text, (where, secret)
+            assert base64.b64encode(secret.encode()).decode()[:-4] not in text, (where, secret)
