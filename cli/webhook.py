@@ -210,6 +210,7 @@ class RunStarter:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfo-webhook-run")
         self.submit = submit
         self.token = os.environ.get(server_cfg.github.token_env, "")
+        self.secrets = {self.token} - {""}  # what never reaches a log or a comment
         self.spool = server_cfg.resolve(server_cfg.webhook.spool_dir)
         self.deliveries = deliveries or Deliveries(server_cfg.celery.broker_url, server_cfg.webhook.replay_window_s)
 
@@ -276,7 +277,7 @@ class RunStarter:
         try:
             self.run(job)
         except Exception as e:  # a background job must record its failure, not die silently
-            error = Redactor([self.token] if self.token else []).redact(f"{type(e).__name__}: {e}")
+            error = Redactor(list(self.secrets)).redact(f"{type(e).__name__}: {e}")
             log.error("run %s for %s@%s failed to start: %s", job.run_id, job.repo, job.sha[:12], error)
             self._record_failure(job, "failed", error)
             self._post_start_failure(job, error)
@@ -302,7 +303,7 @@ class RunStarter:
         with contextlib.suppress(TfoError):
             open_store(self.cfg).put_json(run_summary_key(job.run_id), {
                 "run_id": job.run_id, "action": job.action.value, "status": status,
-                "error": Redactor([self.token] if self.token else []).redact(error), "deployments": []})
+                "error": Redactor(list(self.secrets)).redact(error), "deployments": []})
 
     def run(self, job: Job) -> None:
         if job.lookup:
@@ -312,7 +313,7 @@ class RunStarter:
             job = found
         w = self.cfg.webhook
         mirror = self.cfg.resolve(w.mirror_dir)
-        git.mirror_sync(w.remote_url, mirror, self.token)
+        git.mirror_sync(w.remote_url, mirror, self._git_token(job.repo))
         checkout = mirror.parent / "checkouts" / job.run_id
         shutil.rmtree(checkout, ignore_errors=True)  # left by a webhook that died while running this job
         git.checkout(mirror, job.sha, checkout)
@@ -320,6 +321,17 @@ class RunStarter:
             self._start(job, checkout)
         finally:
             shutil.rmtree(checkout, ignore_errors=True)
+
+    def _git_token(self, repo: str) -> str:
+        """$GITHUB_TOKEN, or with a GitHub App the installation's token (cached by the client)."""
+        if self.token:
+            return self.token
+        client = notify.github_client(self.cfg)
+        if client is None or not client.is_app:
+            return ""
+        token = client.token(repo)
+        self.secrets.add(token)
+        return token
 
     def _pull_request_head(self, job: Job) -> Job | None:
         """`/tfo plan [SHA]`: the pull request's head and base now, or None when it must not run."""

@@ -69,8 +69,16 @@ class GitHubConfig:
     token_env: str = "GITHUB_TOKEN"  # noqa: S105 - a variable name, not a token
     app_id: str = ""
     app_key_env: str = "TFO_GITHUB_APP_KEY"  # PEM text of the App's private key
-    installation_id: str = ""
+    installation_id: str = ""  # empty: looked up from the repository
     status_context: str = "tfo"
+    # The login tfo's comments are written under, when its credentials cannot say (GET /user, /app).
+    comment_author: str = ""
+    # Statuses link here: "{dashboard_url}/runs/{run_id}".
+    dashboard_url: str = ""
+    # A report longer than one comment is split over at most this many.
+    max_comments: int = 10
+    # How long a call waits out GitHub's rate limits in all before it gives up.
+    rate_limit_wait_s: int = 900
 
 
 @dataclass(frozen=True)

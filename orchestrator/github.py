@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -22,10 +26,13 @@ from orchestrator.redaction import Redactor
 from orchestrator.report import GITHUB_COMMENT_LIMIT
 
 STICKY_MARKER = "<!-- tfo:sticky-report -->"
+# Matched at the very start of a comment (a quote of it starts with "> "), part 1 unnumbered.
+MARKER = re.compile(r"<!-- tfo:sticky-report(?::([0-9]{1,3}))? -->")
 # What a report may take of a comment: the marker, and room for the second redaction pass of
 # `sticky_body` to lengthen a value, so that its last-resort cut never splits a code fence.
 REPORT_LIMIT = GITHUB_COMMENT_LIMIT - len(STICKY_MARKER) - 1024
-RETRY_STATUSES = {429, 500, 502, 503, 504}
+RETRY_STATUSES = {500, 502, 503, 504}
+log = logging.getLogger("tfo.github")
 
 
 class GitHubError(PlatformError):
@@ -67,82 +74,176 @@ class PullRequest:
 
 
 class GitHubClient:
+    """GitHub's REST API as tfo uses it. One per process and credentials (see notify.github_client), so
+    an App's installation tokens and tfo's own login are looked up once, not on every call."""
+
     def __init__(self, api_url: str, auth: GitHubAuth, *, max_retries: int = 4, backoff_s: float = 0.5,
-                 timeout_s: float = 15, sleep: Callable[[float], None] = time.sleep) -> None:
+                 timeout_s: float = 15, max_wait_s: float = 900, comment_author: str = "",
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.api_url = api_url.rstrip("/")
         self.auth = auth
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
+        self.max_wait_s = max_wait_s  # the longest a call waits out rate limits in all
         self.sleep = sleep
         self.session = requests.Session()
-        self._installation_token: tuple[str, float] | None = None
+        self._lock = threading.Lock()
+        self._installations: dict[str, str] = {}  # repository -> installation id
+        self._tokens: dict[str, tuple[str, float]] = {}  # installation id -> (token, expires at)
+        self._identity = comment_author
         self._redactor = Redactor([v for v in (auth.token,) if v])
 
     # --- auth -----------------------------------------------------------------------------------
-    def _authorization(self) -> str:
+    @property
+    def is_app(self) -> bool:
+        return not self.auth.token and bool(self.auth.app_id and self.auth.app_private_key_pem)
+
+    def _jwt(self) -> str:
+        return f"Bearer {app_jwt(self.auth.app_id, self.auth.app_private_key_pem)}"
+
+    def token(self, repo: str = "") -> str:
+        """The token calls (and git) use: the configured one, or an App installation's, looked up from
+        the repository when no installation id is configured, and minted again only near its expiry."""
         if self.auth.token:
-            return f"token {self.auth.token}"
-        if self.auth.app_id and self.auth.app_private_key_pem and self.auth.installation_id:
-            token, expires = self._installation_token or ("", 0.0)
-            if time.time() > expires - 60:
-                jwt = app_jwt(self.auth.app_id, self.auth.app_private_key_pem)
-                data = self._send("POST", f"/app/installations/{self.auth.installation_id}/access_tokens",
-                                  None, f"Bearer {jwt}")
+            return self.auth.token
+        if not self.is_app:
+            raise GitHubError("no GitHub credentials: set a token or GitHub App id and key")
+        with self._lock:
+            installation = self.auth.installation_id or self._installations.get(repo, "")
+            if not installation:
+                if not repo:
+                    raise GitHubError("a GitHub App without installation_id needs the repository to find it")
+                data = self._send("GET", f"/repos/{repo}/installation", None, self._jwt())
+                installation = self._installations[repo] = str(data["id"])
+            token, expires = self._tokens.get(installation, ("", 0.0))
+            if time.time() > expires - 300:
+                data = self._send("POST", f"/app/installations/{installation}/access_tokens", None, self._jwt())
                 token = str(data["token"])
+                expires = _timestamp(str(data.get("expires_at", ""))) or time.time() + 3000
                 self._redactor.add([token])
-                self._installation_token = (token, time.time() + 3000)
-            return f"token {token}"
-        raise GitHubError("no GitHub credentials: set a token or GitHub App id, key and installation id")
+                self._tokens[installation] = (token, expires)
+            return token
+
+    def identity(self) -> str:
+        """The login tfo's own comments are written under, so that a sticky comment is never someone else's."""
+        if not self._identity:
+            if self.is_app:
+                self._identity = f"{self._send('GET', '/app', None, self._jwt())['slug']}[bot]"
+            else:
+                try:
+                    self._identity = str(self.request("GET", "/user")["login"])
+                except GitHubError as e:
+                    # An Actions GITHUB_TOKEN may not read /user; its comments are github-actions[bot]'s.
+                    if " 403" not in str(e) and " 401" not in str(e):
+                        raise
+                    self._identity = "github-actions[bot]"
+        return self._identity
 
     # --- transport ------------------------------------------------------------------------------
-    def _send(self, method: str, path: str, body: dict[str, Any] | None, authorization: str) -> Any:
+    def _send(self, method: str, path: str, body: dict[str, Any] | None, authorization: str, *,
+              idempotent: bool = True) -> Any:
+        """One call: rate limits are waited out (within max_wait_s); 5xx and lost connections are retried
+        with backoff, unless the call is not idempotent (a POST that may have landed): then _Unsure."""
         url = path if path.startswith("http") else f"{self.api_url}{path}"
         headers = {"Accept": "application/vnd.github+json", "Authorization": authorization,
                    "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "tfo"}
         last = ""
-        for attempt in range(self.max_retries + 1):
+        waited = 0.0
+        attempt = 0
+        while True:
             try:
                 r = self.session.request(method, url, json=body, headers=headers, timeout=self.timeout_s)
             except requests.RequestException as e:
                 last = f"{type(e).__name__}: {e}"
+                if not idempotent:
+                    raise _Unsure(last) from e
             else:
                 if r.status_code < 300:
                     return r.json() if r.content else {}
+                wait = _rate_limit_wait(r)
+                if wait is not None:  # nothing was done: safe to send again, POST included
+                    if waited + wait > self.max_wait_s:
+                        raise GitHubError(f"GitHub {method} {path}: rate limited; the limit resets in {wait:.0f} s, "
+                                          f"beyond the {self.max_wait_s:.0f} s tfo waits")
+                    log.warning("GitHub %s %s: rate limited (HTTP %d); waiting %.0f s", method, path,
+                                r.status_code, wait)
+                    self.sleep(wait)
+                    waited += wait
+                    continue
                 if r.status_code not in RETRY_STATUSES:
                     raise GitHubError(self._redactor.redact(
                         f"GitHub {method} {path} failed with {r.status_code}: {r.text[:300]}"))
                 last = f"HTTP {r.status_code}"
-                retry_after = r.headers.get("Retry-After", "")
-                if retry_after.isdigit() and attempt < self.max_retries:
-                    self.sleep(min(float(retry_after), 60.0))
-                    continue
-            if attempt < self.max_retries:
-                self.sleep(self.backoff_s * (2**attempt))
-        raise GitHubError(self._redactor.redact(f"GitHub {method} {path} failed after retries: {last}"))
+                if not idempotent:
+                    raise _Unsure(last)
+            if attempt >= self.max_retries:
+                raise GitHubError(self._redactor.redact(f"GitHub {method} {path} failed after retries: {last}"))
+            self.sleep(self.backoff_s * (2**attempt))
+            attempt += 1
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self._send(method, path, body, self._authorization())
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None, *, repo: str = "",
+                idempotent: bool = True) -> Any:
+        return self._send(method, path, body, f"token {self.token(repo)}", idempotent=idempotent)
 
     # --- what tfo posts -------------------------------------------------------------------------
-    def upsert_sticky_comment(self, repo: str, number: int, markdown: str) -> int:
-        """Create the PR's tfo comment once, then edit it in place. Returns the comment id."""
-        body = sticky_body(markdown)
+    def _own_report_comments(self, repo: str, number: int) -> dict[int, int]:
+        """Part number -> comment id of tfo's report comments on the PR (its own, by marker and author)."""
+        me = self.identity().lower()
+        found: dict[int, int] = {}
         page = 1
         while True:
-            comments = self.request("GET", f"/repos/{repo}/issues/{number}/comments?per_page=100&page={page}")
+            comments = self.request("GET", f"/repos/{repo}/issues/{number}/comments?per_page=100&page={page}",
+                                    repo=repo)
             for c in comments:
-                if STICKY_MARKER in str(c.get("body", "")):
-                    self.request("PATCH", f"/repos/{repo}/issues/comments/{c['id']}", {"body": body})
-                    return int(c["id"])
+                m = MARKER.match(str(c.get("body", "")))
+                author = str((c.get("user") or {}).get("login", "")).lower()
+                if m and author == me:
+                    found.setdefault(int(m.group(1) or 1), int(c["id"]))
             if len(comments) < 100:
-                break
+                return found
             page += 1
-        created = self.request("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body})
-        return int(created["id"])
+
+    def upsert_sticky_comment(self, repo: str, number: int, markdown: str) -> int:
+        """One report in one comment (see upsert_report)."""
+        return self.upsert_report(repo, number, [markdown])[0]
+
+    def upsert_report(self, repo: str, number: int, parts: list[str]) -> list[int]:
+        """The PR's report as `parts` comments, each created once and then edited in place; parts left
+        from a longer report are deleted. A create that may have landed is looked for, not repeated."""
+        total = len(parts)
+        existing = self._own_report_comments(repo, number)
+        ids = []
+        for i, markdown in enumerate(parts, start=1):
+            body = sticky_body(markdown, part=i, parts=total)
+            if i in existing:
+                self.request("PATCH", f"/repos/{repo}/issues/comments/{existing[i]}", {"body": body}, repo=repo)
+                ids.append(existing[i])
+                continue
+            ids.append(self._create_comment(repo, number, i, body))
+        for i, comment_id in sorted(existing.items()):
+            if i > total:
+                self.request("DELETE", f"/repos/{repo}/issues/comments/{comment_id}", repo=repo)
+        return ids
+
+    def _create_comment(self, repo: str, number: int, part: int, body: str) -> int:
+        for attempt in range(self.max_retries + 1):
+            try:
+                created = self.request("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body}, repo=repo,
+                                       idempotent=False)
+                return int(created["id"])
+            except _Unsure as e:
+                landed = self._own_report_comments(repo, number).get(part)
+                if landed is not None:  # the POST went through; only its answer was lost
+                    self.request("PATCH", f"/repos/{repo}/issues/comments/{landed}", {"body": body}, repo=repo)
+                    return landed
+                if attempt == self.max_retries:
+                    raise GitHubError(f"GitHub POST comment on {repo}#{number} failed after retries: {e}") from e
+                self.sleep(self.backoff_s * (2**attempt))
+        raise AssertionError("unreachable")
 
     def pull_request(self, repo: str, number: int) -> PullRequest:
-        data = self.request("GET", f"/repos/{repo}/pulls/{number}")
+        data = self.request("GET", f"/repos/{repo}/pulls/{number}", repo=repo)
         head, base = data.get("head") or {}, data.get("base") or {}
         return PullRequest(number, str(head.get("sha", "")), str(base.get("sha", "")),
                            str((head.get("repo") or {}).get("full_name", "")), str(data.get("author_association", "")),
@@ -153,12 +254,39 @@ class GitHubClient:
         body: dict[str, Any] = {"state": state, "context": context, "description": description[:140]}
         if target_url:
             body["target_url"] = target_url
-        self.request("POST", f"/repos/{repo}/statuses/{sha}", body)
+        self.request("POST", f"/repos/{repo}/statuses/{sha}", body, repo=repo)  # the same status twice is harmless
 
 
-def sticky_body(markdown: str, limit: int = GITHUB_COMMENT_LIMIT) -> str:
-    """The marker plus the (already redacted) report, cut to GitHub's comment limit with a note."""
-    head = STICKY_MARKER + "\n"
+class _Unsure(Exception):
+    """A call that changes something failed in a way that does not say whether it was done."""
+
+
+def _timestamp(iso: str) -> float:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _rate_limit_wait(r: requests.Response) -> float | None:
+    """Seconds to wait before sending again when GitHub says the call was rate limited, else None."""
+    if r.status_code not in (403, 429):
+        return None
+    retry_after = r.headers.get("Retry-After", "")
+    if retry_after.isdigit():
+        return float(retry_after)
+    if r.headers.get("x-ratelimit-remaining") == "0" and r.headers.get("x-ratelimit-reset", "").isdigit():
+        return max(1.0, float(r.headers["x-ratelimit-reset"]) - time.time() + 1)
+    if r.status_code == 429 or "rate limit" in r.text.lower():
+        return 60.0  # a secondary limit without a hint: GitHub asks for at least a minute
+    return None  # a 403 that is a permission problem
+
+
+def sticky_body(markdown: str, limit: int = GITHUB_COMMENT_LIMIT, part: int = 1, parts: int = 1) -> str:
+    """The part's marker plus the (already redacted) report, cut to GitHub's comment limit with a note."""
+    head = (STICKY_MARKER if part == 1 else f"<!-- tfo:sticky-report:{part} -->") + "\n"
+    if parts > 1:
+        head += f"_tfo report, part {part} of {parts}_\n\n"
     text = Redactor().redact(markdown)
     if len(head) + len(text) <= limit:
         return head + text

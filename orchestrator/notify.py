@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from orchestrator.config import TfoConfig
 from orchestrator.errors import Problem
 from orchestrator.github import REPORT_LIMIT, GitHubAuth, GitHubClient, GitHubError
 from orchestrator.models import RunResult, RunSpec
-from orchestrator.report import to_markdown
+from orchestrator.report import report_parts
+
+_clients: dict[tuple[Any, ...], GitHubClient] = {}
+_clients_lock = threading.Lock()
 
 
 def github_client(cfg: TfoConfig) -> GitHubClient | None:
+    """One client per process and credentials: an App's installation token and tfo's own login are
+    looked up once and reused until the token nears its expiry."""
     g = cfg.github
     auth = GitHubAuth(token=os.environ.get(g.token_env, ""), app_id=g.app_id,
                       app_private_key_pem=os.environ.get(g.app_key_env, ""), installation_id=g.installation_id)
-    if not auth.token and not (auth.app_id and auth.app_private_key_pem and auth.installation_id):
+    if not auth.token and not (auth.app_id and auth.app_private_key_pem):
         return None
-    return GitHubClient(g.api_url, auth)
+    key = (g.api_url, auth, g.comment_author, g.rate_limit_wait_s)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = GitHubClient(g.api_url, auth, comment_author=g.comment_author,
+                                         max_wait_s=g.rate_limit_wait_s)
+        return _clients[key]
 
 
 def _target(run: RunSpec) -> dict[str, Any] | None:
@@ -30,13 +41,17 @@ def context(cfg: TfoConfig, run: RunSpec) -> str:
     return f"{cfg.github.status_context}/{run.options.action.value}"
 
 
+def run_url(cfg: TfoConfig, run_id: str) -> str:
+    return f"{cfg.github.dashboard_url.rstrip('/')}/runs/{run_id}" if cfg.github.dashboard_url and run_id else ""
+
+
 def post_pending(cfg: TfoConfig, run: RunSpec, client: GitHubClient | None = None) -> str:
     target, client = _target(run), client or github_client(cfg)
     if target is None or client is None:
         return ""
     try:
         client.set_status(target["repo"], target["sha"], "pending", context(cfg, run),
-                          f"run {run.run_id}: {len(run.deployments)} deployment(s)")
+                          f"run {run.run_id}: {len(run.deployments)} deployment(s)", run_url(cfg, run.run_id))
     except GitHubError as e:
         return str(e)
     return ""
@@ -53,10 +68,10 @@ def post_result(cfg: TfoConfig, result: RunResult, client: GitHubClient | None =
     try:
         client.set_status(target["repo"], target["sha"], state, context(cfg, run),
                           f"run {run.run_id}: {result.status}, {len(result.results)} deployment(s), "
-                          f"{changes} change(s)")
+                          f"{changes} change(s)", run_url(cfg, run.run_id))
         if target.get("pr"):
-            client.upsert_sticky_comment(target["repo"], int(target["pr"]),
-                                         to_markdown(result, REPORT_LIMIT))
+            client.upsert_report(target["repo"], int(target["pr"]),
+                                 report_parts(result, REPORT_LIMIT, cfg.github.max_comments))
     except GitHubError as e:
         return str(e)
     return ""
@@ -68,11 +83,11 @@ def post_invalid(cfg: TfoConfig, notify: dict[str, Any], action: str, run_id: st
     lines = "\n".join(f"- `{p}`" for p in problems)
     return post_not_run(cfg, notify, action, f"## tfo {action}: invalid input ⚠️\n\nRun `{run_id}` did not start; "
                         f"{len(problems)} problem(s):\n\n{lines}\n", f"invalid input: {len(problems)} problem(s)",
-                        client)
+                        client, run_id)
 
 
 def post_not_run(cfg: TfoConfig, notify: dict[str, Any], action: str, markdown: str, description: str,
-                 client: GitHubClient | None = None) -> str:
+                 client: GitHubClient | None = None, run_id: str = "") -> str:
     """Nothing ran (invalid input, a refused pull request, a start that failed): a failure status on the
     commit and, for a PR, the sticky comment saying why. Returns an error text, never raises."""
     target, client = notify.get("github"), client or github_client(cfg)
@@ -81,7 +96,7 @@ def post_not_run(cfg: TfoConfig, notify: dict[str, Any], action: str, markdown: 
     try:
         if len(str(target.get("sha", ""))) == 40:  # a commit status needs the whole sha
             client.set_status(target["repo"], target["sha"], "failure", f"{cfg.github.status_context}/{action}",
-                              description)
+                              description, run_url(cfg, run_id))
         if target.get("pr"):
             client.upsert_sticky_comment(target["repo"], int(target["pr"]), markdown)
     except GitHubError as e:

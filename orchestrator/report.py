@@ -179,5 +179,65 @@ def to_markdown(result: RunResult, limit: int = GITHUB_COMMENT_LIMIT) -> str:
     return text
 
 
+_FENCE_LINE = re.compile(r"(`{3,}|~{3,})(.*)")
+_CONTINUED = "<details><summary>(continued)</summary>\n\n"
+
+
+def split_markdown(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` characters, cut between lines; a piece that ends inside a
+    code fence or `<details>` closes them, and the next piece opens them again, so each renders alone."""
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    fence = ""  # the open fence's marker, "" when outside one
+    fence_line = ""
+    details = 0
+
+    def closers() -> str:
+        return (f"\n{fence}" if fence else "") + "\n</details>" * details
+
+    def openers() -> str:
+        return _CONTINUED * details + (fence_line + "\n" if fence else "")
+
+    slack = 64  # what "\n" joins and a cut line's mark may add
+    for line in _lines_within(text, limit // 2):
+        line_open = (len(fence_line) + 1 if fence else 0) + len(_CONTINUED) * details
+        if current and size + len(line) + 1 + len(closers()) + slack > limit:
+            pieces.append("".join(current).rstrip("\n") + closers() + "\n")
+            current, size = [openers()], line_open
+        current.append(line + "\n")
+        size += len(line) + 1
+        m = _FENCE_LINE.match(line.strip())
+        if fence:
+            if m and line.strip()[0] == fence[0] and len(m.group(1)) >= len(fence) and not m.group(2).strip():
+                fence = fence_line = ""
+        elif m:
+            fence, fence_line = m.group(1), line
+        else:
+            details += line.count("<details") - line.count("</details>")
+            details = max(details, 0)
+    if current:
+        pieces.append("".join(current))
+    return [p for p in pieces if p.strip()]
+
+
+def _lines_within(text: str, width: int) -> list[str]:
+    """The lines of `text`, any longer than `width` cut into pieces of that width."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        while len(line) > width:
+            out.append(line[:width])
+            line = line[width:]
+        out.append(line)
+    return out
+
+
+def report_parts(result: RunResult, per_part: int, max_parts: int) -> list[str]:
+    """The Markdown report in at most `max_parts` pieces of at most `per_part` characters each."""
+    text = to_markdown(result, per_part * max_parts - 2048 * max_parts)  # room for the pieces' closers
+    parts = split_markdown(text, per_part)
+    return parts if len(parts) <= max_parts else split_markdown(to_markdown(result, per_part), per_part)[:1]
+
+
 def discovery_json(items: list[dict[str, Any]], skipped: list[dict[str, str]]) -> str:
     return json.dumps({"deployments": items, "skipped": skipped}, indent=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -32,6 +33,15 @@ class GitHubStub:
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)  # GET /repos/O/R/pulls/N answers
+    login: str = "tfo-bot"  # who a token belongs to (GET /user), and so the author of its comments
+    app_slug: str = "tfo-app"  # a GitHub App's (GET /app); its comments are "tfo-app[bot]"'s
+    installation_id: int = 99  # GET /repos/O/R/installation
+    token_lifetime_s: int = 3600  # of the installation tokens it mints
+    # Canned answers (status, headers, body) given to the next requests, before anything else.
+    queued: list[tuple[int, dict[str, str], Any]] = field(default_factory=list)
+    lose_post_answers: int = 0  # this many comment POSTs are carried out, then answered 502
+    rate_limit_posts: int = 0  # this many comment POSTs are refused: a secondary rate limit, Retry-After 1
+    minted: int = 0
     _next_id: int = 100
 
     def start(self) -> str:
@@ -41,9 +51,11 @@ class GitHubStub:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _reply(self, code: int, obj: Any) -> None:
+            def _reply(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(obj).encode()
                 self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -58,18 +70,44 @@ class GitHubStub:
                     stub.fail_next -= 1
                     self._reply(502, {"message": "bad gateway"})
                     return
+                if stub.queued:
+                    code, headers, answer = stub.queued.pop(0)
+                    self._reply(code, answer, headers)
+                    return
                 path = self.path.split("?", 1)[0]
                 parts = path.strip("/").split("/")
-                if self.command == "GET" and len(parts) == 5 and parts[3] == "pulls":
+                auth = self.headers.get("Authorization", "")
+                author = f"{stub.app_slug}[bot]" if auth.startswith("token ghs_") else stub.login
+                if self.command == "GET" and path == "/user":
+                    if auth.startswith("token ghs_"):
+                        self._reply(403, {"message": "Resource not accessible by integration"})
+                    else:
+                        self._reply(200, {"login": stub.login})
+                elif self.command == "GET" and path == "/app":
+                    self._reply(200, {"slug": stub.app_slug})
+                elif self.command == "GET" and len(parts) == 4 and parts[3] == "installation":
+                    self._reply(200, {"id": stub.installation_id})
+                elif self.command == "DELETE" and "/issues/comments/" in path:
+                    stub.comments.pop(int(parts[-1]), None)
+                    self._reply(204, None)
+                elif self.command == "GET" and len(parts) == 5 and parts[3] == "pulls":
                     pull = stub.pulls.get(int(parts[4]))
                     self._reply(200 if pull else 404, pull or {"message": "Not Found"})
                 elif self.command == "GET" and path.endswith("/comments"):
                     number = int(parts[4])
                     self._reply(200, [c for c in stub.comments.values() if c["issue"] == number])
+                elif self.command == "POST" and path.endswith("/comments") and stub.rate_limit_posts > 0:
+                    stub.rate_limit_posts -= 1
+                    self._reply(403, {"message": "You have exceeded a secondary rate limit."}, {"Retry-After": "1"})
                 elif self.command == "POST" and path.endswith("/comments"):
                     stub._next_id += 1
-                    c = {"id": stub._next_id, "issue": int(parts[4]), "body": json.loads(body)["body"]}
+                    c = {"id": stub._next_id, "issue": int(parts[4]), "body": json.loads(body)["body"],
+                         "user": {"login": author}}
                     stub.comments[c["id"]] = c
+                    if stub.lose_post_answers > 0:
+                        stub.lose_post_answers -= 1
+                        self._reply(502, {"message": "bad gateway"})
+                        return
                     self._reply(201, c)
                 elif self.command == "PATCH" and "/issues/comments/" in path:
                     c = stub.comments[int(parts[-1])]
@@ -79,11 +117,13 @@ class GitHubStub:
                     stub.statuses.append({"sha": parts[-1], **json.loads(body)})
                     self._reply(201, {})
                 elif self.command == "POST" and path.endswith("/access_tokens"):
-                    self._reply(201, {"token": "ghs_installationtokenvalue0123456789abcd"})
+                    stub.minted += 1
+                    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + stub.token_lifetime_s))
+                    self._reply(201, {"token": "ghs_installationtokenvalue0123456789abcd", "expires_at": expires})
                 else:
                     self._reply(404, {"message": "not found"})
 
-            do_GET = do_POST = do_PATCH = _handle
+            do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

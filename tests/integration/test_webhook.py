@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.github import STICKY_MARKER
+from orchestrator.report import GITHUB_COMMENT_LIMIT
 from tests.cluster import REDIS_PASSWORD, Workers
 from tests.github_stub import GitHubStub
 from tests.helpers import EXAMPLE, SECRET_PASSWORD, SECRET_TOKEN, Repo, free_port, write_sample
@@ -404,3 +406,35 @@ def test_a_member_pr_whose_module_reads_the_environment_gets_none_of_tfo_secrets
         for secret in (GH_TOKEN, SECRET, REDIS_PASSWORD):
             assert secret not in text, (where, secret)
             assert base64.b64encode(secret.encode()).decode()[:-4] not in text, (where, secret)
+
+
+def test_a_report_longer_than_one_comment_is_split_and_a_rate_limited_comment_waits(stack: Stack,
+                                                                                   tmp_path: Path) -> None:
+    from tests.unit.test_github import assert_balanced
+
+    server, hook, stub, work, refs = stack
+    git(work, "checkout", "-q", "-b", "many")
+    buckets = "\n".join(f'  bucket-{i:03d} = {{ versioning = true, tags = {{ team = "platform-{i}" }} }}'
+                        for i in range(220))
+    (work / "Accounts/acct-a/many.tfvars").write_text(f'region = "us-west-2"\ns3_buckets = {{\n{buckets}\n}}\n')
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "many buckets")
+    git(work, "push", "-q", "origin", "many")
+    stub.rate_limit_posts = 1
+    code, body = hook.send("pull_request", _pr("opened", 41, git(work, "rev-parse", "HEAD"), refs["base"]))
+    assert code == 202, body
+    summary = _summary(server, body["run_id"], timeout=300)
+    assert summary["status"] == "succeeded", summary
+    _wait_for("every part of the report", lambda: len(stub.comments) >= 2 and not stub.rate_limit_posts)
+    time.sleep(1)
+    parts = sorted(stub.comments.values(), key=lambda c: c["id"])
+    assert len(parts) >= 2 and parts[0]["body"].startswith(STICKY_MARKER)
+    assert parts[1]["body"].startswith("<!-- tfo:sticky-report:2 -->")
+    text = "".join(c["body"] for c in parts)
+    assert all(len(c["body"]) <= GITHUB_COMMENT_LIMIT for c in parts)
+    for c in parts:
+        assert_balanced(c["body"])
+    assert "bucket-000" in text and "bucket-219" in text  # the whole plan, over several comments
+    posts = [r for r in stub.requests if r.method == "POST" and r.path.endswith("/comments")]
+    assert len(posts) == len(parts) + 1  # the rate-limited one, sent again after the wait
+    assert "rate limited (HTTP 403); waiting 1 s" in (tmp_path / "w1.log").read_text()

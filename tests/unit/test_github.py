@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -32,10 +33,10 @@ def test_sticky_comment_is_created_once_then_edited(stub: GitHubStub) -> None:
     first = c.upsert_sticky_comment("org/infra", 7, "## plan 1")
     second = c.upsert_sticky_comment("org/infra", 7, "## plan 2")
     assert first == second
-    assert [r.method for r in stub.requests] == ["GET", "POST", "GET", "PATCH"]
+    assert [r.method for r in stub.requests] == ["GET", "GET", "POST", "GET", "PATCH"]  # GET /user once
     (comment,) = stub.comments.values()
     assert comment["body"].startswith(STICKY_MARKER) and "## plan 2" in comment["body"]
-    assert stub.requests[1].headers["Authorization"] == f"token {TOKEN}"
+    assert stub.requests[2].headers["Authorization"] == f"token {TOKEN}"
 
 
 def test_comment_respects_the_size_limit_and_carries_no_secret(stub: GitHubStub) -> None:
@@ -79,11 +80,124 @@ def test_github_app_credentials(stub: GitHubStub) -> None:
     c = GitHubClient(stub.url, GitHubAuth(app_id="12345", app_private_key_pem=pem, installation_id="99"),  # type: ignore[attr-defined]
                      backoff_s=0.01)
     c.set_status("org/infra", "c" * 40, "pending", "tfo/plan", "queued")
-    token_call, status_call = stub.requests
+    c.set_status("org/infra", "c" * 40, "success", "tfo/plan", "done")
+    token_call, status_call, second = stub.requests
     assert token_call.path == "/app/installations/99/access_tokens"
     assert token_call.headers["Authorization"].startswith("Bearer ")
     assert status_call.headers["Authorization"] == "token ghs_installationtokenvalue0123456789abcd"
+    assert second.path.startswith("/repos/org/infra/statuses/") and stub.minted == 1  # the token is reused
 
 
 def test_sticky_body_keeps_short_reports_whole() -> None:
     assert sticky_body("hello") == STICKY_MARKER + "\nhello"
+
+
+def app_client(stub: GitHubStub, **kw: object) -> GitHubClient:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    return GitHubClient(stub.url, GitHubAuth(app_id="12345", app_private_key_pem=pem),  # type: ignore[attr-defined]
+                        backoff_s=0.01, **kw)  # type: ignore[arg-type]
+
+
+def test_app_installation_is_found_from_the_repository_and_its_token_renewed_near_expiry(stub: GitHubStub) -> None:
+    stub.token_lifetime_s = 3600
+    c = app_client(stub)
+    assert c.token("org/infra") == "ghs_installationtokenvalue0123456789abcd"
+    c.upsert_sticky_comment("org/infra", 3, "## plan")
+    paths = [r.path for r in stub.requests]
+    assert paths[:2] == ["/repos/org/infra/installation", "/app/installations/99/access_tokens"]
+    assert paths.count("/repos/org/infra/installation") == 1 and stub.minted == 1
+    (comment,) = stub.comments.values()
+    assert comment["user"]["login"] == "tfo-app[bot]"
+    stub.token_lifetime_s = 120  # the next token is close to expiry as soon as it is minted
+    c._tokens.clear()
+    c.token("org/infra")
+    c.token("org/infra")
+    assert stub.minted == 3  # renewed each time: under 5 minutes left
+
+
+def test_the_sticky_comment_is_tfo_s_own_not_anyone_quoting_its_marker(stub: GitHubStub) -> None:
+    stub.comments[1] = {"id": 1, "issue": 7, "body": STICKY_MARKER + "\nquoted by someone",
+                        "user": {"login": "mallory"}}
+    stub.comments[2] = {"id": 2, "issue": 7, "body": "> " + STICKY_MARKER + "\n> a quote",
+                        "user": {"login": "tfo-bot"}}
+    own = client(stub).upsert_sticky_comment("org/infra", 7, "## plan")
+    assert own not in (1, 2)
+    assert stub.comments[1]["body"].endswith("quoted by someone") and stub.comments[2]["body"].endswith("a quote")
+    assert client(stub).upsert_sticky_comment("org/infra", 7, "## plan 2") == own
+    assert sorted(stub.comments) == [1, 2, own]
+
+
+def test_rate_limits_are_waited_out_within_a_bound(stub: GitHubStub, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import time
+
+    slept: list[float] = []
+    reset = int(time.time()) + 300
+    stub.queued = [(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
+                    {"message": "API rate limit exceeded"}),
+                   (429, {"Retry-After": "120"}, {"message": "slow down"}),
+                   (403, {}, {"message": "You have exceeded a secondary rate limit"})]
+    with caplog.at_level(logging.WARNING, logger="tfo.github"):
+        client(stub, sleep=slept.append).set_status("org/infra", "d" * 40, "success", "tfo/apply", "ok")
+    assert 295 <= slept[0] <= 302 and slept[1:] == [120.0, 60.0]  # no 60 s cap on what GitHub asks for
+    assert len(stub.statuses) == 1
+    assert "rate limited (HTTP 403); waiting" in caplog.text
+    stub.queued = [(429, {"Retry-After": "3600"}, {})]
+    with pytest.raises(GitHubError, match="resets in 3600 s, beyond the 900 s"):
+        client(stub, sleep=slept.append).set_status("org/infra", "d" * 40, "success", "tfo/apply", "ok")
+    stub.queued = [(403, {}, {"message": "Resource not accessible by integration"})]
+    with pytest.raises(GitHubError, match="403"):  # a permission problem is not waited out
+        client(stub, sleep=slept.append).set_status("org/infra", "d" * 40, "success", "tfo/apply", "ok")
+
+
+def test_a_comment_whose_answer_was_lost_is_not_posted_twice(stub: GitHubStub) -> None:
+    stub.lose_post_answers = 1
+    client(stub).upsert_sticky_comment("org/infra", 9, "## plan")
+    assert len(stub.comments) == 1
+    assert [r.method for r in stub.requests if "/comments" in r.path] == ["GET", "POST", "GET", "PATCH"]
+
+
+def assert_balanced(body: str) -> None:
+    """Every code fence closes, and every <details> outside them, in order."""
+    fence, depth = "", 0
+    for line in body.split("\n"):
+        run = re.match(r"`{3,}", line)
+        if fence:
+            if run and line.strip() == "`" * len(line.strip()) and len(line.strip()) >= len(fence):
+                fence = ""
+            continue
+        if run:
+            fence = run.group(0)
+            continue
+        depth += line.count("<details>") - line.count("</details>")
+        assert depth >= 0, body
+    assert fence == "" and depth == 0, body[-500:]
+
+
+def test_a_long_report_is_split_over_comments_each_whole_and_surplus_parts_are_deleted(stub: GitHubStub) -> None:
+    from orchestrator.report import report_parts
+    from tests.unit.test_report_bundle import run_result
+    from tests.unit.test_report_markdown import PLAN_ONE, changed, details
+
+    big = run_result([changed(i, text=PLAN_ONE * 60) for i in range(40)])  # ~1 MB of plan output
+    limit = 60_000
+    parts = report_parts(big, limit, max_parts=6)
+    assert len(parts) == 6 and all(len(p) <= limit for p in parts)
+    c = client(stub)
+    ids = c.upsert_report("org/infra", 12, parts)
+    assert len(ids) == 6 and len(stub.comments) == 6
+    bodies = [stub.comments[i]["body"] for i in ids]
+    assert bodies[0].startswith(STICKY_MARKER) and bodies[3].startswith("<!-- tfo:sticky-report:4 -->")
+    for body in bodies:
+        assert len(body) <= GITHUB_COMMENT_LIMIT and "part" in body.splitlines()[1]
+        assert body.count("<details>") == body.count("</details>")
+        assert_balanced(body)
+    assert all("<details><summary>(continued)</summary>" in b for b in bodies[1:])
+    shown = {d for body in bodies for d, _ in details(body) if not d.startswith("(")}
+    assert len(shown) >= 30  # the split carries far more than one comment could
+
+    small = run_result([changed(1)])
+    again = c.upsert_report("org/infra", 12, report_parts(small, limit, max_parts=6))
+    assert again == ids[:1] and list(stub.comments) == ids[:1]  # edited in place, the rest deleted
