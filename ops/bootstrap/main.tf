@@ -61,6 +61,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "state" {
     status = "Enabled"
     filter { prefix = "audit/" }
     expiration { days = var.audit_retention_days }
+    # In a versioned bucket, expiring only makes the current version noncurrent (a delete marker):
+    # the record itself is removed only by this, and the markers left behind by the next rule.
+    noncurrent_version_expiration { noncurrent_days = 1 }
+  }
+  rule {
+    id     = "audit-delete-markers"
+    status = "Enabled"
+    filter { prefix = "audit/" }
+    expiration { expired_object_delete_marker = true }
   }
   rule {
     id     = "backups-keep-versions"

@@ -82,4 +82,4 @@ def test_dockerfile_installs_the_package_and_runs_tfo() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"pip install .*'\.\[flower\]'", text)
     assert 'ENTRYPOINT ["tfo"]' in text
-    assert "USER tfo" in text
+    assert "USER 10001" in text and "useradd --create-home --uid 10001 tfo" in text  # never root

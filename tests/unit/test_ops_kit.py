@@ -18,7 +18,7 @@ def test_workflow_plans_prs_and_applies_merges_with_oidc() -> None:
     wf = yaml.safe_load((OPS / "github/tfo.yml").read_text())
     on = wf[True] if True in wf else wf["on"]  # YAML 1.1 reads the bare key `on` as true
     assert "pull_request" in on and on["push"]["branches"] == ["main"]
-    assert wf["permissions"]["id-token"] == "write"
+    assert wf["jobs"]["tfo"]["permissions"]["id-token"] == "write"
     steps = wf["jobs"]["tfo"]["steps"]
     runs = " ".join(s.get("run", "") for s in steps)
     assert "tfo plan --git-diff" in runs and "tfo apply --git-diff" in runs
