@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -201,3 +202,29 @@ def test_a_long_report_is_split_over_comments_each_whole_and_surplus_parts_are_d
     small = run_result([changed(1)])
     again = c.upsert_report("org/infra", 12, report_parts(small, limit, max_parts=6))
     assert again == ids[:1] and list(stub.comments) == ids[:1]  # edited in place, the rest deleted
+
+
+def test_statuses_link_to_the_dashboard_and_the_app_token_serves_the_clone(stub: GitHubStub, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.webhook import RunStarter
+    from orchestrator import notify
+    from orchestrator.config import load_config
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.setenv("TFO_GITHUB_APP_KEY", pem)
+    (tmp_path / "tfo.toml").write_text(f'[tfo.github]\napi_url = "{stub.url}"\napp_id = "12345"\n'  # type: ignore[attr-defined]
+                                       'dashboard_url = "https://tfo.example.com/"\n'
+                                       '[tfo.webhook]\nrepository = "org/infra"\nremote_url = "x"\n')
+    cfg = load_config(repo_root=tmp_path, environ={})
+    error = notify.post_not_run(cfg, {"github": {"repo": "org/infra", "sha": "e" * 40, "pr": None}}, "apply",
+                                "text", "did not start", run_id="20261128T000000Z-abc123")
+    assert error == ""
+    assert stub.statuses[-1]["target_url"] == "https://tfo.example.com/runs/20261128T000000Z-abc123"
+    starter = RunStarter(cfg, submit=lambda c, r: None)
+    assert starter._git_token("org/infra") == "ghs_installationtokenvalue0123456789abcd"  # the clone's
+    assert starter._git_token("org/infra") == "ghs_installationtokenvalue0123456789abcd"
+    assert stub.minted == 1  # one token for the status and both clones: cached per process
+    assert "ghs_installationtokenvalue0123456789abcd" in starter.secrets  # redacted from its errors
