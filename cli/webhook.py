@@ -155,9 +155,9 @@ def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) 
     """What an event asks for: a run, a refusal to explain on GitHub, or nothing (and why)."""
     repo = str((payload.get("repository") or {}).get("full_name", ""))
     sender = str((payload.get("sender") or {}).get("login", ""))
-    if cfg.webhook.remote_for(repo) is None:
+    if repo.lower() != cfg.webhook.repository.lower():
         return Ignored(f"events of {repo or 'an unnamed repository'} are not handled here "
-                       f"(this webhook serves {', '.join(cfg.webhook.served)})")
+                       f"(this webhook serves {cfg.webhook.repository})")
     if event == "push":
         ref = str(payload.get("ref", ""))
         if ref != f"refs/heads/{cfg.webhook.apply_branch}":
@@ -312,12 +312,8 @@ class RunStarter:
                 return
             job = found
         w = self.cfg.webhook
-        remote = w.remote_for(job.repo)
-        if remote is None:  # a job spooled before the repository was removed from the config
-            raise ValueError(f"repository {job.repo} is no longer served by this webhook")
-        # One mirror per repository (names are OWNER/NAME, checked when the config was read).
-        mirror = self.cfg.resolve(w.mirror_dir) / job.repo.lower().replace("/", "__")
-        git.mirror_sync(remote, mirror, self._git_token(job.repo))
+        mirror = self.cfg.resolve(w.mirror_dir)
+        git.mirror_sync(w.remote_url, mirror, self._git_token(job.repo))
         checkout = mirror.parent / "checkouts" / job.run_id
         shutil.rmtree(checkout, ignore_errors=True)  # left by a webhook that died while running this job
         git.checkout(mirror, job.sha, checkout)

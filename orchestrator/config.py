@@ -102,19 +102,6 @@ class WebhookConfig:
     # Anything else (a fork, an outside contributor) waits for `/tfo plan SHA` from such a person.
     pr_authors: tuple[str, ...] = ("OWNER", "MEMBER", "COLLABORATOR")
     plan_forks: bool = False
-    # More repositories served by the same webhook, each with its own remote:
-    # [tfo.webhook.repositories] "acme/network" = "https://github.com/acme/network.git"
-    repositories: Mapping[str, str] = field(default_factory=dict)
-
-    def remote_for(self, repo: str) -> str | None:
-        """The git remote of a repository this webhook serves (names are case-insensitive), else None."""
-        if self.repository and repo.lower() == self.repository.lower():
-            return self.remote_url
-        return next((url for name, url in self.repositories.items() if name.lower() == repo.lower()), None)
-
-    @property
-    def served(self) -> list[str]:
-        return ([self.repository] if self.repository else []) + list(self.repositories)
 
 
 @dataclass(frozen=True)
@@ -276,14 +263,8 @@ def load_config(
     where = str(config_file or "config")
 
     sections: dict[str, Any] = {}
-    webhook = dict(data.get("webhook", {}))
-    repositories = webhook.pop("repositories", {})
-    if not isinstance(repositories, dict) or not all(isinstance(v, str) and v for v in repositories.values()):
-        raise ConfigError(f"{where} [tfo.webhook.repositories]: must map OWNER/NAME to a git remote URL")
-    data["webhook"] = webhook
     for name, cls in _SCALAR_SECTIONS.items():
         sections[name] = _scalar_fields(cls, data.pop(name, {}), f"{where} [tfo.{name}]")
-    sections["webhook"]["repositories"] = {str(k): v for k, v in repositories.items()}
     maps: dict[str, Any] = {}
     for name in _MAP_SECTIONS:
         section = data.pop(name, None)
@@ -366,9 +347,8 @@ def _check(cfg: TfoConfig, where: str) -> None:
     if not c.soft_time_limit_s < c.time_limit_s < c.visibility_timeout_s:
         raise ConfigError(f"{where}: celery needs soft_time_limit_s < time_limit_s < visibility_timeout_s")
     w = cfg.webhook
-    for name in w.served:
-        if not re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+", name) or ".." in name:
-            raise ConfigError(f"{where}: webhook repository {name!r}; expected OWNER/NAME")
+    if w.repository and not re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+", w.repository):
+        raise ConfigError(f"{where}: webhook.repository = {w.repository!r}; expected OWNER/NAME")
     associations = {"OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR",
                     "FIRST_TIMER", "MANNEQUIN", "NONE"}
     unknown = [a for a in w.pr_authors if a not in associations]

@@ -95,9 +95,6 @@ def stack(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> Iterator[Stack]:
     remote = tmp_path / "infra.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(remote)], check=True)
     git(work, "remote", "add", "origin", str(remote))
-    network = tmp_path / "network.git"  # a second repository the same webhook serves
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(network)], check=True)
-    git(work, "remote", "add", "network", str(network))
     base = git(work, "rev-parse", "HEAD")
 
     stub = GitHubStub()
@@ -110,9 +107,6 @@ remote_url = "{remote}"
 mirror_dir = "{tmp_path}/mirror"
 apply_branch = "main"
 max_body_bytes = 200000
-
-[tfo.webhook.repositories]
-"org/network" = "{network}"
 
 [tfo.github]
 api_url = "{api}"
@@ -387,20 +381,6 @@ def test_foreign_repository_form_encoded_push_and_a_failed_start_then_redeliver(
     assert set(server.world_state()) == {"iam.acct-b.us-east-1.platform.deployer"}
     assert (sha, "success", "tfo/apply") in [(s["sha"], s["state"], s["context"]) for s in stub.statuses]
     assert hook.send("push", _push(work, refs["base"]), delivery=delivery, form=True)[1]["status"] == "duplicate"
-
-    # a second repository served by the same webhook: its own remote and mirror, its own statuses
-    q = work / "Accounts/acct-a/data-lake.tfvars"
-    q.write_text(q.read_text() + "\n# network's change\n")
-    git(work, "commit", "-qam", "network change")
-    git(work, "push", "-q", "network", "main")
-    other = {**_push(work, refs["base"]), "repository": {"full_name": "Org/Network"}}
-    code, body = hook.send("push", other)
-    assert code == 202, body
-    summary = _summary(server, body["run_id"])
-    assert summary["status"] == "succeeded", summary
-    assert {d["id"] for d in summary["deployments"]} >= {"s3/acct-a/us-west-2/data-lake"}
-    network_sha = git(work, "rev-parse", "HEAD")
-    assert [r.path for r in stub.requests if network_sha in r.path][-1] == f"/repos/Org/Network/statuses/{network_sha}"
 
 
 def test_a_member_pr_whose_module_reads_the_environment_gets_none_of_tfo_secrets(stack: Stack,

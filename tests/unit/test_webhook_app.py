@@ -253,21 +253,3 @@ def test_plan_command_from_an_allowed_person(app: tuple[Any, RecordingStarter]) 
         r = post(client, "issue_comment", ignored, delivery=f"n{i}")
         assert r.status_code == 200 and r.get_json()["status"] == "ignored", (ignored, r.get_json())
     assert len(starter.jobs) == 2
-
-
-def test_several_repositories_each_with_its_remote(tmp_path: Path) -> None:
-    from orchestrator.errors import ConfigError
-
-    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nrepository = "o/r"\nremote_url = "/srv/r.git"\n'
-                                       '[tfo.webhook.repositories]\n"o/network" = "/srv/network.git"\n')
-    w = load_config(repo_root=tmp_path, environ={}).webhook
-    assert (w.remote_for("O/R"), w.remote_for("o/Network"), w.remote_for("o/other")) == (
-        "/srv/r.git", "/srv/network.git", None)
-    starter = RecordingStarter()
-    client = create_app(load_config(repo_root=tmp_path, environ={}), SECRET, starter).test_client()
-    assert post(client, "push", {**push(), "repository": {"full_name": "o/network"}}).status_code == 202
-    assert starter.jobs[-1].repo == "o/network"
-    for bad in ('"../x" = "/srv/x.git"', '"o/x" = ""', '"o/x" = 3'):
-        (tmp_path / "tfo.toml").write_text(f'[tfo.webhook.repositories]\n{bad}\n')
-        with pytest.raises(ConfigError, match="repositor"):
-            load_config(repo_root=tmp_path, environ={})
