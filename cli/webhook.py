@@ -33,7 +33,7 @@ from orchestrator.config import TfoConfig, load_config
 from orchestrator.discovery import discover
 from orchestrator.errors import TfoError, ValidationError
 from orchestrator.finalize import run_summary_key
-from orchestrator.github import GitHubError
+from orchestrator.github import WRITE_ROLES, GitHubError
 from orchestrator.models import Action, RunOptions
 from orchestrator.names import unsafe_name_reason
 from orchestrator.redaction import Redactor
@@ -114,6 +114,10 @@ def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(expected, header)
 
 
+class EnqueueUncertain(Exception):
+    """Handing a run to the broker failed after it may have published some of its tasks."""
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A pull request tfo does not plan on its own: said on GitHub (status and comment), nothing runs."""
@@ -129,7 +133,8 @@ class Ignored:
     reason: str
 
 
-PLAN_COMMAND = re.compile(r"/tfo plan(?:[ \t]+([0-9a-f]{7,40}))?[ \t]*")
+# The whole commit hash: a prefix could be matched by a second commit the pull request's author made.
+PLAN_COMMAND = re.compile(r"/tfo plan(?:[ \t]+([0-9a-f]{40}))?[ \t]*")
 
 
 def untrusted_reason(cfg: TfoConfig, repo: str, head_repo: str, association: str) -> str:
@@ -208,6 +213,10 @@ class RunStarter:
                  deliveries: Deliveries | None = None) -> None:
         self.cfg = server_cfg
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfo-webhook-run")
+        # Refusals are posted on a pool of their own, once per pull request and commit, with a short
+        # rate-limit wait: a stream of fork pushes must not hold up the runs behind it.
+        self.notices = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfo-webhook-notice")
+        self._refused: dict[tuple[str, int, str], None] = {}
         self.submit = submit
         self.token = os.environ.get(server_cfg.github.token_env, "")
         self.secrets = {self.token} - {""}  # what never reaches a log or a comment
@@ -216,11 +225,19 @@ class RunStarter:
 
     def refuse(self, refusal: Refusal) -> None:
         """Say on the pull request why it was not planned (in the background: GitHub may be slow)."""
-        self.pool.submit(self._post_refusal, refusal)
+        key = (refusal.repo.lower(), refusal.pr, refusal.sha)
+        if key in self._refused:
+            return
+        self._refused[key] = None
+        while len(self._refused) > 1000:
+            del self._refused[next(iter(self._refused))]
+        self.notices.submit(self._post_refusal, refusal, 60)
 
-    def _post_refusal(self, r: Refusal) -> None:
+    def _post_refusal(self, r: Refusal, max_wait_s: float | None = None) -> None:
+        client = notify.github_client(self.cfg, max_wait_s)
         error = notify.post_not_run(self.cfg, {"github": {"repo": r.repo, "sha": r.sha, "pr": r.pr}}, "plan",
-                                    explain_refusal(self.cfg, r.repo, r.sha, r.reason), f"not planned: {r.reason}")
+                                    explain_refusal(self.cfg, r.repo, r.sha, r.reason), f"not planned: {r.reason}",
+                                    client)
         log.info("pull request %s#%d (%s) not planned: %s", r.repo, r.pr, r.sha[:12], r.reason)
         if error:
             log.error("pull request %s#%d: the refusal could not be posted: %s", r.repo, r.pr, error)
@@ -276,6 +293,18 @@ class RunStarter:
     def _safely(self, job: Job) -> None:
         try:
             self.run(job)
+        except EnqueueUncertain as e:
+            # Some tasks may be on the broker and will run: no "failed" summary, no "nothing ran",
+            # and the delivery id stays taken, so a Redeliver cannot start the same run twice.
+            error = Redactor(list(self.secrets)).redact(str(e))
+            log.error("run %s for %s@%s: %s; see `tfo runs show %s`", job.run_id, job.repo, job.sha[:12], error,
+                      job.run_id)
+            text = (f"## tfo {job.action.value}: may have started ⚠️\n\nRun `{job.run_id}` for commit "
+                    f"`{job.sha[:12]}` was being handed to the workers when that failed:\n\n```\n"
+                    f"{error[:2000].replace('`', chr(39))}\n```\n\nSome of its deployments may run. Check "
+                    f"`tfo runs show {job.run_id}` before starting it again.\n")
+            notify.post_not_run(self.cfg, {"github": {"repo": job.repo, "sha": job.sha, "pr": job.pr}},
+                                job.action.value, text, f"run {job.run_id}: enqueue failed part-way", run_id=job.run_id)
         except Exception as e:  # a background job must record its failure, not die silently
             error = Redactor(list(self.secrets)).redact(f"{type(e).__name__}: {e}")
             log.error("run %s for %s@%s failed to start: %s", job.run_id, job.repo, job.sha[:12], error)
@@ -334,21 +363,32 @@ class RunStarter:
         return token
 
     def _pull_request_head(self, job: Job) -> Job | None:
-        """`/tfo plan [SHA]`: the pull request's head and base now, or None when it must not run."""
+        """`/tfo plan [SHA]`: the pull request's head and base now, or None when it must not run.
+
+        The comment's author_association says little (any organisation member, a read-only
+        collaborator), so the commenter's role on the repository is asked: write or more. A pull
+        request tfo would not plan on its own needs the whole head commit named, by someone other
+        than its author.
+        """
         assert job.pr is not None
         client = notify.github_client(self.cfg)
         if client is None:
             raise GitHubError("/tfo plan needs GitHub credentials to look up the pull request")
         pull = client.pull_request(job.repo, job.pr)
+        untrusted = untrusted_reason(self.cfg, job.repo, pull.head_repo, pull.author_association)
+        role = client.role(job.repo, job.sender)
         why = ""
         if pull.state != "open":
             why = f"pull request #{job.pr} is {pull.state or 'not open'}"
-        elif job.sha and not pull.head_sha.startswith(job.sha):
-            why = (f"its head is now `{pull.head_sha[:12]}`, not the commit `{job.sha}` the command named; "
+        elif role not in WRITE_ROLES:
+            why = f"/tfo plan was asked by {job.sender}, whose role on {job.repo} is {role}, not write or more"
+        elif job.sha and pull.head_sha != job.sha:
+            why = (f"its head is now `{pull.head_sha[:12]}`, not the commit `{job.sha[:12]}` the command named; "
                    "review the new commits, then name the head")
-        elif not job.sha and untrusted_reason(self.cfg, job.repo, pull.head_repo, pull.author_association):
-            why = (untrusted_reason(self.cfg, job.repo, pull.head_repo, pull.author_association)
-                   + ", so the command must name the reviewed commit")
+        elif untrusted and not job.sha:
+            why = untrusted + ", so the command must name the reviewed commit"
+        elif untrusted and pull.author and pull.author.lower() == job.sender.lower():
+            why = untrusted + f"; {job.sender} opened it, and someone else must review it"
         if why:
             self._post_refusal(Refusal(job.repo, pull.head_sha, job.pr, why))
             return None
@@ -385,7 +425,11 @@ class RunStarter:
 
             submit = producer.submit
         self._spool(job, "enqueueing")
-        submit(cfg, run)
+        try:
+            submit(cfg, run)
+        except Exception as e:
+            raise EnqueueUncertain(f"handing run {run.run_id} to the broker failed part-way "
+                                   f"({type(e).__name__}: {e}); some of its deployments may be queued") from e
         log.info("run %s: %s of %s@%s, %d deployment(s)", run.run_id, job.action.value, job.repo, job.sha[:12],
                  len(specs))
 

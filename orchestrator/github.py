@@ -32,6 +32,7 @@ MARKER = re.compile(r"<!-- tfo:sticky-report(?::([0-9]{1,3}))? -->")
 # `sticky_body` to lengthen a value, so that its last-resort cut never splits a code fence.
 REPORT_LIMIT = GITHUB_COMMENT_LIMIT - len(STICKY_MARKER) - 1024
 RETRY_STATUSES = {500, 502, 503, 504}
+MAX_RATE_LIMIT_WAITS = 30  # per call, whatever the waits add up to
 log = logging.getLogger("tfo.github")
 
 
@@ -71,6 +72,11 @@ class PullRequest:
     head_repo: str  # "" when the fork was deleted
     author_association: str
     state: str
+    author: str = ""  # the login that opened it
+
+
+WRITE_ROLES = ("admin", "maintain", "write")
+ANY_BOT = "(a bot)"  # tfo's identity when its token cannot say whose it is
 
 
 class GitHubClient:
@@ -134,11 +140,19 @@ class GitHubClient:
                 try:
                     self._identity = str(self.request("GET", "/user")["login"])
                 except GitHubError as e:
-                    # An Actions GITHUB_TOKEN may not read /user; its comments are github-actions[bot]'s.
+                    # An installation token (Actions' GITHUB_TOKEN, an App's) cannot read /user; what it
+                    # writes is a bot's, and people quoting the marker are not bots.
                     if " 403" not in str(e) and " 401" not in str(e):
                         raise
-                    self._identity = "github-actions[bot]"
+                    self._identity = ANY_BOT
         return self._identity
+
+    def _is_mine(self, comment: dict[str, Any]) -> bool:
+        user = comment.get("user") or {}
+        me = self.identity()
+        if me == ANY_BOT:
+            return str(user.get("type", "")) == "Bot"
+        return str(user.get("login", "")).lower() == me.lower()
 
     # --- transport ------------------------------------------------------------------------------
     def _send(self, method: str, path: str, body: dict[str, Any] | None, authorization: str, *,
@@ -150,6 +164,7 @@ class GitHubClient:
                    "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "tfo"}
         last = ""
         waited = 0.0
+        limited = 0
         attempt = 0
         while True:
             try:
@@ -163,7 +178,9 @@ class GitHubClient:
                     return r.json() if r.content else {}
                 wait = _rate_limit_wait(r)
                 if wait is not None:  # nothing was done: safe to send again, POST included
-                    if waited + wait > self.max_wait_s:
+                    wait = max(wait, 1.0)  # "Retry-After: 0" or a reset already past: still a pause
+                    limited += 1
+                    if waited + wait > self.max_wait_s or limited > MAX_RATE_LIMIT_WAITS:
                         raise GitHubError(f"GitHub {method} {path}: rate limited; the limit resets in {wait:.0f} s, "
                                           f"beyond the {self.max_wait_s:.0f} s tfo waits")
                     log.warning("GitHub %s %s: rate limited (HTTP %d); waiting %.0f s", method, path,
@@ -187,19 +204,18 @@ class GitHubClient:
         return self._send(method, path, body, f"token {self.token(repo)}", idempotent=idempotent)
 
     # --- what tfo posts -------------------------------------------------------------------------
-    def _own_report_comments(self, repo: str, number: int) -> dict[int, int]:
-        """Part number -> comment id of tfo's report comments on the PR (its own, by marker and author)."""
-        me = self.identity().lower()
-        found: dict[int, int] = {}
+    def _own_report_comments(self, repo: str, number: int) -> dict[int, list[int]]:
+        """Part number -> ids of tfo's report comments on the PR (its own, by marker and author), oldest
+        first; two runs finishing at once can each have created one."""
+        found: dict[int, list[int]] = {}
         page = 1
         while True:
             comments = self.request("GET", f"/repos/{repo}/issues/{number}/comments?per_page=100&page={page}",
                                     repo=repo)
             for c in comments:
                 m = MARKER.match(str(c.get("body", "")))
-                author = str((c.get("user") or {}).get("login", "")).lower()
-                if m and author == me:
-                    found.setdefault(int(m.group(1) or 1), int(c["id"]))
+                if m and self._is_mine(c):
+                    found.setdefault(int(m.group(1) or 1), []).append(int(c["id"]))
             if len(comments) < 100:
                 return found
             page += 1
@@ -217,12 +233,12 @@ class GitHubClient:
         for i, markdown in enumerate(parts, start=1):
             body = sticky_body(markdown, part=i, parts=total)
             if i in existing:
-                self.request("PATCH", f"/repos/{repo}/issues/comments/{existing[i]}", {"body": body}, repo=repo)
-                ids.append(existing[i])
+                self.request("PATCH", f"/repos/{repo}/issues/comments/{existing[i][0]}", {"body": body}, repo=repo)
+                ids.append(existing[i][0])
                 continue
             ids.append(self._create_comment(repo, number, i, body))
-        for i, comment_id in sorted(existing.items()):
-            if i > total:
+        for i, comment_ids in sorted(existing.items()):
+            for comment_id in comment_ids[1:] if i <= total else comment_ids:  # surplus parts and duplicates
                 self.request("DELETE", f"/repos/{repo}/issues/comments/{comment_id}", repo=repo)
         return ids
 
@@ -234,9 +250,9 @@ class GitHubClient:
                 return int(created["id"])
             except _Unsure as e:
                 landed = self._own_report_comments(repo, number).get(part)
-                if landed is not None:  # the POST went through; only its answer was lost
-                    self.request("PATCH", f"/repos/{repo}/issues/comments/{landed}", {"body": body}, repo=repo)
-                    return landed
+                if landed:  # the POST went through; only its answer was lost
+                    self.request("PATCH", f"/repos/{repo}/issues/comments/{landed[0]}", {"body": body}, repo=repo)
+                    return landed[0]
                 if attempt == self.max_retries:
                     raise GitHubError(f"GitHub POST comment on {repo}#{number} failed after retries: {e}") from e
                 self.sleep(self.backoff_s * (2**attempt))
@@ -247,7 +263,17 @@ class GitHubClient:
         head, base = data.get("head") or {}, data.get("base") or {}
         return PullRequest(number, str(head.get("sha", "")), str(base.get("sha", "")),
                            str((head.get("repo") or {}).get("full_name", "")), str(data.get("author_association", "")),
-                           str(data.get("state", "")))
+                           str(data.get("state", "")), str((data.get("user") or {}).get("login", "")))
+
+    def role(self, repo: str, login: str) -> str:
+        """The person's role on the repository (admin, maintain, write, triage, read), "none" if they have none."""
+        try:
+            data = self.request("GET", f"/repos/{repo}/collaborators/{login}/permission", repo=repo)
+        except GitHubError as e:
+            if "failed with 404" in str(e):
+                return "none"
+            raise
+        return str(data.get("role_name") or data.get("permission") or "none")
 
     def set_status(self, repo: str, sha: str, state: str, context: str, description: str,
                    target_url: str = "") -> None:

@@ -16,7 +16,7 @@ _clients: dict[tuple[Any, ...], GitHubClient] = {}
 _clients_lock = threading.Lock()
 
 
-def github_client(cfg: TfoConfig) -> GitHubClient | None:
+def github_client(cfg: TfoConfig, max_wait_s: float | None = None) -> GitHubClient | None:
     """One client per process and credentials: an App's installation token and tfo's own login are
     looked up once and reused until the token nears its expiry."""
     g = cfg.github
@@ -24,11 +24,11 @@ def github_client(cfg: TfoConfig) -> GitHubClient | None:
                       app_private_key_pem=os.environ.get(g.app_key_env, ""), installation_id=g.installation_id)
     if not auth.token and not (auth.app_id and auth.app_private_key_pem):
         return None
-    key = (g.api_url, auth, g.comment_author, g.rate_limit_wait_s)
+    wait = g.rate_limit_wait_s if max_wait_s is None else max_wait_s
+    key = (g.api_url, auth, g.comment_author, wait)
     with _clients_lock:
         if key not in _clients:
-            _clients[key] = GitHubClient(g.api_url, auth, comment_author=g.comment_author,
-                                         max_wait_s=g.rate_limit_wait_s)
+            _clients[key] = GitHubClient(g.api_url, auth, comment_author=g.comment_author, max_wait_s=wait)
         return _clients[key]
 
 

@@ -42,6 +42,7 @@ class GitHubStub:
     lose_post_answers: int = 0  # this many comment POSTs are carried out, then answered 502
     rate_limit_posts: int = 0  # this many comment POSTs are refused: a secondary rate limit, Retry-After 1
     minted: int = 0
+    roles: dict[str, str] = field(default_factory=dict)  # login -> role on the repository (default none)
     _next_id: int = 100
 
     def start(self) -> str:
@@ -90,6 +91,10 @@ class GitHubStub:
                 elif self.command == "DELETE" and "/issues/comments/" in path:
                     stub.comments.pop(int(parts[-1]), None)
                     self._reply(204, None)
+                elif self.command == "GET" and len(parts) == 7 and parts[3] == "collaborators":
+                    role = stub.roles.get(parts[4], "none")
+                    self._reply(200, {"permission": {"maintain": "write", "triage": "read"}.get(role, role),
+                                      "role_name": role})
                 elif self.command == "GET" and len(parts) == 5 and parts[3] == "pulls":
                     pull = stub.pulls.get(int(parts[4]))
                     self._reply(200 if pull else 404, pull or {"message": "Not Found"})
@@ -102,7 +107,7 @@ class GitHubStub:
                 elif self.command == "POST" and path.endswith("/comments"):
                     stub._next_id += 1
                     c = {"id": stub._next_id, "issue": int(parts[4]), "body": json.loads(body)["body"],
-                         "user": {"login": author}}
+                         "user": {"login": author, "type": "Bot" if author.endswith("[bot]") else "User"}}
                     stub.comments[c["id"]] = c
                     if stub.lose_post_answers > 0:
                         stub.lose_post_answers -= 1

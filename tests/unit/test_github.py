@@ -34,10 +34,14 @@ def test_sticky_comment_is_created_once_then_edited(stub: GitHubStub) -> None:
     first = c.upsert_sticky_comment("org/infra", 7, "## plan 1")
     second = c.upsert_sticky_comment("org/infra", 7, "## plan 2")
     assert first == second
-    assert [r.method for r in stub.requests] == ["GET", "GET", "POST", "GET", "PATCH"]  # GET /user once
+    # comments listed, none: created; listed again, it has the marker: whose is it (GET /user, once)
+    assert [(r.method, r.path.split("?")[0]) for r in stub.requests] == [
+        ("GET", "/repos/org/infra/issues/7/comments"), ("POST", "/repos/org/infra/issues/7/comments"),
+        ("GET", "/repos/org/infra/issues/7/comments"), ("GET", "/user"),
+        ("PATCH", f"/repos/org/infra/issues/comments/{first}")]
     (comment,) = stub.comments.values()
     assert comment["body"].startswith(STICKY_MARKER) and "## plan 2" in comment["body"]
-    assert stub.requests[2].headers["Authorization"] == f"token {TOKEN}"
+    assert stub.requests[1].headers["Authorization"] == f"token {TOKEN}"
 
 
 def test_comment_respects_the_size_limit_and_carries_no_secret(stub: GitHubStub) -> None:
@@ -228,3 +232,29 @@ def test_statuses_link_to_the_dashboard_and_the_app_token_serves_the_clone(stub:
     assert starter._git_token("org/infra") == "ghs_installationtokenvalue0123456789abcd"
     assert stub.minted == 1  # one token for the status and both clones: cached per process
     assert "ghs_installationtokenvalue0123456789abcd" in starter.secrets  # redacted from its errors
+
+
+def test_a_retry_after_of_zero_still_pauses_and_the_waits_are_bounded(stub: GitHubStub) -> None:
+    slept: list[float] = []
+    stub.queued = [(429, {"Retry-After": "0"}, {})] * 100
+    with pytest.raises(GitHubError, match="rate limited"):
+        client(stub, sleep=slept.append).set_status("org/infra", "d" * 40, "success", "tfo/apply", "ok")
+    assert 0 < len(stub.requests) <= 31 and all(s >= 1 for s in slept)
+
+
+def test_duplicate_report_comments_from_runs_finishing_together_are_removed(stub: GitHubStub) -> None:
+    mine = {"login": "tfo-bot", "type": "User"}
+    stub.comments[1] = {"id": 1, "issue": 4, "body": STICKY_MARKER + "\nrun a", "user": mine}
+    stub.comments[2] = {"id": 2, "issue": 4, "body": STICKY_MARKER + "\nrun b", "user": mine}
+    assert client(stub).upsert_sticky_comment("org/infra", 4, "## plan c") == 1
+    assert list(stub.comments) == [1] and "plan c" in stub.comments[1]["body"]
+
+
+def test_a_token_that_cannot_say_whose_it_is_edits_only_a_bot_s_comment(stub: GitHubStub) -> None:
+    installation = GitHubClient(stub.url, GitHubAuth(token="ghs_" + "x" * 36), backoff_s=0.01)  # type: ignore[attr-defined]
+    stub.comments[1] = {"id": 1, "issue": 6, "body": STICKY_MARKER + "\nquoted",
+                        "user": {"login": "dev", "type": "User"}}
+    stub.comments[2] = {"id": 2, "issue": 6, "body": STICKY_MARKER + "\nold report",
+                        "user": {"login": "some-app[bot]", "type": "Bot"}}
+    assert installation.upsert_sticky_comment("org/infra", 6, "## new") == 2
+    assert stub.comments[1]["body"].endswith("quoted") and "## new" in stub.comments[2]["body"]
