@@ -91,7 +91,7 @@ class GitHubStub:
                 elif self.command == "DELETE" and "/issues/comments/" in path:
                     stub.comments.pop(int(parts[-1]), None)
                     self._reply(204, None)
-                elif self.command == "GET" and len(parts) == 7 and parts[3] == "collaborators":
+                elif self.command == "GET" and len(parts) == 6 and parts[3] == "collaborators":
                     role = stub.roles.get(parts[4], "none")
                     self._reply(200, {"permission": {"maintain": "write", "triage": "read"}.get(role, role),
                                       "role_name": role})

@@ -328,11 +328,33 @@ def test_fork_and_outside_contributor_prs_are_not_planned_until_a_member_names_t
     time.sleep(2)
     assert _runs(server) == [] and server.world_state() == {}
 
-    # a member reviewed the fork's commit and names it: that commit is planned, nothing is applied
-    stub.pulls[21] = {"number": 21, "state": "open", "author_association": "NONE",
+    stub.pulls[21] = {"number": 21, "state": "open", "author_association": "NONE", "user": {"login": "mallory"},
                       "head": {"sha": head, "repo": {"full_name": "mallory/infra"}}, "base": {"sha": refs["base"]}}
+    sticky = stub.comments[min(stub.comments)]
+    # an organisation member with read access only: their association is MEMBER, their role is not enough
+    stub.roles["reader"] = "read"
+    reader = {**drive_by, "sender": {"login": "reader"},
+              "comment": {"body": f"/tfo plan {head}", "author_association": "MEMBER"}}
+    assert hook.send("issue_comment", reader)[0] == 202
+    _wait_for("the refusal of a reader's command", lambda: "whose role on org/infra is read" in sticky["body"])
+    # a prefix of the commit is not enough (a second commit can share it)
+    stub.roles["maintainer"] = "write"
+    prefix = {**drive_by, "sender": {"login": "maintainer"},
+              "comment": {"body": f"/tfo plan {head[:12]}", "author_association": "MEMBER"}}
+    assert hook.send("issue_comment", prefix)[1]["status"] == "ignored"
+    time.sleep(1)
+    assert _runs(server) == []
+
+    # nobody approves their own untrusted pull request, whatever their role
+    stub.roles["mallory"] = "write"
+    own = {**drive_by, "comment": {"body": f"/tfo plan {head}", "author_association": "COLLABORATOR"}}
+    assert hook.send("issue_comment", own)[0] == 202
+    _wait_for("the refusal of a self-approval", lambda: "mallory opened it" in sticky["body"])
+    assert _runs(server) == []
+
+    # a maintainer reviewed the fork's commit and names it: that commit is planned, nothing is applied
     review = {**drive_by, "sender": {"login": "maintainer"},
-              "comment": {"body": f"/tfo plan {head[:10]}", "author_association": "MEMBER"}}
+              "comment": {"body": f"/tfo plan {head}", "author_association": "MEMBER"}}
     code, body = hook.send("issue_comment", review)
     assert code == 202 and body["action"] == "plan", body
     summary = _summary(server, body["run_id"])
@@ -347,7 +369,6 @@ def test_fork_and_outside_contributor_prs_are_not_planned_until_a_member_names_t
     stub.pulls[21]["head"]["sha"] = newer
     code, body = hook.send("issue_comment", review)
     assert code == 202
-    sticky = stub.comments[min(stub.comments)]
     _wait_for("the refusal of a stale command", lambda: f"/tfo plan {newer}" in sticky["body"])
     assert "not the commit" in sticky["body"]
     assert not (server.root / ".tfo/store/runs" / f"{body['run_id']}.json").exists()

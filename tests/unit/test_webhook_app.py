@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cli.webhook import Deliveries, Job, Refusal, RunStarter, create_app, verify_signature
+from cli.webhook import Deliveries, EnqueueUncertain, Job, Refusal, RunStarter, create_app, verify_signature
 from orchestrator.config import load_config
 from orchestrator.models import Action
 
@@ -241,15 +241,33 @@ def comment(body: str, association: str = "MEMBER", on_pr: bool = True, action: 
 
 def test_plan_command_from_an_allowed_person(app: tuple[Any, RecordingStarter]) -> None:
     client, starter = app
-    r = post(client, "issue_comment", comment("/tfo plan 3333333\nlooks fine"), delivery="c1")
+    r = post(client, "issue_comment", comment("/tfo plan " + "3" * 40 + "\nlooks fine"), delivery="c1")
     assert r.status_code == 202
     job = starter.jobs[-1]
-    assert (job.lookup, job.sha, job.pr, job.sender, job.action.value) == (True, "3333333", 5, "maintainer", "plan")
+    assert (job.lookup, job.sha, job.pr, job.sender, job.action.value) == (True, "3" * 40, 5, "maintainer", "plan")
     assert post(client, "issue_comment", comment("/tfo plan"), delivery="c2").status_code == 202
     assert starter.jobs[-1].sha == ""
-    for i, ignored in enumerate((comment("/tfo plan 333", "MEMBER"), comment("/tfo plan", "CONTRIBUTOR"),
+    for i, ignored in enumerate((comment("/tfo plan 3333333", "MEMBER"),
+                                 comment("/tfo plan " + "3" * 39), comment("/tfo plan", "CONTRIBUTOR"),
                                  comment("please /tfo plan"), comment("/tfo plan", on_pr=False),
                                  comment("/tfo plan", action="edited"), comment("/tfo plan ZZZZZZZ"))):
         r = post(client, "issue_comment", ignored, delivery=f"n{i}")
         assert r.status_code == 200 and r.get_json()["status"] == "ignored", (ignored, r.get_json())
     assert len(starter.jobs) == 2
+
+
+@pytest.mark.parametrize(("error", "redelivery_runs"), [(OSError("mirror fetch failed"), True),
+                                                        (EnqueueUncertain("handed over part-way"), False)])
+def test_a_failed_start_frees_its_delivery_unless_the_run_may_be_queued(tmp_path: Path, error: Exception,
+                                                                        redelivery_runs: bool) -> None:
+    class Failing(RunStarter):
+        def run(self, job: Job) -> None:
+            raise error
+
+    starter = Failing(load_config(repo_root=tmp_path, environ={}), submit=lambda c, r: None)
+    job = a_job("r9")
+    assert starter.deliveries.first_time(job.delivery)
+    starter._safely(job)
+    assert starter.deliveries.first_time(job.delivery) is redelivery_runs
+    summary = tmp_path / ".tfo" / "store" / "runs" / "r9.json"
+    assert summary.exists() is redelivery_runs  # "failed" is written only when nothing can be running
