@@ -179,57 +179,81 @@ def to_markdown(result: RunResult, limit: int = GITHUB_COMMENT_LIMIT) -> str:
     return text
 
 
-_FENCE_LINE = re.compile(r"(`{3,}|~{3,})(.*)")
+_FENCE_OPEN = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")  # CommonMark: at most three spaces of indentation
+_FENCE_CLOSE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*")
 _CONTINUED = "<details><summary>(continued)</summary>\n\n"
 
 
+@dataclass
+class _Open:
+    """What is open at a point of a Markdown text: a code fence (its marker and line), <details> blocks."""
+
+    fence: str = ""
+    fence_line: str = ""
+    details: int = 0
+
+    def after(self, line: str) -> _Open:
+        if self.fence:
+            m = _FENCE_CLOSE.fullmatch(line)
+            closes = m is not None and m.group(1)[0] == self.fence[0] and len(m.group(1)) >= len(self.fence)
+            return _Open(details=self.details) if closes else self
+        m = _FENCE_OPEN.fullmatch(line)
+        if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+            return _Open(m.group(1), line, self.details)
+        depth = max(0, self.details + line.count("<details") - line.count("</details>"))
+        return self if depth == self.details else _Open(details=depth)
+
+    def closers(self) -> str:
+        return (f"\n{self.fence}" if self.fence else "") + "\n</details>" * self.details + "\n"
+
+    def openers(self) -> str:
+        return _CONTINUED * self.details + (self.fence_line + "\n" if self.fence else "")
+
+
 def split_markdown(text: str, limit: int) -> list[str]:
-    """`text` in pieces of at most `limit` characters, cut between lines; a piece that ends inside a
-    code fence or `<details>` closes them, and the next piece opens them again, so each renders alone."""
+    """`text` in pieces of at most `limit` characters, cut between lines (a line longer than a piece can
+    hold is cut too); a piece that ends inside a code fence or `<details>` closes them, and the next
+    piece opens them again, so that each renders on its own."""
+    if len(text) <= limit:
+        return [text]
     pieces: list[str] = []
-    current: list[str] = []
+    state = _Open()
+    body: list[str] = []
     size = 0
-    fence = ""  # the open fence's marker, "" when outside one
-    fence_line = ""
-    details = 0
 
-    def closers() -> str:
-        return (f"\n{fence}" if fence else "") + "\n</details>" * details
+    def cut() -> None:
+        nonlocal body, size
+        pieces.append("".join(body).rstrip("\n") + state.closers())
+        opening = state.openers()
+        if len(opening) + len(state.closers()) > limit // 2:  # nesting too deep to carry: start afresh
+            opening = ""
+            state.__dict__.update(_Open().__dict__)
+        body, size = [opening], len(opening)
 
-    def openers() -> str:
-        return _CONTINUED * details + (fence_line + "\n" if fence else "")
-
-    slack = 64  # what "\n" joins and a cut line's mark may add
-    for line in _lines_within(text, limit // 2):
-        line_open = (len(fence_line) + 1 if fence else 0) + len(_CONTINUED) * details
-        if current and size + len(line) + 1 + len(closers()) + slack > limit:
-            pieces.append("".join(current).rstrip("\n") + closers() + "\n")
-            current, size = [openers()], line_open
-        current.append(line + "\n")
-        size += len(line) + 1
-        m = _FENCE_LINE.match(line.strip())
-        if fence:
-            if m and line.strip()[0] == fence[0] and len(m.group(1)) >= len(fence) and not m.group(2).strip():
-                fence = fence_line = ""
-        elif m:
-            fence, fence_line = m.group(1), line
-        else:
-            details += line.count("<details") - line.count("</details>")
-            details = max(details, 0)
-    if current:
-        pieces.append("".join(current))
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        after = state.after(line)
+        if size + len(line) + 1 + len(after.closers()) <= limit:
+            body.append(line + "\n")
+            size += len(line) + 1
+            state = after
+            i += 1
+            continue
+        room = limit - size - len(after.closers()) - 1
+        if size > len(state.openers()) and room < len(line):
+            cut()  # the line goes to the next piece
+            continue
+        # the line alone does not fit a piece: as much as there is room for here, the rest next
+        room = max(room, 1)
+        body.append(line[:room] + "\n")
+        size += room + 1
+        lines[i] = line[room:]
+        cut()
+    if "".join(body).strip():
+        pieces.append("".join(body))
     return [p for p in pieces if p.strip()]
-
-
-def _lines_within(text: str, width: int) -> list[str]:
-    """The lines of `text`, any longer than `width` cut into pieces of that width."""
-    out: list[str] = []
-    for line in text.split("\n"):
-        while len(line) > width:
-            out.append(line[:width])
-            line = line[width:]
-        out.append(line)
-    return out
 
 
 def report_parts(result: RunResult, per_part: int, max_parts: int) -> list[str]:

@@ -139,3 +139,59 @@ def test_random_runs_always_fit(seed: int) -> None:
     assert_well_formed(md, limit)
     assert md.startswith("## tfo apply:")
     assert len(re.findall(r"^\| `s3/", md, re.M)) == len(results) or "more deployment(s) not listed" in md
+
+
+def _balanced(piece: str) -> bool:
+    from orchestrator.report import _Open
+
+    state = _Open()
+    for line in piece.split("\n"):
+        state = state.after(line)
+    return not state.fence and state.details == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", range(30))
+def test_split_pieces_fit_render_alone_and_lose_no_line(seed: int) -> None:
+    from orchestrator.report import split_markdown
+
+    rng = random.Random(seed)
+    lines: list[str] = []
+    depth, fence = 0, ""
+    for i in range(rng.randint(50, 400)):
+        roll = rng.random()
+        if fence:
+            inside = rng.choice([f"    {fence}", f"line {i} " + "x" * rng.randint(0, 300)])  # indented: content
+            lines.append(fence if roll < 0.1 else inside)
+            fence = "" if lines[-1] == fence else fence
+        elif roll < 0.1:
+            fence = rng.choice(["```", "````", "~~~", "  ```"]).strip()
+            lines.append(fence + rng.choice(["", "hcl", "diff"]))
+        elif roll < 0.2:
+            depth += 1
+            lines.append(f"<details><summary>block {i}</summary>")
+        elif roll < 0.27 and depth:
+            depth -= 1
+            lines.append("</details>")
+        else:
+            lines.append(f"text {i} " + "y" * rng.choice([0, 10, 80, 2000]))
+    lines += [fence] if fence else []
+    lines += ["</details>"] * depth
+    text = "\n".join(lines)
+    limit = rng.choice([600, 1000, 4000])
+    pieces = split_markdown(text, limit)
+    assert all(len(p) <= limit for p in pieces), [len(p) for p in pieces]
+    assert all(_balanced(p) for p in pieces)
+    out = "\n".join(pieces)
+    position = 0
+    for line in lines:  # every original line, in order (a long one in fragments)
+        for fragment in (line[k:k + 100] for k in range(0, max(len(line), 1), 100)):
+            found = out.find(fragment, position)
+            assert found >= 0, fragment
+            position = found
+
+
+def test_split_keeps_a_text_that_fits_whole() -> None:
+    from orchestrator.report import split_markdown
+
+    assert split_markdown("a\n```\nb\n```\n", 100) == ["a\n```\nb\n```\n"]
