@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import GitError, SelectorError
+from orchestrator.terraform_env import git_environment
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _git_env(repo: Path | None, args: list[str], token: str = "", timeout: float
     cmd = ["git", *(["-C", str(repo)] if repo else []), *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                              env={**os.environ, **_auth_env(token)})
+                              env={**git_environment(os.environ), **_auth_env(token)})
     except FileNotFoundError as e:
         raise GitError("git is not installed or not on PATH") from e
     except subprocess.TimeoutExpired as e:

@@ -16,6 +16,12 @@ variable "audit_retention_days" {
   type    = number
   default = 90
 }
+variable "audit_noncurrent_days" {
+  # How long an overwritten or deleted audit record stays recoverable (the worker's role can write
+  # audit/, and a plan runs with credentials near it). For records nobody can erase, use Object Lock.
+  type    = number
+  default = 30
+}
 variable "backup_noncurrent_days" {
   type    = number
   default = 365
@@ -63,7 +69,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "state" {
     expiration { days = var.audit_retention_days }
     # In a versioned bucket, expiring only makes the current version noncurrent (a delete marker):
     # the record itself is removed only by this, and the markers left behind by the next rule.
-    noncurrent_version_expiration { noncurrent_days = 1 }
+    noncurrent_version_expiration { noncurrent_days = var.audit_noncurrent_days }
   }
   rule {
     id     = "audit-delete-markers"

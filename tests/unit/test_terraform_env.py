@@ -39,16 +39,28 @@ ENVIRON = {
 def test_only_the_allowlist_reaches_terraform() -> None:
     env = terraform_environment(ENVIRON)
     assert set(env) == {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "HTTPS_PROXY", "no_proxy", "SSL_CERT_FILE",
+                        "SSH_AUTH_SOCK",
                         "TF_VAR_region", "TF_CLI_CONFIG_FILE", "TF_PLUGIN_CACHE_DIR", "AWS_ACCESS_KEY_ID",
                         "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "ARM_CLIENT_SECRET", "GOOGLE_APPLICATION_CREDENTIALS"}
     assert env["TF_VAR_region"] == "us-east-1"
 
 
 def test_operator_additions_never_include_tfo_secrets() -> None:
-    env = terraform_environment(ENVIRON, extra=("CI_*", "PYTHONPATH", "*"), secret_names=("MY_APP_TOKEN",))
-    assert {"CI_JOB_TOKEN", "PYTHONPATH", "SSH_AUTH_SOCK"} <= set(env)  # "*" is the operator's choice
-    leaked = {k for k in env if k.startswith("TFO_") or k in ("GITHUB_TOKEN", "GH_TOKEN", "MY_APP_TOKEN")}
+    env = terraform_environment(ENVIRON, extra=("CI_*", "PYTHONPATH", "*"),
+                                secret_names=("GITHUB_TOKEN", "MY_APP_TOKEN", "TFO_WEBHOOK_SECRET"))
+    assert {"CI_JOB_TOKEN", "PYTHONPATH", "GH_TOKEN", "DATABASE_URL"} <= set(env)  # "*" is the operator's choice
+    leaked = {k for k in env if k.startswith("TFO_") or k in ("GITHUB_TOKEN", "MY_APP_TOKEN")}
     assert leaked == set()
+    # the GitHub provider's token may be passed when tfo's own token is another variable
+    assert "GITHUB_TOKEN" in terraform_environment(ENVIRON, extra=("GITHUB_TOKEN",), secret_names=("TFO_GH",))
+
+
+def test_git_gets_the_basics_and_none_of_tfo_secrets() -> None:
+    from orchestrator.terraform_env import git_environment
+
+    env = git_environment(ENVIRON)
+    assert {"PATH", "HOME", "HTTPS_PROXY", "SSL_CERT_FILE", "SSH_AUTH_SOCK"} <= set(env)
+    assert not {"GITHUB_TOKEN", "TFO_WEBHOOK_SECRET", "TFO_CELERY_BROKER_URL", "AWS_SECRET_ACCESS_KEY"} & set(env)
 
 
 def test_naming_a_tfo_secret_in_terraform_env_is_a_config_error(tmp_path: Path) -> None:
