@@ -152,8 +152,9 @@ def explain_refusal(cfg: TfoConfig, repo: str, sha: str, reason: str) -> str:
     return (f"## tfo plan: not run 🔒\n\ntfo did not plan commit `{sha[:12]}` because {reason}.\n\n"
             f"A plan runs the pull request's code (providers, external data sources, `file()`) with the "
             f"deployment accounts' credentials, so tfo plans on its own only pull requests from branches of "
-            f"`{repo}` opened by its {allowed}.\n\nAfter reviewing the code, one of them can start the plan of "
-            f"exactly this commit by commenting:\n\n```\n/tfo plan {sha}\n```\n")
+            f"`{repo}` opened by its {allowed}.\n\nAfter reviewing the code, someone with write access to "
+            f"`{repo}` (not the pull request's author) can start the plan of exactly this commit by "
+            f"commenting:\n\n```\n/tfo plan {sha}\n```\n")
 
 
 def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) -> Job | Refusal | Ignored:
