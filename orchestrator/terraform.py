@@ -121,10 +121,12 @@ class TerraformClient:
         output = log_path.read_bytes().decode("utf-8", errors="replace")
         log_path.unlink(missing_ok=True)
         code = proc.returncode
-        if stopped is not None:
-            status = stopped
-        elif code in cmd.ok_exit_codes:
+        if code in cmd.ok_exit_codes:
+            # It finished, even if asked to stop: terraform completes in-flight work after one SIGINT,
+            # and an apply that printed "Apply complete!" and exited 0 changed what it said it would.
             status = CommandStatus.SUCCEEDED
+        elif stopped is not None:
+            status = stopped
         else:
             status = CommandStatus.FAILED
         return CommandResult(cmd.step, argv, status, code, output, time.monotonic() - start)

@@ -133,6 +133,7 @@ def test_no_wait_then_runs_show_and_cancel(celery_repo: tuple[Repo, Workers], tm
     live = repo.tfo("runs", "show", run_id)
     data = json.loads(live.stdout)
     assert data["status"] == "running"
+    assert live.returncode == 0 and (data["done"], data["total"]) == (0, 1)  # running is not failed
     (dep,) = data["deployments"].values()
     assert dep["phase"] == "apply" and dep["host"].startswith("w1@")
     assert repo.tfo("runs", "cancel", run_id).returncode == 0

@@ -53,6 +53,18 @@ def test_cancel_sends_one_sigint_and_records_cancelled(tmp_path: Path) -> None:
     assert time.monotonic() - start < 8
 
 
+def test_a_command_that_completes_after_the_sigint_is_recorded_by_its_outcome(tmp_path: Path) -> None:
+    """Terraform finishes in-flight work after one SIGINT; an apply that completes and exits 0 succeeded."""
+    body = 'trap \'sleep 0.3; echo "Apply complete! Resources: 1 added"; exit 0\' INT\nwhile true; do sleep 0.1; done\n'
+    client = TerraformClient(fake_binary(tmp_path, body), grace_s=10)
+    token = CancelToken()
+    import threading
+
+    threading.Timer(0.5, token.cancel, args=("test",)).start()
+    r = client.run(TerraformCommand("apply", (), tmp_path), token)
+    assert r.status == CommandStatus.SUCCEEDED and "Apply complete!" in r.output
+
+
 def test_timeout_then_kill_when_sigint_is_ignored(tmp_path: Path) -> None:
     client = TerraformClient(fake_binary(tmp_path, 'trap "" INT\nsleep 30\n'), grace_s=0.5)
     start = time.monotonic()
