@@ -166,6 +166,10 @@ def failure_text(result: CommandResult, redactor: Redactor) -> str:
     return redactor.redact(f"terraform {result.step} {what}: {tail}".strip())
 
 
+# In a result's error when its "done" checkpoint could not be written: the store does not have it.
+UNRECORDED = "checkpoint not recorded"
+
+
 @dataclass
 class _Outcome:
     status: Status = Status.FAILED
@@ -394,6 +398,6 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, out: _Outcome, log:
     try:
         write_checkpoint(rt, run, spec, "done", result=result.to_dict())
     except TfoError as e:
-        result = replace(result, error=f"{result.error}; checkpoint not recorded: {e}".lstrip("; "))
+        result = replace(result, error=f"{result.error}; {UNRECORDED}: {e}".lstrip("; "))
     rt.event(spec.id, out.status.value, error.splitlines()[0] if error else "")
     return result

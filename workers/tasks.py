@@ -20,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from orchestrator import notify, recovery
 from orchestrator.cancel import CancelToken
-from orchestrator.deploy import deploy
+from orchestrator.deploy import UNRECORDED, deploy, read_checkpoint
 from orchestrator.finalize import finalize, load_run_result
 from orchestrator.models import DeploymentResult, RunSpec
 from orchestrator.runs import cancel_key, load_run_spec
@@ -89,15 +89,36 @@ def deploy_task(self: TfoTask, run_id: str, deployment_id: str) -> dict[str, Any
     with self.runtime(run_id) as rt:
         run = load_run_spec(rt.store, run_id)
         spec = next(s for s in run.deployments if s.id == deployment_id)
-        return deploy(spec, run, rt).public_dict()
+        return reference(deploy(spec, run, rt))
 
 
-def _with_specs(run: RunSpec, results: list[dict[str, Any]]) -> list[DeploymentResult]:
-    """Results come back without variables; put the run's full specs back for rollback."""
+def reference(result: DeploymentResult) -> dict[str, Any]:
+    """What a deploy task returns to the result backend (so to Flower, and to finalize's arguments, which
+    Redis keeps again): which deployment, how it ended, where. The whole result is the deployment's
+    "done" checkpoint in the store; only when that could not be written does the (public) result itself
+    travel. Search Flower's tasks for `'status': 'failed'` to find the failed deployments."""
+    if UNRECORDED in result.error:
+        return result.public_dict()
+    first_line = result.error.splitlines()[0][:200] if result.error else ""
+    return {"ref": True, "deployment": result.spec.id, "status": result.status.value, "host": result.host,
+            "duration_s": result.duration_s, "error": first_line}
+
+
+def _results(rt: Runtime, run: RunSpec, returned: list[dict[str, Any]]) -> list[DeploymentResult]:
+    """The deployments' results in the chord's order, from the store where the task returned a reference,
+    with the run's full specs (variables included) for rollback."""
     specs = {s.id: s for s in run.deployments}
     out = []
-    for r in results:
-        parsed = DeploymentResult.from_dict(r)
+    for r in returned:
+        if r.get("ref"):
+            spec = specs[str(r["deployment"])]
+            cp = read_checkpoint(rt, run, spec)
+            if cp and cp.get("phase") == "done" and isinstance(cp.get("result"), dict):
+                parsed = DeploymentResult.from_dict(cp["result"])
+            else:  # written, then lost from the store: what the checkpoint says, as for a lost deployment
+                parsed = recovery.lost_result(spec, run, cp)
+        else:
+            parsed = DeploymentResult.from_dict(r)
         out.append(replace(parsed, spec=specs.get(parsed.spec.id, parsed.spec)))
     return out
 
@@ -106,9 +127,11 @@ def _with_specs(run: RunSpec, results: list[dict[str, Any]]) -> list[DeploymentR
 def finalize_task(self: TfoTask, results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
     with self.runtime(run_id) as rt:
         run = load_run_spec(rt.store, run_id)
-        result = finalize(run, _with_specs(run, results), rt)
+        result = finalize(run, _results(rt, run, results), rt)
         notify_error = notify.post_result(rt.cfg, result)
-        return {"summary": result.report_dict(), "notify_error": notify_error}
+        # The summary is in the store (`tfo runs show`); the backend keeps only how the run ended.
+        return {"run_id": run_id, "status": result.status, "deployments": len(result.results),
+                "notify_error": notify_error[:500]}
 
 
 RECONCILE_INTERVAL_S = 5
@@ -134,7 +157,8 @@ def reconcile_task(self: TfoTask, run_id: str, redeliver_by: float) -> dict[str,
                 deploy(spec, run, rt)
         done, pending = recovery.collect(rt, run)
         results = recovery.results_in_order(run, done, pending)
-        result = finalize(run, _with_specs(run, [r.public_dict() for r in results]), rt)
+        result = finalize(run, [replace(r, spec=next((s for s in run.deployments if s.id == r.spec.id), r.spec))
+                                for r in results], rt)
         notify.post_result(rt.cfg, result)
         return {"run_id": run_id, "reconciled": True, "status": result.status, "resumed_here": resumed}
 

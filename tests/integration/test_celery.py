@@ -47,7 +47,7 @@ def _wait_for_journal(repo: Repo, event: str = "start", timeout: float = 90) -> 
         time.sleep(0.1)
 
 
-def test_fan_out_over_two_workers(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+def test_fan_out_over_two_workers(celery_repo: tuple[Repo, Workers], redis: RedisServer, tmp_path: Path) -> None:
     repo, workers = celery_repo
     workers.start("w1")
     workers.start("w2")
@@ -67,6 +67,17 @@ def test_fan_out_over_two_workers(celery_repo: tuple[Repo, Workers], tmp_path: P
     for name in ("w1", "w2"):
         assert SECRET_TOKEN not in workers.log(name) and SECRET_PASSWORD not in workers.log(name)
     _no_locks_left(repo)
+    # results are references (the whole result is in the store): small per deployment in Redis,
+    # finalize's arguments included
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(redis.url)
+    metas = {k.decode(): client.get(k) or b"" for k in client.scan_iter("celery-task-meta-*")}
+    deploys = [v for k, v in metas.items() if ".deploy." in k]
+    (final,) = [v for k, v in metas.items() if k.endswith(".finalize")]
+    assert len(deploys) == len(report["deployments"]) and max(len(v) for v in deploys) < 1024, \
+        max(len(v) for v in deploys)
+    assert len(final) < 400 + 400 * len(deploys), len(final)
 
 
 def test_failure_is_rolled_back_by_the_chord_callback_and_atomic_rolls_back_all(
@@ -238,6 +249,7 @@ def test_flower_shows_readable_tasks_without_secrets_behind_basic_auth(
     import subprocess
     import sys
     import urllib.error
+    import urllib.parse
     import urllib.request
 
     from tests.helpers import free_port
@@ -292,6 +304,19 @@ def test_flower_shows_readable_tasks_without_secrets_behind_basic_auth(
         status, page = get(f"/worker/w1@{socket.gethostname()}", auth)
         assert status == 200 and "task_acks_late" in page
         assert REDIS_PASSWORD not in page
+
+        # A failed deployment is a SUCCESS task (deploy never raises, so the chord's callback runs), and
+        # is found by its result: Flower's search `result:failed` (README, Distributed mode).
+        write_sample(repo, failing=True)
+        assert repo.tfo("apply", timeout=240).returncode == 1
+        time.sleep(2)
+        status, body = get("/api/tasks?taskname=tfo.deploy&search=" + urllib.parse.quote("result:failed"), auth)
+        assert status == 200
+        found = json.loads(body)
+        assert found and all("'failed'" in t["result"] for t in found.values())
+        assert any("s3/acct-a/us-west-2/data-lake" in t["args"] for t in found.values())
+        everything = json.loads(get("/api/tasks?taskname=tfo.deploy", auth)[1])
+        assert len(everything) > len(found)  # the ones that succeeded are not in the search
     finally:
         flower.terminate()
         flower.wait(timeout=20)
