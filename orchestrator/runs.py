@@ -30,13 +30,43 @@ def cancel_key(run_id: str) -> str:
     return f"runs/{run_id}/cancel"
 
 
-def save_run_spec(store: Store, run: RunSpec) -> None:
-    """Workers read the run from here: task arguments carry ids only, never variables."""
+def run_head_key(run_id: str) -> str:
+    return f"runs/{run_id}/head.json"
+
+
+def deployment_spec_key(run_id: str, deployment_id: str) -> str:
+    return f"runs/{run_id}/deployments/{deployment_id.replace('/', '__')}.json"
+
+
+def save_run_spec(store: Store, run: RunSpec, per_deployment: bool = True, parallel: int = 8) -> None:
+    """Workers read the run from here: task arguments carry ids only, never variables.
+
+    The whole run (finalize, reconcile, `tfo runs show`), and for the deploy tasks the run without its
+    deployments plus one object per deployment: each task reads what it runs, not every deployment's
+    spec (N tasks reading the whole spec is quadratic in the run's size).
+    """
     store.put_json(run_spec_key(run.run_id), run.to_dict(), encrypt=True)
+    if not per_deployment:  # a local run: one process reads the whole run once
+        return
+    store.put_json(run_head_key(run.run_id), replace(run, deployments=()).to_dict(), encrypt=True)
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="tfo-spec-upload") as pool:
+        list(pool.map(lambda s: store.put_json(deployment_spec_key(run.run_id, s.id), s.to_dict(), encrypt=True),
+                      run.deployments))
 
 
 def load_run_spec(store: Store, run_id: str) -> RunSpec:
     return RunSpec.from_dict(store.get_json(run_spec_key(run_id)))
+
+
+def load_deployment(store: Store, run_id: str, deployment_id: str) -> tuple[RunSpec, DeploymentSpec]:
+    """The run (without its deployments) and one deployment's spec: what a deploy task needs."""
+    try:
+        head = RunSpec.from_dict(store.get_json(run_head_key(run_id)))
+        spec = DeploymentSpec.from_dict(store.get_json(deployment_spec_key(run_id, deployment_id)))
+    except KeyError:  # a run prepared before these objects existed
+        run = load_run_spec(store, run_id)
+        return run, next(s for s in run.deployments if s.id == deployment_id)
+    return head, spec
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -56,7 +86,8 @@ def actor(cfg: TfoConfig) -> str:
 
 
 def prepare_run(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], options: RunOptions, *,
-                run_id: str = "", who: str = "", notify: dict[str, Any] | None = None) -> RunSpec:
+                run_id: str = "", who: str = "", notify: dict[str, Any] | None = None,
+                distributed: bool = True) -> RunSpec:
     """Upload one content-addressed bundle per deployment and fix everything the run needs."""
     graph = ModuleGraph.for_config(cfg)  # each root module worked out once for the run
     bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s, graph))) for s in specs)
@@ -72,7 +103,7 @@ def prepare_run(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], o
                  else os.environ.get("GITHUB_SHA") or git.head_sha(cfg.repo_root)),
         notify=dict(notify or {}),
     )
-    save_run_spec(store, run)
+    save_run_spec(store, run, per_deployment=distributed)
     return run
 
 

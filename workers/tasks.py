@@ -23,7 +23,7 @@ from orchestrator.cancel import CancelToken
 from orchestrator.deploy import UNRECORDED, deploy, read_checkpoint
 from orchestrator.finalize import finalize, load_run_result
 from orchestrator.models import DeploymentResult, RunSpec
-from orchestrator.runs import cancel_key, load_run_spec
+from orchestrator.runs import cancel_key, load_deployment, load_run_spec
 from orchestrator.runtime import Runtime, build_runtime
 from workers.app import FINALIZE_QUEUE, app
 from workers.producer import reconcile_task_id
@@ -87,8 +87,7 @@ def ping(*args: Any) -> list[Any]:
 @app.task(bind=True, base=TfoTask, name="tfo.deploy")
 def deploy_task(self: TfoTask, run_id: str, deployment_id: str) -> dict[str, Any]:
     with self.runtime(run_id) as rt:
-        run = load_run_spec(rt.store, run_id)
-        spec = next(s for s in run.deployments if s.id == deployment_id)
+        run, spec = load_deployment(rt.store, run_id, deployment_id)
         return reference(deploy(spec, run, rt))
 
 

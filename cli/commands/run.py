@@ -91,7 +91,7 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
         _ = rt.terraform_version  # fails with exit 3 before anything runs when the binary is missing
     for s in specs:
         progress.redactor.add_sensitive_variables(s.variables, s.sensitive_variables)
-    run = prepare_run(cfg, rt.store, specs, RunOptions(action, cfg.rollback, atomic))
+    run = prepare_run(cfg, rt.store, specs, RunOptions(action, cfg.rollback, atomic), distributed=chosen == "celery")
     click.echo(f"tfo {action.value}: run {run.run_id}, {len(specs)} deployment(s), {chosen} executor, "
                f"store {rt.store.describe()}", err=True)
     try:
