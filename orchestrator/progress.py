@@ -1,25 +1,36 @@
-"""Live per-deployment progress: a redrawn table on a terminal, plain timestamped lines elsewhere (CI)."""
+"""Live progress of a run: a compact view on a terminal (rich), one plain timestamped line per event elsewhere (CI).
+
+The terminal view is the same few lines whatever the run's size: counts by status, a bar, the
+deployments running now (longest first) and the ones that failed. It is redrawn at most a few times a
+second, not once per event, so 400 deployments do not print megabytes.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from orchestrator.redaction import Redactor
+
+FINISHED_OK = ("succeeded", "no_changes", "rolled_back")
+FINISHED_BAD = ("failed", "rollback_failed", "cancelled", "invalid")
+REFRESH_S = 0.25
 
 
 class Progress:
     def __init__(self, stream: TextIO | None = None, live: bool | None = None,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, max_rows: int = 10) -> None:
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.redactor = redactor or Redactor()
+        self.max_rows = max_rows
         self._lock = threading.Lock()
         self._rows: dict[str, tuple[str, str, float]] = {}
         self._start = time.monotonic()
-        self._drawn = 0
+        self._view: Any = None  # rich.live.Live, from the first event on a terminal
+        self._drawn_at = 0.0
 
     def __call__(self, dep_id: str, phase: str, detail: str) -> None:
         detail = self.redactor.redact(detail)
@@ -29,23 +40,59 @@ class Progress:
                 started = time.monotonic()
             self._rows[dep_id] = (phase, detail, started)
             if self.live:
-                self._redraw()
+                self._refresh(force=False)
             else:
                 elapsed = time.monotonic() - self._start
                 suffix = f": {detail}" if detail else ""
                 self.stream.write(f"[tfo {elapsed:7.1f}s] {dep_id} {phase}{suffix}\n")
                 self.stream.flush()
 
-    def _redraw(self) -> None:
-        if self._drawn:
-            self.stream.write(f"\x1b[{self._drawn}A")
-        width = max((len(k) for k in self._rows), default=10)
-        lines = []
-        for dep_id, (phase, detail, started) in sorted(self._rows.items()):
-            mark = "✔" if phase in ("succeeded", "no_changes", "rolled_back") else (
-                "✘" if phase in ("failed", "rollback_failed", "cancelled") else "…")
-            lines.append(f"\x1b[2K{mark} {dep_id:<{width}}  {phase:<16} {time.monotonic() - started:6.1f}s "
-                         f"{detail[:60]}")
-        self.stream.write("\n".join(lines) + "\n")
-        self.stream.flush()
-        self._drawn = len(lines)
+    def close(self) -> None:
+        """The last frame (every deployment's final state counted), and the terminal given back."""
+        with self._lock:
+            if self._view is not None:
+                self._refresh(force=True)
+                self._view.stop()
+                self._view = None
+
+    def _refresh(self, force: bool) -> None:
+        if self._view is None:
+            from rich.console import Console
+            from rich.live import Live
+
+            console = Console(file=self.stream, force_terminal=True, highlight=False)
+            self._view = Live(console=console, auto_refresh=False, transient=False, redirect_stdout=False,
+                              redirect_stderr=False)
+            self._view.start()
+            force = True
+        now = time.monotonic()
+        if force or now - self._drawn_at >= REFRESH_S:
+            self._view.update(self.render(), refresh=True)
+            self._drawn_at = now
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        now = time.monotonic()
+        rows = self._rows
+        ok = sum(1 for phase, _, _ in rows.values() if phase in FINISHED_OK)
+        bad = {d: r for d, r in rows.items() if r[0] in FINISHED_BAD}
+        active = sorted(((d, r) for d, r in rows.items() if r[0] not in FINISHED_OK + FINISHED_BAD),
+                        key=lambda item: item[1][2])  # the longest running first
+        done = ok + len(bad)
+        head = Text(f"{done}/{len(rows)} done: {ok} ok, {len(bad)} failed, {len(active)} running  "
+                    f"{now - self._start:6.1f}s")
+        bar = ProgressBar(total=max(len(rows), 1), completed=done, width=40)
+        table = Table.grid(padding=(0, 2))
+        for dep_id, (phase, detail, started) in active[: self.max_rows]:
+            table.add_row("…", dep_id, phase, f"{now - started:6.1f}s", detail[:60])
+        if len(active) > self.max_rows:
+            table.add_row("", f"+{len(active) - self.max_rows} more running", "", "", "")
+        for dep_id, (phase, detail, _) in list(bad.items())[: self.max_rows]:
+            table.add_row("✘", dep_id, phase, "", detail[:60])
+        if len(bad) > self.max_rows:
+            table.add_row("", f"+{len(bad) - self.max_rows} more failed (see the report)", "", "", "")
+        return Group(head, bar, table)

@@ -35,7 +35,8 @@ def run_head_key(run_id: str) -> str:
 
 
 def deployment_spec_key(run_id: str, deployment_id: str) -> str:
-    return f"runs/{run_id}/deployments/{deployment_id.replace('/', '__')}.json"
+    # Not runs/{id}/deployments/: the deployments' checkpoints live there (deploy.checkpoint_key).
+    return f"runs/{run_id}/specs/{deployment_id.replace('/', '__')}.json"
 
 
 def save_run_spec(store: Store, run: RunSpec, per_deployment: bool = True, parallel: int = 8) -> None:

@@ -100,11 +100,24 @@ def _failure_text(meta: dict[str, Any]) -> str:
     return Redactor().redact(text)
 
 
+def _metas(app: Celery, task_ids: list[str]) -> list[dict[str, Any]]:
+    """Many tasks' metadata in one round trip (MGET on a Redis backend), else one read each."""
+    backend = app.backend
+    client = getattr(backend, "client", None)
+    if client is None or not hasattr(backend, "get_key_for_task"):
+        return [_meta(app, t) for t in task_ids]
+    out: list[dict[str, Any]] = []
+    for raw in client.mget([backend.get_key_for_task(t) for t in task_ids]) if task_ids else []:
+        meta = backend.decode_result(raw) if raw is not None else {}
+        out.append(meta if isinstance(meta, dict) else {})
+    return out
+
+
 def progress(app: Celery, run: RunSpec) -> dict[str, dict[str, Any]]:
-    """Per deployment: state, phase, host, from the result backend."""
+    """Per deployment: state, phase, host, from the result backend (one read for the whole run)."""
     out: dict[str, dict[str, Any]] = {}
-    for spec in run.deployments:
-        meta = _meta(app, deploy_task_id(run.run_id, spec))
+    metas = _metas(app, [deploy_task_id(run.run_id, spec) for spec in run.deployments])
+    for spec, meta in zip(run.deployments, metas, strict=True):
         state = str(meta.get("status", "PENDING"))
         info = meta.get("result") if isinstance(meta.get("result"), dict) else {}
         assert isinstance(info, dict)
@@ -130,6 +143,11 @@ def wait(app: Celery, store: Store, run: RunSpec, on_event: Callable[[str, str, 
     while True:
         done = load_run_result(store, run)
         if done is not None:
+            # Every deployment's last line before the client exits: its final status (finalize may
+            # have changed it, e.g. rolled back), unless that was the last thing shown.
+            for r in done.results:
+                if seen.get(r.spec.id, ("", ""))[0] != r.status.value:
+                    on_event(r.spec.id, r.status.value, f"on {r.host}" if r.host else "")
             return done
         try:
             for dep_id, p in progress(app, run).items():

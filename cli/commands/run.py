@@ -113,6 +113,7 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
                 return EXIT_DEPLOYMENT_FAILED
             result = waited
     finally:
+        progress.close()
         rt.leases.close()
     write_reports(result, json_out, markdown_out)
     print_summary(result)

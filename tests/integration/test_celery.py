@@ -100,6 +100,13 @@ def test_failure_is_rolled_back_by_the_chord_callback_and_atomic_rolls_back_all(
     assert deps["kms/acct-a/us-west-2/data-lake"]["status"] in ("succeeded", "no_changes")
     assert repo.world_state() == before
     assert report["audit_key"] and (repo.root / STORE / report["audit_key"]).exists()
+    # the client shows every deployment's last line, the one finalize decided included, before it exits
+    last = {}
+    for line in r.stderr.splitlines():
+        if line.startswith("[tfo"):
+            dep_id, phase = line.split("] ", 1)[1].split(" ")[:2]
+            last[dep_id] = phase.rstrip(":")
+    assert last == {d: v["status"] for d, v in deps.items()}, (last, r.stderr[-3000:])
 
     p = repo.root / "Accounts/acct-a/data-lake.tfvars"
     p.write_text(p.read_text().replace("lake = { rotation = true }", "lake = { rotation = false }"))

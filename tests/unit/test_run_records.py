@@ -32,7 +32,7 @@ def test_a_deploy_task_reads_the_run_head_and_its_own_deployment_only(tmp_path: 
     assert own == run.deployments[137] and head.deployments == () and head.run_id == run.run_id
     assert head.options == run.options and head.started_at == run.started_at
     keys = [k for k, _ in store.read]
-    assert keys == [f"runs/{run.run_id}/head.json", f"runs/{run.run_id}/deployments/s3__acct__us-east-1__p137.json"]
+    assert keys == [f"runs/{run.run_id}/head.json", f"runs/{run.run_id}/specs/s3__acct__us-east-1__p137.json"]
     whole = len(store.get(f"runs/{run.run_id}/spec.json"))
     assert sum(size for _, size in store.read[:2]) * 50 < whole  # flat in the run's size, not linear
 
@@ -47,3 +47,13 @@ def test_a_local_run_records_the_whole_run_only_and_old_runs_still_load(tmp_path
     assert [n for n in names if not n.endswith(".tfo-meta.json")] == ["spec.json"]
     head, own = load_deployment(store, run.run_id, "s3/acct/us-east-1/p1")  # falls back to the whole run
     assert own == run.deployments[1] and head.run_id == run.run_id
+
+
+def test_a_deployment_s_spec_and_its_checkpoint_are_different_objects() -> None:
+    from orchestrator.deploy import checkpoint_key
+    from orchestrator.runs import deployment_spec_key, run_head_key, run_spec_key
+
+    s = spec(3)
+    keys = {deployment_spec_key("r1", s.id), checkpoint_key("r1", s), checkpoint_key("r1", s, "rollback"),
+            run_head_key("r1"), run_spec_key("r1")}
+    assert len(keys) == 5  # a redelivered task once read its checkpoint as its spec
