@@ -146,14 +146,12 @@ def profiled_run(repo: Repo, n: int, workers_n: int, results: dict[str, Any], *a
     return profile.analyze(rec, workers_n, results["bare_terraform_s"], alone)
 
 
-def run_all(quick: bool) -> dict[str, Any]:
-    runs = 1 if quick else 3
-    sizes = (12,) if quick else (12, 48)
-    workers_n = 4
+def bench_repo(prefix: str) -> tuple[Path, Repo]:
+    """A scratch directory and the sample repository in it, with the test provider and a plugin cache."""
     # Measure tfo as installed (pip writes bytecode), not a checkout whose every process compiles it again.
     subprocess.run([sys.executable, "-m", "compileall", "-q", "orchestrator", "cli", "workers", "tfo_testprovider"],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    tmp = Path(tempfile.mkdtemp(prefix="tfo-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     mirror = install(tmp / "mirror")
     tf = terraform_binary()
     if tf is None:
@@ -164,7 +162,15 @@ def run_all(quick: bool) -> dict[str, Any]:
     from cryptography.fernet import Fernet
 
     repo.env["TFO_STORE_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
-    repo.config(extra=f'plugin_cache_dir = "{tmp}/plugin-cache"')  # max_workers = 4 in the template
+    repo.config(extra=f'plugin_cache_dir = "{tmp}/plugin-cache"')
+    return tmp, repo
+
+
+def run_all(quick: bool) -> dict[str, Any]:
+    runs = 1 if quick else 3
+    sizes = (12,) if quick else (12, 48)
+    workers_n = 4
+    tmp, repo = bench_repo("tfo-bench-")  # max_workers = 4 in the template
     results: dict[str, Any] = {"apply_sleep_s": APPLY_SLEEP_S, "workers": workers_n, "runs": runs}
 
     # bare terraform (the unit of the ideal) and one deployment through tfo, in interleaved pairs so that
