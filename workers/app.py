@@ -68,9 +68,11 @@ def celery_settings(cfg: TfoConfig) -> dict[str, Any]:
         # group and records the deployment cancelled; the hard limit is the last resort.
         "task_soft_time_limit": c.soft_time_limit_s,
         "task_time_limit": c.time_limit_s,
-        # Results (redacted) stay readable by `tfo runs show` for days.
+        # Results (small references, redacted) stay readable by `tfo runs show` for days. Not extended:
+        # a task's name, arguments and worker reach Flower in its events; in the backend they would
+        # be kept again beside every result, finalize's list of references included.
         "result_expires": timedelta(days=c.result_expires_days),
-        "result_extended": True,
+        "result_extended": False,
         # If the broker connection drops, long tasks are cancelled and redelivered instead of
         # running on unacknowledged and then running again elsewhere.
         "worker_cancel_long_running_tasks_on_connection_loss": True,

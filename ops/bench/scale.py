@@ -122,10 +122,17 @@ def one_run(repo: Repo, n: int, executor: str, workers: Workers | None, redis: R
     if sampler:
         result["workers_peak_rss_mb"] = sampler.peak_workers_mb
     if redis and before:
+        import redis as redis_lib
+
         time.sleep(1)
         after = redis_memory(redis)
+        client = redis_lib.Redis.from_url(redis.url)
+        kept = [k for k in client.scan_iter(count=1000) if report["run_id"].encode() in k]
         result["redis_peak_mb"] = after["peak"] / 2**20
-        result["redis_bytes_left_per_deployment"] = (after["used"] - before["used"]) / n
+        # what the run's own keys hold (task results, chord state), and the server's growth in all
+        result["redis_bytes_left_per_deployment"] = sum(client.memory_usage(k) or 0 for k in kept) / n
+        result["redis_keys_left"] = len(kept)
+        result["redis_used_growth_per_deployment"] = (after["used"] - before["used"]) / n
     return result
 
 
@@ -192,7 +199,8 @@ def section(r: dict[str, Any]) -> str:
         row("client peak RSS (MB)", "client_peak_rss_mb", ".0f", ""),
         row("workers' peak RSS, tfo processes (MB)", "workers_peak_rss_mb", ".0f", ""),
         row("Redis peak memory (MB)", "redis_peak_mb", ".1f", ""),
-        row("Redis bytes left per deployment", "redis_bytes_left_per_deployment", ".0f", "< 1 KB"),
+        row("Redis bytes left per deployment (the run's keys)", "redis_bytes_left_per_deployment", ".0f", "< 1 KB"),
+        row("Redis memory growth per deployment (all)", "redis_used_growth_per_deployment", ".0f", ""),
         row("last change to client exit (s)", "last_change_to_exit_s", ".2f", "< 1 s"),
         row("Markdown report (chars)", "markdown_chars", ".0f", "one comment (65,536)"),
         "",
