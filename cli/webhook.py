@@ -59,8 +59,11 @@ class Job:
     delivery: str
     sender: str
     # `/tfo plan` on a pull request: its head and base are looked up when the job runs; `sha` is then
-    # the commit the commenter named (a prefix), or "" for the current head of a trusted pull request.
+    # the commit the commenter named, or "" for the current head of a trusted pull request.
     lookup: bool = False
+    # A pull request's plan resumed after a restart: its trust is checked again (the policy may have
+    # been tightened, or the job accepted by a version without one).
+    recheck: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "action": self.action.value}
@@ -270,6 +273,8 @@ class RunStarter:
                 continue
             log.info("resuming run %s (%s of %s@%s), accepted before the webhook restarted", job.run_id,
                      job.action.value, job.repo, job.sha[:12])
+            if job.pr is not None and not job.lookup:
+                job = replace(job, recheck=True)
             self.pool.submit(self._safely, job)
             resumed.append(job.run_id)
         return resumed
@@ -336,6 +341,8 @@ class RunStarter:
                 "error": Redactor(list(self.secrets)).redact(error), "deployments": []})
 
     def run(self, job: Job) -> None:
+        if job.recheck and not self._still_trusted(job):
+            return
         if job.lookup:
             found = self._pull_request_head(job)
             if found is None:
@@ -351,6 +358,21 @@ class RunStarter:
             self._start(job, checkout)
         finally:
             shutil.rmtree(checkout, ignore_errors=True)
+
+    def _still_trusted(self, job: Job) -> bool:
+        """A resumed pull request's plan runs only if the pull request passes today's trust policy."""
+        assert job.pr is not None
+        client = notify.github_client(self.cfg)
+        if client is None:
+            log.error("run %s: a resumed pull request plan is not run: no GitHub credentials to check its author",
+                      job.run_id)
+            return False
+        pull = client.pull_request(job.repo, job.pr)
+        why = untrusted_reason(self.cfg, job.repo, pull.head_repo, pull.author_association)
+        if why:
+            self._post_refusal(Refusal(job.repo, job.sha, job.pr, why))
+            return False
+        return True
 
     def _git_token(self, repo: str) -> str:
         """$GITHUB_TOKEN, or with a GitHub App the installation's token (cached by the client)."""

@@ -271,3 +271,41 @@ def test_a_failed_start_frees_its_delivery_unless_the_run_may_be_queued(tmp_path
     assert starter.deliveries.first_time(job.delivery) is redelivery_runs
     summary = tmp_path / ".tfo" / "store" / "runs" / "r9.json"
     assert summary.exists() is redelivery_runs  # "failed" is written only when nothing can be running
+
+
+def test_a_resumed_pull_request_plan_passes_today_s_trust_policy_first(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from tests.github_stub import GitHubStub
+
+    stub = GitHubStub()
+    api = stub.start()
+    try:
+        (tmp_path / "tfo.toml").write_text(f'[tfo.github]\napi_url = "{api}"\n[tfo.webhook]\nrepository = "o/r"\n')
+        cfg = load_config(repo_root=tmp_path, environ={"GITHUB_TOKEN": "ghp_" + "t" * 36})
+        spool = tmp_path / ".tfo" / "webhook-spool"
+        spool.mkdir(parents=True)
+        pr_job = replace(a_job("r7"), action=Action.PLAN, pr=5)
+        (spool / "r7.json").write_text(json.dumps({"stage": "accepted", "job": pr_job.to_dict()}))
+        seen: list[Job] = []
+
+        class Recording(HeldStarter):
+            def run(self, job: Job) -> None:
+                seen.append(job)
+
+        starter = Recording(cfg)
+        assert starter.resume_spooled() == ["r7"]
+        starter.pool.shutdown(wait=True)
+        assert seen[0].recheck  # a resumed PR plan is checked again before it runs
+
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_" + "t" * 36)
+        stub.pulls[5] = {"number": 5, "state": "open", "author_association": "NONE", "user": {"login": "x"},
+                         "head": {"sha": "2" * 40, "repo": {"full_name": "x/r"}}, "base": {"sha": "1" * 40}}
+        assert not starter._still_trusted(seen[0])
+        (comment,) = stub.comments.values()
+        assert "fork (x/r)" in comment["body"]
+        stub.pulls[5].update(author_association="MEMBER", head={"sha": "2" * 40, "repo": {"full_name": "o/r"}})
+        assert starter._still_trusted(seen[0])
+    finally:
+        stub.stop()
