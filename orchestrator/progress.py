@@ -14,8 +14,8 @@ from typing import Any, TextIO
 
 from orchestrator.redaction import Redactor
 
-FINISHED_OK = ("succeeded", "no_changes", "rolled_back")
-FINISHED_BAD = ("failed", "rollback_failed", "cancelled", "invalid")
+FINISHED_OK = ("succeeded", "no_changes")
+FINISHED_BAD = ("failed", "rolled_back", "rollback_failed", "cancelled", "invalid")  # rolled back: its apply failed
 REFRESH_S = 0.25
 
 

@@ -121,9 +121,10 @@ class TerraformClient:
         output = log_path.read_bytes().decode("utf-8", errors="replace")
         log_path.unlink(missing_ok=True)
         code = proc.returncode
-        if code in cmd.ok_exit_codes:
-            # It finished, even if asked to stop: terraform completes in-flight work after one SIGINT,
-            # and an apply that printed "Apply complete!" and exited 0 changed what it said it would.
+        if code in cmd.ok_exit_codes and (stopped is None or cmd.args[:1] == ("apply",)):
+            # An apply that finished, even if asked to stop, is recorded by its outcome: terraform completes
+            # in-flight work after one SIGINT, and "Apply complete!" with exit 0 changed what it said.
+            # Any other step that was stopped is cancelled, whatever its exit code: what follows must not run.
             status = CommandStatus.SUCCEEDED
         elif stopped is not None:
             status = stopped

@@ -103,11 +103,10 @@ def _failure_text(meta: dict[str, Any]) -> str:
 def _metas(app: Celery, task_ids: list[str]) -> list[dict[str, Any]]:
     """Many tasks' metadata in one round trip (MGET on a Redis backend), else one read each."""
     backend = app.backend
-    client = getattr(backend, "client", None)
-    if client is None or not hasattr(backend, "get_key_for_task"):
+    if not (hasattr(backend, "mget") and hasattr(backend, "get_key_for_task")):  # not a key-value backend
         return [_meta(app, t) for t in task_ids]
     out: list[dict[str, Any]] = []
-    for raw in client.mget([backend.get_key_for_task(t) for t in task_ids]) if task_ids else []:
+    for raw in backend.mget([backend.get_key_for_task(t) for t in task_ids]) if task_ids else []:
         meta = backend.decode_result(raw) if raw is not None else {}
         out.append(meta if isinstance(meta, dict) else {})
     return out

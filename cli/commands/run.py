@@ -108,6 +108,7 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
             with cancel_on_signals(token):
                 waited = producer.wait(app, rt.store, run, progress, lambda: token.cancelled)
             if waited is None:
+                progress.close()  # the live view ends before the message, not over it
                 click.echo(f"tfo: stopped waiting; run {run.run_id} goes on. Follow it with "
                            f"`tfo runs show {run.run_id}`, stop it with `tfo runs cancel {run.run_id}`", err=True)
                 return EXIT_DEPLOYMENT_FAILED

@@ -61,8 +61,19 @@ def test_a_command_that_completes_after_the_sigint_is_recorded_by_its_outcome(tm
     import threading
 
     threading.Timer(0.5, token.cancel, args=("test",)).start()
-    r = client.run(TerraformCommand("apply", (), tmp_path), token)
+    r = client.run(TerraformCommand("apply", ("apply", "tfplan"), tmp_path), token)
     assert r.status == CommandStatus.SUCCEEDED and "Apply complete!" in r.output
+
+
+def test_any_other_step_stopped_is_cancelled_even_when_it_exits_0(tmp_path: Path) -> None:
+    """A plan or init that exits 0 after the SIGINT did not finish its work: nothing after it may run."""
+    client = TerraformClient(fake_binary(tmp_path, 'trap "exit 0" INT\nwhile true; do sleep 0.1; done\n'), grace_s=10)
+    token = CancelToken()
+    import threading
+
+    threading.Timer(0.5, token.cancel, args=("test",)).start()
+    r = client.run(TerraformCommand("plan", ("plan", "-out=tfplan"), tmp_path), token)
+    assert r.status == CommandStatus.CANCELLED
 
 
 def test_timeout_then_kill_when_sigint_is_ignored(tmp_path: Path) -> None:
