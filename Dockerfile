@@ -22,7 +22,6 @@ COPY pyproject.toml README.md ./
 COPY orchestrator ./orchestrator
 COPY workers ./workers
 COPY cli ./cli
-COPY tfo_testprovider ./tfo_testprovider
 # DL3013: this installs the repository's own package; its dependencies' versions are bounded in
 # pyproject.toml, the one place they are kept.
 # hadolint ignore=DL3013

@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 # and test-provider process would otherwise compile them again (~0.06 s each), e.g. where
 # PYTHONDONTWRITEBYTECODE is set. Up-to-date files are skipped; a stale one is never used.
 setup: $(BIN)/.installed
-	@$(BIN)/python -m compileall -q orchestrator cli workers tfo_testprovider >/dev/null
+	@$(BIN)/python -m compileall -q orchestrator cli workers tests/__init__.py tests/testprovider >/dev/null
 
 demo: setup
 	bash ops/demo.sh

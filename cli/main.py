@@ -1,13 +1,26 @@
-"""The `tfo` command line. One module per subcommand group; one handler maps errors to exit codes.
+"""The `tfo` command line. One module per subcommand group; one handler, `main`, maps errors to exit codes.
 
-Exit codes: 0 all succeeded (plan: also with changes); 1 a deployment failed, was rolled back or was
-cancelled; 2 invalid input or usage; 3 tfo could not run (store, lock backend, broker, binary).
+Exit codes:
+  0    all succeeded (plan: also with changes)
+  1    a deployment failed, was rolled back or was cancelled
+  2    invalid input or usage
+  3    tfo could not run: the store, lock backend, broker or binary failed (a TfoError says which),
+       or an unexpected error (a bug); then stderr has one line naming the error and a file that holds
+       its traceback: `tfo-error-<time>-<random>.log` (0600) in the workdir (`workdir`, default
+       `.tfo/work`), else in `./.tfo` when the config cannot be loaded, else in the temp directory
+  130  interrupted by Ctrl-C (SIGINT); a local run first stops cleanly and records its deployments
+       as cancelled
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
-from collections.abc import Callable
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,12 +30,15 @@ import click
 from cli.commands import run as run_cmd
 from cli.options import GlobalOptions, read_selectors, selector_options
 from orchestrator import __version__
-from orchestrator.errors import EXIT_INVALID_INPUT, EXIT_PLATFORM, TfoError
+from orchestrator.errors import EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_PLATFORM, TfoError
 from orchestrator.models import Action
 from orchestrator.procs import keep_private
 from orchestrator.redaction import Redactor
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The global options of the command being run, for the error handler: where a traceback goes.
+_invoked: GlobalOptions | None = None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +51,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 @click.pass_context
 def cli(ctx: click.Context, config_file: Path | None, repo: Path | None, terraform_bin: str | None) -> None:
     """tfo: plan and apply Terraform across accounts, regions and services, with backups and rollback."""
-    ctx.obj = GlobalOptions(config_file=config_file, repo=repo, terraform_bin=terraform_bin)
+    global _invoked
+    ctx.obj = _invoked = GlobalOptions(config_file=config_file, repo=repo, terraform_bin=terraform_bin)
 
 
 @cli.command()
@@ -210,16 +227,69 @@ def audit_show(g: GlobalOptions, run_id: str, unredacted: bool) -> int:
     return records.audit_show(g, run_id, unredacted)
 
 
+def _error_log_dirs(g: GlobalOptions | None, redactor: Redactor) -> Iterator[Path]:
+    """Where a traceback may go, best first; adds tfo's own secrets to `redactor` when the config loads."""
+    if g is not None:
+        try:
+            cfg = g.load()
+        except Exception:  # noqa: S110 - the config may be what is broken: the fallbacks below serve
+            pass
+        else:
+            redactor.add(os.environ.get(name, "") for name in cfg.secret_env_names)
+            yield cfg.workdir_path
+    yield Path.cwd() / ".tfo"
+    yield Path(tempfile.gettempdir())
+
+
+def _save_traceback(e: Exception, argv: list[str], redactor: Redactor) -> tuple[Path | None, str]:
+    """Write the traceback of `e` to a new owner-only file: (its path, "") or (None, why not)."""
+    text = (f"tfo {__version__} internal error at {datetime.now(UTC).isoformat()}\n"
+            f"command: {redactor.redact(' '.join(['tfo', *argv]))}\n"
+            f"cwd: {Path.cwd()}\npython: {sys.version.split()[0]} on {platform.platform()}\n\n"
+            + "".join(traceback.format_exception(e)))
+    why = "no directory to write it to"
+    for directory in _error_log_dirs(_invoked, redactor):
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # mkstemp: a new file (never one that is there), 0600: a traceback may show values
+            fd, name = tempfile.mkstemp(dir=directory, prefix=f"tfo-error-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-",
+                                        suffix=".log")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            return Path(name), ""
+        except OSError as err:
+            why = f"{directory}: {err.strerror or err}"
+    return None, why
+
+
+def _internal_error(e: Exception, argv: list[str]) -> int:
+    """A bug or an unexpected failure of the platform: one redacted line, the traceback in a file, exit 3."""
+    redactor = Redactor()
+    where, why = _save_traceback(e, argv, redactor)
+    message = " ".join(redactor.redact(str(e)).split())
+    head = f"{type(e).__name__}: {message}" if message else type(e).__name__
+    tail = f"traceback in {where}" if where else f"traceback not saved ({why})"
+    click.echo(f"tfo: internal error: {head}; {tail}", err=True)
+    return EXIT_PLATFORM
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _invoked
+    _invoked = None
+    args = sys.argv[1:] if argv is None else list(argv)
     keep_private()  # before any secret is read: terraform and what it starts must not read ours
     try:
-        rv = cli.main(args=argv, prog_name="tfo", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="tfo", standalone_mode=False)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except click.ClickException as e:
         e.show()
         return EXIT_INVALID_INPUT
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        # click turns a KeyboardInterrupt inside a command into Abort (and has printed a newline)
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            click.echo("tfo: interrupted", err=True)
+            return EXIT_INTERRUPTED
         click.echo("tfo: aborted", err=True)
         return EXIT_INVALID_INPUT
     except TfoError as e:
@@ -228,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         click.echo("tfo: interrupted", err=True)
-        return EXIT_PLATFORM
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        return _internal_error(e, args)
     return int(rv or 0)
 
 

@@ -28,16 +28,16 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from orchestrator import git, notify
+from orchestrator import git, keys, notify, service
 from orchestrator.config import TfoConfig, load_config
 from orchestrator.discovery import discover
-from orchestrator.errors import TfoError, ValidationError
-from orchestrator.finalize import run_summary_key
+from orchestrator.errors import EnqueueUncertain, TfoError, ValidationError
+from orchestrator.fsutil import atomic_write
 from orchestrator.github import WRITE_ROLES, GitHubError
-from orchestrator.models import Action, RunOptions
+from orchestrator.models import Action, RollbackStrategy, RunResult, RunSpec, RunStatus
 from orchestrator.names import unsafe_name_reason
 from orchestrator.redaction import Redactor
-from orchestrator.runs import new_run_id, prepare_run
+from orchestrator.service import RunRequest, new_run_id
 from orchestrator.sharding import build_deployments
 from orchestrator.store import open_store
 
@@ -71,6 +71,11 @@ class Job:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:
         return cls(**{**d, "action": Action(d["action"])})
+
+    @property
+    def target(self) -> dict[str, Any]:
+        """Where the run reports back (`RunSpec.notify`)."""
+        return {"github": {"repo": self.repo, "sha": self.sha, "pr": self.pr}}
 
 
 class Deliveries:
@@ -115,10 +120,6 @@ def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
         return False
     expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, header)
-
-
-class EnqueueUncertain(Exception):
-    """Handing a run to the broker failed after it may have published some of its tasks."""
 
 
 @dataclass(frozen=True)
@@ -284,13 +285,7 @@ class RunStarter:
 
     def _spool(self, job: Job, stage: str) -> None:
         self.spool.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self._spool_path(job)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"stage": stage, "job": job.to_dict()}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        atomic_write(self._spool_path(job), json.dumps({"stage": stage, "job": job.to_dict()}))
 
     def _unspool(self, job: Job) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -305,16 +300,13 @@ class RunStarter:
             error = Redactor(list(self.secrets)).redact(str(e))
             log.error("run %s for %s@%s: %s; see `tfo runs show %s`", job.run_id, job.repo, job.sha[:12], error,
                       job.run_id)
-            text = (f"## tfo {job.action.value}: may have started ⚠️\n\nRun `{job.run_id}` for commit "
-                    f"`{job.sha[:12]}` was being handed to the workers when that failed:\n\n```\n"
-                    f"{error[:2000].replace('`', chr(39))}\n```\n\nSome of its deployments may run. Check "
-                    f"`tfo runs show {job.run_id}` before starting it again.\n")
-            notify.post_not_run(self.cfg, {"github": {"repo": job.repo, "sha": job.sha, "pr": job.pr}},
-                                job.action.value, text, f"run {job.run_id}: enqueue failed part-way", run_id=job.run_id)
+            self._post_not_started(job, error, "may have started ⚠️", "was being handed to the workers when that "
+                                   "failed", f"Some of its deployments may run. Check `tfo runs show {job.run_id}` "
+                                   "before starting it again.", "enqueue failed part-way")
         except Exception as e:  # a background job must record its failure, not die silently
             error = Redactor(list(self.secrets)).redact(f"{type(e).__name__}: {e}")
             log.error("run %s for %s@%s failed to start: %s", job.run_id, job.repo, job.sha[:12], error)
-            self._record_failure(job, "failed", error)
+            self._record_failure(job, RunStatus.FAILED, error)
             self._post_start_failure(job, error)
             try:  # GitHub's Redeliver (the same delivery id) must start it again, not read as a replay
                 self.deliveries.forget(job.delivery)
@@ -324,20 +316,24 @@ class RunStarter:
         self._unspool(job)  # enqueued, or recorded as not started: nothing left to resume
 
     def _post_start_failure(self, job: Job, error: str) -> None:
-        text = (f"## tfo {job.action.value}: did not start ❌\n\nRun `{job.run_id}` for commit `{job.sha[:12]}` "
-                f"could not be started:\n\n```\n{error[:2000].replace('`', chr(39))}\n```\n\nNothing ran. Once the "
-                "cause is fixed, redeliver the event from the webhook's *Recent Deliveries* in GitHub "
-                "(or push again).\n")
-        posted = notify.post_not_run(self.cfg, {"github": {"repo": job.repo, "sha": job.sha, "pr": job.pr}},
-                                     job.action.value, text, f"run {job.run_id} did not start")
+        self._post_not_started(job, error, "did not start ❌", "could not be started", "Nothing ran. Once the "
+                               "cause is fixed, redeliver the event from the webhook's *Recent Deliveries* in GitHub "
+                               "(or push again).", "did not start")
+
+    def _post_not_started(self, job: Job, error: str, title: str, what: str, advice: str, status: str) -> None:
+        """A run that did not (or may not have) started: the commit's status and the PR's comment say why."""
+        text = (f"## tfo {job.action.value}: {title}\n\nRun `{job.run_id}` for commit `{job.sha[:12]}` {what}:"
+                f"\n\n```\n{error[:2000].replace('`', chr(39))}\n```\n\n{advice}\n")
+        posted = notify.post_not_run(self.cfg, job.target, job.action.value, text, f"run {job.run_id}: {status}",
+                                     run_id=job.run_id)
         if posted:
             log.error("run %s: the failure could not be posted to GitHub: %s", job.run_id, posted)
 
-    def _record_failure(self, job: Job, status: str, error: str) -> None:
+    def _record_failure(self, job: Job, status: RunStatus, error: str) -> None:
         """A run that never started still gets a summary, so `tfo runs show` and clients see why."""
         with contextlib.suppress(TfoError):
-            open_store(self.cfg).put_json(run_summary_key(job.run_id), {
-                "run_id": job.run_id, "action": job.action.value, "status": status,
+            open_store(self.cfg).put_json(keys.run_summary(job.run_id), {
+                "run_id": job.run_id, "action": job.action.value, "status": status.value,
                 "error": Redactor(list(self.secrets)).redact(error), "deployments": []})
 
     def run(self, job: Job) -> None:
@@ -427,34 +423,47 @@ class RunStarter:
                       plugin_cache_dir=self.cfg.plugin_cache_dir, terraform_bin=self.cfg.terraform_bin,
                       terraform_env=self.cfg.terraform_env, cache_dir=self.cfg.cache_dir,
                       accounts=self.cfg.accounts)
-        target = {"github": {"repo": job.repo, "sha": job.sha, "pr": job.pr}}
-        if job.base:
-            changed = "\n".join(f"{c.status}\t{c.path}" for c in git.changed_paths(checkout, f"{job.base}..{job.sha}"))
-            found = discover(cfg, changed_files=changed)
-        else:
-            found = discover(cfg)
+        target = job.target
+        found = discover(cfg, git_diff=f"{job.base}..{job.sha}" if job.base else None)
         try:
             specs = list(build_deployments(cfg, found).specs)
         except ValidationError as e:
             notify.post_invalid(cfg, target, job.action.value, job.run_id, list(e.problems))
-            self._record_failure(job, "invalid", f"{len(e.problems)} problem(s): " + "; ".join(map(str, e.problems)))
+            self._record_failure(job, RunStatus.INVALID,
+                                 f"{len(e.problems)} problem(s): " + "; ".join(map(str, e.problems)))
             return
-        run = prepare_run(cfg, open_store(cfg), specs, RunOptions(job.action, cfg.rollback),
-                          run_id=job.run_id, who=f"github:{job.sender}", notify=target)
-        notify.post_pending(cfg, run)
-        submit = self.submit
+        request = RunRequest(job.action, RollbackStrategy(cfg.rollback), actor=f"github:{job.sender}",
+                             git_sha=job.sha, notify=target, run_id=job.run_id)
+        run = service.start(cfg, open_store(cfg), specs, request, _Enqueue(self, job, cfg))
+        log.info("run %s: %s of %s@%s, %d deployment(s)", run.run_id, job.action.value, job.repo, job.sha[:12],
+                 len(specs))
+
+
+class _Enqueue:
+    """The webhook's executor: the celery executor's submit, spooled first, and never followed here
+    (finalize on the workers reports back to GitHub)."""
+
+    name = "celery"
+    distributed = True
+
+    def __init__(self, starter: RunStarter, job: Job, cfg: TfoConfig) -> None:
+        self.starter, self.job, self.cfg = starter, job, cfg
+
+    def submit(self, run: RunSpec) -> None:
+        submit = self.starter.submit
         if submit is None:
             from workers import producer
 
             submit = producer.submit
-        self._spool(job, "enqueueing")
+        self.starter._spool(self.job, "enqueueing")
         try:
-            submit(cfg, run)
+            submit(self.cfg, run)
         except Exception as e:
             raise EnqueueUncertain(f"handing run {run.run_id} to the broker failed part-way "
                                    f"({type(e).__name__}: {e}); some of its deployments may be queued") from e
-        log.info("run %s: %s of %s@%s, %d deployment(s)", run.run_id, job.action.value, job.repo, job.sha[:12],
-                 len(specs))
+
+    def follow(self, run: RunSpec, stop: Callable[[], bool]) -> RunResult | None:
+        return None
 
 
 def _payload(body: bytes, content_type: str) -> dict[str, Any] | str:

@@ -18,7 +18,8 @@ git -C "$demo/repo" add -A
 git -C "$demo/repo" -c user.email=demo@tfo.invalid -c user.name="tfo demo" commit -qm "example infra repo"
 
 export TF_CLI_CONFIG_FILE
-TF_CLI_CONFIG_FILE=$("$venv/bin/python" -m tfo_testprovider.mirror "$demo/mirror")
+# the test provider lives in the checkout (tests/testprovider), not in the installed package
+TF_CLI_CONFIG_FILE=$(cd "$here" && "$venv/bin/python" -m tests.testprovider.mirror "$demo/mirror")
 export TFOTEST_WORLD=$demo/world
 # terraform sees only an allowlist of the environment (README: "What terraform sees"); the test
 # provider reads where its world lives from this variable, so pass it on.

@@ -1,7 +1,7 @@
 """The audit trail: full, unredacted output and metadata per deployment and per run.
 
-Objects are one JSON document each under `audit/year=YYYY/month=MM/day=DD/run_id=ID/`, a layout
-Athena can partition on. They are encrypted at rest (SSE on S3, Fernet in the local store). If the
+Objects are one JSON document each under `audit/year=YYYY/month=MM/day=DD/run_id=ID/` (`keys.audit_*`),
+a layout Athena can partition on. They are encrypted at rest (SSE on S3, Fernet in the local store). If the
 store refuses an audit object after retries, the record is kept on local disk (0600) and the result
 says where, so nothing is lost; the next successful audit write on that host uploads what is pending.
 """
@@ -9,14 +9,13 @@ says where, so nothing is lost; the next successful audit write on that host upl
 from __future__ import annotations
 
 import json
-import os
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
 from orchestrator.errors import StoreError
+from orchestrator.fsutil import atomic_write
 from orchestrator.models import RunSpec
 from orchestrator.store.base import Store
 from orchestrator.terraform import CommandResult
@@ -25,19 +24,6 @@ from orchestrator.terraform import CommandResult
 RETRIES = 5
 RETRY_BASE_S = 0.5
 PENDING_DIR = "audit-pending"
-
-
-def run_prefix(run: RunSpec) -> str:
-    day = datetime.fromisoformat(run.started_at)
-    return f"audit/year={day:%Y}/month={day:%m}/day={day:%d}/run_id={run.run_id}/"
-
-
-def deployment_key(run: RunSpec, slug: str, kind: str = "deploy") -> str:
-    return f"{run_prefix(run)}deployments/{slug}.{kind}.json"
-
-
-def run_key(run: RunSpec) -> str:
-    return f"{run_prefix(run)}run.json"
 
 
 def command_record(r: CommandResult) -> dict[str, Any]:
@@ -61,7 +47,7 @@ def write(store: Store, key: str, record: dict[str, Any], fallback_dir: Path) ->
     error = ""
     for attempt in range(RETRIES):
         try:
-            store.put(key, body, audit=True, encrypt=True, metadata={"run-id": str(record.get("run_id", ""))})
+            store.put(key, body, metadata={"run-id": str(record.get("run_id", ""))})
         except StoreError as e:
             error = str(e)
             if attempt + 1 < RETRIES:
@@ -73,9 +59,7 @@ def write(store: Store, key: str, record: dict[str, Any], fallback_dir: Path) ->
     local = fallback_dir / PENDING_DIR / key
     try:
         local.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
+        atomic_write(local, body)  # whole or not at all: push_pending uploads what it finds
     except OSError as e:
         return "", f"audit upload of {key} failed ({error}) and the local copy failed too ({e.strerror})"
     return "", f"audit upload of {key} failed ({error}); kept locally at {local}"
@@ -99,7 +83,7 @@ def push_pending(store: Store, workdir: Path) -> None:
         try:
             body = local.read_bytes()
             run_id = str(json.loads(body).get("run_id", ""))
-            store.put(key, body, audit=True, encrypt=True, metadata={"run-id": run_id})
+            store.put(key, body, metadata={"run-id": run_id})
         except (OSError, ValueError, StoreError):
             continue
         local.unlink(missing_ok=True)  # a concurrent push may have taken it already

@@ -5,7 +5,8 @@ repository is: the root module and every local module it calls, the files they r
 deployment's values name, each at its repository path, plus `.tfo/` with the deployment's var files
 (cut from the original tfvars) and a description (`.tfo/spec.json`: where Terraform runs, in which
 order the var files go). Nothing else: no other deployment's tfvars, no file behind a symlink that
-leaves the repository. Its key is the SHA-256 of its bytes, so the same inputs give the same key.
+leaves the repository. Its key is the SHA-256 of its bytes, so the same inputs give the same key; it
+holds variable values, so every store keeps it encrypted (`keys.encrypted_at_rest`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from orchestrator import keys
 from orchestrator.config import TfoConfig
 from orchestrator.errors import StoreError, UserError
 from orchestrator.models import DeploymentSpec
@@ -68,12 +70,13 @@ def build_bundle(cfg: TfoConfig, spec: DeploymentSpec, graph: ModuleGraph | None
 
 
 def bundle_key(data: bytes) -> str:
-    return f"bundles/sha256/{hashlib.sha256(data).hexdigest()}.tar.gz"
+    return keys.bundle(hashlib.sha256(data).hexdigest())
 
 
 def upload_bundle(store: Store, data: bytes) -> str:
     key = bundle_key(data)
-    if store.head(key) is None:
+    known = store.head(key)
+    if known is None or not known.encrypted:  # a bundle stored in the clear (before tfo encrypted them)
         store.put(key, data)
     return key
 
@@ -83,8 +86,7 @@ def fetch_bundle(store: Store, key: str) -> bytes:
         data = store.get(key)
     except KeyError as e:
         raise StoreError(f"bundle {key} is missing from {store.describe()}") from e
-    expected = key.rsplit("/", 1)[-1].removesuffix(".tar.gz")
-    if hashlib.sha256(data).hexdigest() != expected:
+    if hashlib.sha256(data).hexdigest() != keys.bundle_digest(key):
         raise StoreError(f"bundle {key} does not match its digest: the store returned corrupt data")
     return data
 

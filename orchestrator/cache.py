@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator.fsutil import atomic_write
+
 
 def cached(directory: Path, name: str, key: str, compute: Callable[[], Any], keep: Callable[[Any], bool] = bool) -> Any:
     """compute() once per key; its JSON result is reused by later processes. Never fails for the cache's sake."""
@@ -27,9 +29,7 @@ def cached(directory: Path, name: str, key: str, compute: Callable[[], Any], kee
     if keep(value):
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"key": key, "value": value}))
-            tmp.replace(path)
+            atomic_write(path, json.dumps({"key": key, "value": value}), fsync=False)  # lost in a crash: computed again
         except OSError:
             pass  # a full or read-only cache directory costs the next process the same work, nothing more
     return value

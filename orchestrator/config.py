@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
+from orchestrator.models import RollbackStrategy
 
 DEFAULT_SERVICES: dict[str, str] = {
     "s3_buckets": "s3",
@@ -28,7 +29,7 @@ DEFAULT_SERVICES: dict[str, str] = {
     "route53_zones": "route53",
 }
 
-ROLLBACK_STRATEGIES = ("reapply", "state", "none")
+ROLLBACK_STRATEGIES = tuple(s.value for s in RollbackStrategy)
 FILE_KEYS = ("*_file", "*_files")
 
 

@@ -10,14 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orchestrator.config import TfoConfig
-from orchestrator.errors import PlatformError
+from orchestrator.errors import AssumeRoleError as AssumeRoleError  # defined in errors.py, importable here too
 
 if TYPE_CHECKING:  # boto3 costs 0.3 s to import: only runs with account roles pay for it
     import boto3
-
-
-class AssumeRoleError(PlatformError):
-    """STS refused or could not be reached for an account's role."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ EXIT_OK = 0
 EXIT_DEPLOYMENT_FAILED = 1
 EXIT_INVALID_INPUT = 2
 EXIT_PLATFORM = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, as a shell reports it
 
 
 class TfoError(Exception):
@@ -86,3 +87,23 @@ class TerraformNotFoundError(PlatformError):
 
 class GitError(PlatformError):
     """git failed or is not installed."""
+
+
+class AssumeRoleError(PlatformError):
+    """STS refused or could not be reached for an account's role."""
+
+
+class GitHubError(PlatformError):
+    """GitHub refused or could not be reached after retries."""
+
+
+class BrokerError(PlatformError):
+    """The broker or result backend cannot be reached."""
+
+
+class RunNotFinalizedError(PlatformError):
+    """The workers gave up on a run: its chord broke and the reconciler failed too."""
+
+
+class EnqueueUncertain(BrokerError):
+    """Handing a run to the broker failed after it may have published some of its tasks."""

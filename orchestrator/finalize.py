@@ -1,12 +1,14 @@
-"""finalize(results): the chord callback's body. Rollbacks, lease backstop, run audit, run summary."""
+"""finalize(results): the end of every run, whatever executed it. Rollbacks, lease backstop, run audit,
+run summary; `conclude` then reports back where the run came from (GitHub)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from orchestrator import audit
+from orchestrator import audit, keys, notify
 from orchestrator.errors import TfoError
 from orchestrator.models import Action, DeploymentResult, RunResult, RunSpec, Status
 from orchestrator.rollback import rollback
@@ -24,20 +26,11 @@ def needs_rollback(run: RunSpec, results: Sequence[DeploymentResult], cancelled:
     return failed
 
 
-def run_summary_key(run_id: str) -> str:
-    return f"runs/{run_id}.json"
-
-
-def run_results_key(run_id: str) -> str:
-    """Redacted per-deployment results (plan text included) for reports of a finished run."""
-    return f"runs/{run_id}/results.json"
-
-
 def load_run_result(store: Store, run: RunSpec) -> RunResult | None:
     """The finished run as finalize recorded it, or None while it is still going."""
     try:
-        summary = store.get_json(run_summary_key(run.run_id))
-        results = store.get_json(run_results_key(run.run_id))
+        summary = store.get_json(keys.run_summary(run.run_id))
+        results = store.get_json(keys.run_results(run.run_id))
     except KeyError:
         return None
     return RunResult(run=run, results=tuple(DeploymentResult.from_dict(r) for r in results),
@@ -69,19 +62,33 @@ def finalize(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> 
 
     finished = datetime.now(UTC).isoformat()
     partial = RunResult(run=run, results=tuple(results), finished_at=finished)
-    record = {**audit.base_metadata(run), "kind": "run", "status": partial.status, "finished_at": finished,
+    record = {**audit.base_metadata(run), "kind": "run", "status": partial.status.value, "finished_at": finished,
               "terraform_version": rt.terraform_version, "host": rt.host,
               "cancelled": cancelled, "cancel_reason": rt.cancel.reason, "lease_errors": lease_errors,
               "deployments": [r.to_dict() for r in results]}
-    audit_key, audit_error = audit.write(rt.store, audit.run_key(run), record, rt.run_dir(run.run_id))
+    audit_key, audit_error = audit.write(rt.store, keys.audit_run(run.run_id, run.started_at), record,
+                                         rt.run_dir(run.run_id))
     result = RunResult(run=run, results=tuple(results), finished_at=finished, audit_key=audit_key)
     summary = result.report_dict()
     if audit_error:
         summary["audit_error"] = audit_error
     try:
         # Results first, then the summary: a client that sees the summary can read the results.
-        rt.store.put_json(run_results_key(run.run_id), [r.public_dict() for r in results])
-        rt.store.put_json(run_summary_key(run.run_id), summary)
+        rt.store.put_json(keys.run_results(run.run_id), [r.public_dict() for r in results])
+        rt.store.put_json(keys.run_summary(run.run_id), summary)
     except TfoError as e:  # the audit already holds the run; these are for people and clients
         summary["summary_error"] = str(e)
+    return result
+
+
+log = logging.getLogger("tfo")
+
+
+def conclude(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> RunResult:
+    """Finalize, then notify (a commit status; for a pull request, the sticky comment). Every executor ends
+    a run with this. A notification that fails is logged: the run is recorded either way."""
+    result = finalize(run, results, rt)
+    error = notify.post_result(rt.cfg, result)
+    if error:
+        log.error("run %s: the result could not be posted to GitHub: %s", run.run_id, error)
     return result

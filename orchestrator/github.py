@@ -21,7 +21,7 @@ import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from orchestrator.errors import PlatformError
+from orchestrator.errors import GitHubError as GitHubError  # defined in errors.py, importable here too
 from orchestrator.redaction import Redactor
 from orchestrator.report import GITHUB_COMMENT_LIMIT
 
@@ -34,10 +34,6 @@ REPORT_LIMIT = GITHUB_COMMENT_LIMIT - len(STICKY_MARKER) - 1024
 RETRY_STATUSES = {500, 502, 503, 504}
 MAX_RATE_LIMIT_WAITS = 30  # per call, whatever the waits add up to
 log = logging.getLogger("tfo.github")
-
-
-class GitHubError(PlatformError):
-    """GitHub refused or could not be reached after retries."""
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,12 @@ dead process never holds one forever. A lease held by someone else is an answer,
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from orchestrator.errors import LockError
+from orchestrator.fsutil import atomic_write, flock
+from orchestrator.procs import host_name
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-
-HOST = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -96,15 +93,8 @@ class FileLeaseBackend(LeaseBackend):
     def _path(self, key: str) -> Path:
         return self.dir / (key.replace("/", "__") + ".lease")
 
-    @contextmanager
-    def _mutex(self) -> Iterator[None]:
-        fd = os.open(self.dir / ".mutex", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def _mutex(self) -> contextlib.AbstractContextManager[None]:
+        return flock(self.dir / ".mutex")
 
     def _read(self, key: str) -> LeaseHolder | None:
         try:
@@ -113,12 +103,11 @@ class FileLeaseBackend(LeaseBackend):
             return None
 
     def _stale(self, h: LeaseHolder) -> bool:
-        return h.expires < time.time() or (h.host == HOST and not _pid_alive(h.pid))
+        return h.expires < time.time() or (h.host == host_name() and not _pid_alive(h.pid))
 
     def _write(self, key: str, me: LeaseHolder) -> None:
-        tmp = self._path(key).with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(me)))
-        tmp.replace(self._path(key))
+        # No fsync: a crash of this host ends every lease taken on it anyway.
+        atomic_write(self._path(key), json.dumps(asdict(me)), fsync=False)
 
     def try_acquire(self, key: str, me: LeaseHolder) -> LeaseHolder | None:
         with self._mutex():
@@ -238,7 +227,7 @@ class LeaseManager:
     def _me(self, owner: str, key: str = "") -> LeaseHolder:
         with self._guard:
             kept = (key, owner) in self._kept
-        return LeaseHolder(owner=owner, host=HOST, pid=os.getpid(), expires=time.time() + self.ttl_s, kept=kept)
+        return LeaseHolder(owner=owner, host=host_name(), pid=os.getpid(), expires=time.time() + self.ttl_s, kept=kept)
 
     def acquire(self, key: str, owner: str, wait_s: float,
                 cancelled: Callable[[], bool] = lambda: False, poll_s: float = 0.5) -> LeaseResult:
@@ -266,10 +255,6 @@ class LeaseManager:
         with self._guard:
             self._kept.add((key, owner))
         self.backend.renew(key, self._me(owner, key))
-
-    def holds(self, key: str, owner: str) -> bool:
-        with self._guard:
-            return (key, owner) in self._held
 
     def release_all(self, owner: str) -> None:
         with self._guard:

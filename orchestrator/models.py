@@ -1,13 +1,17 @@
 """Data objects passed between discovery, the executors, deploy and finalize.
 
-Frozen, JSON-serialisable (`to_dict`/`from_dict`) so the same objects can travel as Celery arguments.
+Frozen and JSON-serialisable (`to_dict`/`from_dict`, by `orchestrator.codec` from the type hints), so
+the same objects are stored, read back and shown. Every state is an enum: one vocabulary for progress,
+reports, the store and the JSON contract (an enum's value is what users see).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
+
+from orchestrator import codec, keys
 
 
 class Action(StrEnum):
@@ -29,6 +33,40 @@ class Status(StrEnum):
         return self in (Status.SUCCEEDED, Status.NO_CHANGES)
 
 
+class RunStatus(StrEnum):
+    """How a run ended (`running` only while it has not)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # a deployment failed; or (a webhook run) it could not be started
+    CANCELLED = "cancelled"
+    INVALID = "invalid"  # never started: its input did not validate
+
+
+class RollbackStrategy(StrEnum):
+    REAPPLY = "reapply"  # apply the last good bundle (none: destroy what the failed apply created)
+    STATE = "state"  # restore the pre-apply backup
+    NONE = "none"  # record the failure only
+
+
+class RollbackStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Record:
+    """`to_dict`/`from_dict` for a frozen dataclass, from its type hints."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = codec.encode(self)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return codec.decode(cls, d)
+
+
 @dataclass(frozen=True)
 class TfvarsFile:
     """One discovered input file with the names its path gives."""
@@ -40,7 +78,7 @@ class TfvarsFile:
 
 
 @dataclass(frozen=True)
-class DeploymentSpec:
+class DeploymentSpec(Record):
     """One service's slice of one tfvars file: the unit that is planned, applied and rolled back."""
 
     id: str
@@ -62,30 +100,10 @@ class DeploymentSpec:
     layers: tuple[str, ...] = ()
     var_files: tuple[tuple[str, str], ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["referenced_files"] = list(self.referenced_files)
-        d["sensitive_variables"] = list(self.sensitive_variables)
-        d["layers"] = list(self.layers)
-        d["var_files"] = [list(v) for v in self.var_files]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DeploymentSpec:
-        return cls(
-            **{
-                **d,
-                "referenced_files": tuple(d.get("referenced_files", ())),
-                "sensitive_variables": tuple(d.get("sensitive_variables", ())),
-                "layers": tuple(d.get("layers", ())),
-                "var_files": tuple((str(n), str(t)) for n, t in d.get("var_files", ())),
-            }
-        )
-
     @property
     def slug(self) -> str:
         """The id as one path segment (for directories and audit object names)."""
-        return self.id.replace("/", "__")
+        return keys.slug(self.id)
 
 
 @dataclass(frozen=True)
@@ -100,29 +118,20 @@ class PlanSummary:
 
 
 @dataclass(frozen=True)
-class RollbackRecord:
-    strategy: str
-    status: str  # succeeded | failed | skipped
+class RollbackRecord(Record):
+    strategy: RollbackStrategy
+    status: RollbackStatus
     target: str = ""  # bundle key (reapply), backup key (state) or "destroy"
     matches_target: bool | None = None
     untracked: tuple[str, ...] = ()
     error: str = ""
     duration_s: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["untracked"] = list(self.untracked)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RollbackRecord:
-        return cls(**{**d, "untracked": tuple(d.get("untracked", ()))})
-
 
 @dataclass(frozen=True)
-class DeploymentResult:
+class DeploymentResult(Record):
     spec: DeploymentSpec
-    action: str
+    action: Action
     status: Status
     plan: PlanSummary = field(default_factory=PlanSummary)
     backup_key: str = ""
@@ -139,45 +148,6 @@ class DeploymentResult:
     previous_bundle_key: str = ""
     lease_held: bool = False
     rollback: RollbackRecord | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec.to_dict(),
-            "action": self.action,
-            "status": self.status.value,
-            "plan": asdict(self.plan),
-            "backup_key": self.backup_key,
-            "audit_key": self.audit_key,
-            "plan_text": self.plan_text,
-            "error": self.error,
-            "duration_s": self.duration_s,
-            "host": self.host,
-            "applied": self.applied,
-            "state_serial": self.state_serial,
-            "previous_bundle_key": self.previous_bundle_key,
-            "lease_held": self.lease_held,
-            "rollback": self.rollback.to_dict() if self.rollback else None,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DeploymentResult:
-        return cls(
-            spec=DeploymentSpec.from_dict(d["spec"]),
-            action=d["action"],
-            status=Status(d["status"]),
-            plan=PlanSummary(**d.get("plan", {})),
-            backup_key=d.get("backup_key", ""),
-            audit_key=d.get("audit_key", ""),
-            plan_text=d.get("plan_text", ""),
-            error=d.get("error", ""),
-            duration_s=d.get("duration_s", 0.0),
-            host=d.get("host", ""),
-            applied=d.get("applied", False),
-            state_serial=d.get("state_serial"),
-            previous_bundle_key=d.get("previous_bundle_key", ""),
-            lease_held=d.get("lease_held", False),
-            rollback=RollbackRecord.from_dict(d["rollback"]) if d.get("rollback") else None,
-        )
 
     def public_dict(self) -> dict[str, Any]:
         """`to_dict` without the variables' values: safe for a result backend and Flower."""
@@ -210,12 +180,12 @@ class DeploymentResult:
 @dataclass(frozen=True)
 class RunOptions:
     action: Action
-    rollback: str = "reapply"
+    rollback: RollbackStrategy = RollbackStrategy.REAPPLY
     atomic: bool = False
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class RunSpec(Record):
     """Everything a run needs, recorded before anything executes."""
 
     run_id: str
@@ -227,31 +197,6 @@ class RunSpec:
     # Where to report back, e.g. {"github": {"repo": "o/r", "sha": "...", "pr": 12}}.
     notify: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "notify": self.notify,
-            "run_id": self.run_id,
-            "options": {"action": self.options.action.value, "rollback": self.options.rollback,
-                        "atomic": self.options.atomic},
-            "deployments": [d.to_dict() for d in self.deployments],
-            "started_at": self.started_at,
-            "actor": self.actor,
-            "git_sha": self.git_sha,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
-        o = d["options"]
-        return cls(
-            run_id=d["run_id"],
-            options=RunOptions(Action(o["action"]), o["rollback"], o["atomic"]),
-            deployments=tuple(DeploymentSpec.from_dict(x) for x in d["deployments"]),
-            started_at=d["started_at"],
-            actor=d.get("actor", ""),
-            git_sha=d.get("git_sha", ""),
-            notify=dict(d.get("notify") or {}),
-        )
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -261,18 +206,18 @@ class RunResult:
     audit_key: str = ""
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         if any(r.status == Status.CANCELLED for r in self.results):
-            return "cancelled"
+            return RunStatus.CANCELLED
         if all(r.status.ok for r in self.results):
-            return "succeeded"
-        return "failed"
+            return RunStatus.SUCCEEDED
+        return RunStatus.FAILED
 
     def report_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run.run_id,
             "action": self.run.options.action.value,
-            "status": self.status,
+            "status": self.status.value,
             "atomic": self.run.options.atomic,
             "started_at": self.run.started_at,
             "finished_at": self.finished_at,

@@ -9,7 +9,7 @@ from typing import Any
 from orchestrator.config import TfoConfig
 from orchestrator.errors import Problem
 from orchestrator.github import REPORT_LIMIT, GitHubAuth, GitHubClient, GitHubError
-from orchestrator.models import RunResult, RunSpec
+from orchestrator.models import RunResult, RunSpec, RunStatus
 from orchestrator.report import report_parts
 
 _clients: dict[tuple[Any, ...], GitHubClient] = {}
@@ -63,7 +63,7 @@ def post_result(cfg: TfoConfig, result: RunResult, client: GitHubClient | None =
     target, client = _target(run), client or github_client(cfg)
     if target is None or client is None:
         return ""
-    state = "success" if result.status == "succeeded" else "failure"
+    state = "success" if result.status == RunStatus.SUCCEEDED else "failure"
     changes = sum(r.plan.add + r.plan.change + r.plan.destroy for r in result.results)
     try:
         client.set_status(target["repo"], target["sha"], state, context(cfg, run),

@@ -1,15 +1,26 @@
-"""This host's processes: is one still working in a directory (proof that a lost attempt's terraform
-is gone), and keeping tfo's own process unreadable to the code a plan runs."""
+"""This host and its processes: the host's name, is a process still working in a directory (proof that
+a lost attempt's terraform is gone), and keeping tfo's own process unreadable to the code a plan runs."""
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 _PR_SET_DUMPABLE = 4
+
+
+@functools.cache
+def host_name() -> str:
+    """This host's name, read once per process: what leases, checkpoints and Terraform's lock info call it.
+
+    The one way tfo names the host, so that "was this taken on this host?" compares like with like.
+    """
+    return socket.gethostname()
 
 
 def keep_private() -> bool:

@@ -12,10 +12,12 @@ import threading
 import time
 from typing import Any, TextIO
 
+from orchestrator.models import Status
 from orchestrator.redaction import Redactor
 
-FINISHED_OK = ("succeeded", "no_changes")
-FINISHED_BAD = ("failed", "rolled_back", "rollback_failed", "cancelled", "invalid")  # rolled back: its apply failed
+# A deployment's last event is its Status value; rolled back counts as bad: its apply failed.
+FINISHED_OK = tuple(s.value for s in Status if s.ok)
+FINISHED_BAD = tuple(s.value for s in Status if not s.ok)
 REFRESH_S = 0.25
 
 

@@ -7,39 +7,55 @@ finishes the job) or a deadline passes, then finalizes with what the checkpoints
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
-from orchestrator.deploy import read_checkpoint
-from orchestrator.models import DeploymentResult, DeploymentSpec, RunSpec, Status
+from orchestrator.deploy import deploy
+from orchestrator.finalize import conclude
+from orchestrator.models import DeploymentResult, RunResult, RunSpec
+from orchestrator.record import Checkpoint, DeploymentRecord, lost_result
 from orchestrator.runtime import Runtime
+from orchestrator.store.base import Store
 
 
-def collect(rt: Runtime, run: RunSpec) -> tuple[dict[str, DeploymentResult], dict[str, dict[str, Any] | None]]:
+def collect(store: Store, run: RunSpec) -> tuple[dict[str, DeploymentResult], dict[str, Checkpoint | None]]:
     """Finished results by deployment id, and the checkpoints (or None) of the deployments not finished."""
     done: dict[str, DeploymentResult] = {}
-    pending: dict[str, dict[str, Any] | None] = {}
+    pending: dict[str, Checkpoint | None] = {}
     for spec in run.deployments:
-        cp = read_checkpoint(rt, run, spec)
-        if cp and cp.get("phase") == "done" and isinstance(cp.get("result"), dict):
-            done[spec.id] = DeploymentResult.from_dict(cp["result"])
+        cp = DeploymentRecord(store, run.run_id, spec).checkpoint()
+        finished = cp.finished() if cp else None
+        if finished is not None:
+            done[spec.id] = finished
         else:
             pending[spec.id] = cp
     return done, pending
 
 
-def lost_result(spec: DeploymentSpec, run: RunSpec, checkpoint: dict[str, Any] | None) -> DeploymentResult:
-    """A deployment no attempt finished by the deadline: failed; rolled back if its apply had started."""
-    phase = (checkpoint or {}).get("phase", "never started")
-    where = f" on {checkpoint.get('host')}" if checkpoint else ""
-    return DeploymentResult(
-        spec=spec, action=run.options.action.value, status=Status.FAILED,
-        error=f"deployment lost: its last attempt{where} stopped at {phase!r} and none finished it",
-        applied=phase == "applying", backup_key=str((checkpoint or {}).get("backup_key", "")),
-        previous_bundle_key=str((checkpoint or {}).get("previous_bundle_key", "")),
-        lease_held=phase in ("started", "backed_up", "applying"),
-    )
-
-
 def results_in_order(run: RunSpec, done: dict[str, DeploymentResult],
-                     pending: dict[str, dict[str, Any] | None]) -> list[DeploymentResult]:
-    return [done[s.id] if s.id in done else lost_result(s, run, pending.get(s.id)) for s in run.deployments]
+                     pending: dict[str, Checkpoint | None]) -> list[DeploymentResult]:
+    """Every deployment's result in the run's order, with the run's own spec (variables included, for rollback)."""
+    return [_with_spec(done[s.id], run) if s.id in done else lost_result(s, run, pending.get(s.id))
+            for s in run.deployments]
+
+
+def _with_spec(result: DeploymentResult, run: RunSpec) -> DeploymentResult:
+    spec = next((s for s in run.deployments if s.id == result.spec.id), result.spec)
+    return replace(result, spec=spec)
+
+
+def reconcile(rt: Runtime, run: RunSpec, wait_for_redelivery: bool) -> tuple[RunResult, list[str]] | None:
+    """Finalize a run whose chord broke. The store's checkpoints are the truth.
+
+    While `wait_for_redelivery`, a run with unfinished deployments is left to Celery's redelivery (None:
+    ask again later); after that they are resumed here (deploy is idempotent: a lost apply is never run
+    twice), then the run is finalized and notified. Returns the result and the deployments resumed here.
+    """
+    done, pending = collect(rt.store, run)
+    if pending and wait_for_redelivery:
+        return None
+    resumed = sorted(pending)
+    for spec in run.deployments:
+        if spec.id in pending:
+            deploy(spec, run, rt)
+    done, pending = collect(rt.store, run)
+    return conclude(run, results_in_order(run, done, pending), rt), resumed

@@ -9,7 +9,6 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 from orchestrator.models import DeploymentResult, RunResult, Status
 
@@ -261,7 +260,3 @@ def report_parts(result: RunResult, per_part: int, max_parts: int) -> list[str]:
     text = to_markdown(result, per_part * max_parts - 2048 * max_parts)  # room for the pieces' closers
     parts = split_markdown(text, per_part)
     return parts if len(parts) <= max_parts else split_markdown(to_markdown(result, per_part), per_part)[:1]
-
-
-def discovery_json(items: list[dict[str, Any]], skipped: list[dict[str, str]]) -> str:
-    return json.dumps({"deployments": items, "skipped": skipped}, indent=2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from orchestrator.cancel import CancelToken
 from orchestrator.config import TfoConfig
 from orchestrator.credentials import AccountCredentials, AwsCredentials
 from orchestrator.locks import DynamoLeaseBackend, FileLeaseBackend, LeaseManager
+from orchestrator.procs import host_name
 from orchestrator.store import Store, open_store
 from orchestrator.terraform import TerraformClient
 from orchestrator.terraform_env import terraform_environment
@@ -36,7 +36,7 @@ class Runtime:
     client: TerraformClient
     cancel: CancelToken = field(default_factory=CancelToken)
     on_event: EventSink = _no_events
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=host_name)
     # Exceptions that mean "stop now" (a Celery soft time limit): the deployment is recorded cancelled.
     stop_exceptions: tuple[type[BaseException], ...] = ()
     # Per process, and shared by the per-task copies `dataclasses.replace` makes of a worker's runtime:

@@ -38,7 +38,7 @@ def terraform() -> str:
 @pytest.fixture(scope="session")
 def provider_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
-        from tfo_testprovider.mirror import install
+        from tests.testprovider.mirror import install
     except ImportError:  # the `tf` framework comes with the demo extra
         _require(None, "the tf provider framework (pip install '.[demo]')")
         raise

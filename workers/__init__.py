@@ -1,5 +1,4 @@
-"""Celery app and thin task wrappers over the core (`orchestrator.deploy`, `orchestrator.finalize`).
+"""The distributed executor on Celery: one task per deployment, and a chord callback that finalizes the run.
 
-Not built yet: the distributed executor is the next milestone. The core already keeps every
-executor concern out of `deploy` and `finalize`, and its data objects serialise to JSON.
+The work itself is the core's (`orchestrator`); the tasks only wrap it, and Flower watches them.
 """

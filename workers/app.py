@@ -1,4 +1,7 @@
-"""The Celery app, built from tfo's config: `celery -A workers.app worker` or `tfo worker`.
+"""The Celery app, built from tfo's config by one factory (`make_app`): `tfo worker` and `tfo flower` build it
+from the config they loaded; `celery -A workers.app ...` gets it on first use (`app`, read from
+TFO_CONFIG / TFO_REPO when Celery asks, never at import). Tasks are shared tasks: they bind to the app
+of the process that runs them.
 
 Every long-task safety setting lives here, with the reason it is set.
 """
@@ -103,10 +106,29 @@ class TfoCelery(Celery):  # type: ignore[misc]
         self.tfo_config = cfg
 
 
+_process_app: list[TfoCelery] = []
+
+
 def make_app(cfg: TfoConfig) -> TfoCelery:
     return TfoCelery(cfg)
 
 
-# `celery -A workers.app worker` does not pass through tfo's main: keep this process unreadable too.
-keep_private()
-app = make_app(config_from_env())
+def use(app: TfoCelery) -> TfoCelery:
+    """This process's worker app (`tfo worker` sets it; forked pool processes inherit it)."""
+    _process_app[:] = [app]
+    return app
+
+
+def process_app() -> TfoCelery:
+    if not _process_app:
+        # `celery -A workers.app ...` does not pass through tfo's main: keep this process unreadable too.
+        keep_private()
+        use(make_app(config_from_env()))
+    return _process_app[0]
+
+
+def __getattr__(name: str) -> Any:
+    # `celery -A workers.app` looks up `app`: the config is read then, not when this module is imported.
+    if name == "app":
+        return process_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Submitting a run as chord(group(deploy...), finalize) and watching it from the result backend."""
+"""The celery executor: a run submitted as chord(group(deploy...), finalize), followed from the result backend
+and the store."""
 
 from __future__ import annotations
 
@@ -11,17 +12,14 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from orchestrator.config import TfoConfig
-from orchestrator.errors import PlatformError
+from orchestrator.errors import BrokerError, RunNotFinalizedError
 from orchestrator.finalize import load_run_result
 from orchestrator.models import DeploymentSpec, RunResult, RunSpec
+from orchestrator.runtime import EventSink
 from orchestrator.store.base import Store
 from workers.app import FINALIZE_QUEUE, make_app, queue_for
 
 BACKEND_PATIENCE_S = 300.0
-
-
-class BrokerError(PlatformError):
-    """The broker or result backend cannot be reached."""
 
 
 def deploy_task_id(run_id: str, spec: DeploymentSpec) -> str:
@@ -31,10 +29,6 @@ def deploy_task_id(run_id: str, spec: DeploymentSpec) -> str:
 
 def reconcile_task_id(run_id: str) -> str:
     return f"{run_id}.reconcile"
-
-
-class RunNotFinalizedError(PlatformError):
-    """The workers gave up on a run: its chord broke and the reconciler failed too."""
 
 
 def finalize_task_id(run_id: str) -> str:
@@ -171,3 +165,22 @@ def wait(app: Celery, store: Store, run: RunSpec, on_event: Callable[[str, str, 
         if stop():
             return None
         time.sleep(poll_s)
+
+
+class CeleryExecutor:
+    """Runs on the workers: `submit` queues the chord, `follow` watches until finalize has recorded the run."""
+
+    name = "celery"
+    distributed = True
+
+    def __init__(self, cfg: TfoConfig, store: Store, on_event: EventSink) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.on_event = on_event
+        self.app: Celery | None = None
+
+    def submit(self, run: RunSpec) -> None:
+        self.app = submit(self.cfg, run)
+
+    def follow(self, run: RunSpec, stop: Callable[[], bool]) -> RunResult | None:
+        return wait(self.app or make_app(self.cfg), self.store, run, self.on_event, stop)

@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any
 
 import click
 
 from cli.options import GlobalOptions
-from orchestrator.deploy import state_addresses
+from orchestrator import keys
 from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_OK, UnknownDeploymentError, UserError
-from orchestrator.finalize import run_summary_key
+from orchestrator.models import RunStatus
 from orchestrator.names import unsafe_name_reason
+from orchestrator.record import DeploymentRecord, Phase
 from orchestrator.redaction import Redactor
-from orchestrator.runs import cancel_key, load_run_spec
 from orchestrator.runtime import build_runtime
+from orchestrator.service import load_run_spec
+from orchestrator.state import state_addresses
 from orchestrator.store import open_store
 
-RUN_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]{6}")
 
-
-def _check_run_id(run_id: str) -> re.Match[str]:
-    m = RUN_ID.fullmatch(run_id)
-    if not m:
+def _check_run_id(run_id: str) -> None:
+    if not keys.RUN_ID.fullmatch(run_id):
         raise UserError(f"run id {run_id!r} is not of the form YYYYMMDDTHHMMSSZ-xxxxxx")
-    return m
 
 
 def state_key_of(deployment: str) -> str:
@@ -46,7 +43,7 @@ def runs_show(g: GlobalOptions, run_id: str) -> int:
     cfg = g.load()
     store = open_store(cfg)
     try:
-        summary = store.get_json(run_summary_key(run_id))
+        summary = store.get_json(keys.run_summary(run_id))
     except KeyError:
         summary = None
     if summary is not None:
@@ -56,16 +53,20 @@ def runs_show(g: GlobalOptions, run_id: str) -> int:
         run = load_run_spec(store, run_id)
     except KeyError:
         raise UnknownDeploymentError(f"run {run_id} is not recorded in {store.describe()}") from None
-    live: dict[str, Any] = {"run_id": run_id, "status": "running", "started_at": run.started_at}
+    live: dict[str, Any] = {"run_id": run_id, "status": RunStatus.RUNNING.value, "started_at": run.started_at}
     if cfg.celery.broker_url:
         from workers import producer
         from workers.app import make_app
 
         deployments = producer.progress(make_app(cfg), run)
-    else:
-        deployments = {s.id: {"state": "unknown"} for s in run.deployments}
+        done = sum(1 for d in deployments.values() if d.get("state") in ("SUCCESS", "FAILURE"))
+    else:  # a local run (perhaps on another host): where each deployment's record says it got to
+        checkpoints = {s.id: DeploymentRecord(store, run_id, s).checkpoint() for s in run.deployments}
+        deployments = {i: {"state": cp.phase.value if cp else "queued", "host": cp.host if cp else ""}
+                       for i, cp in checkpoints.items()}
+        done = sum(1 for cp in checkpoints.values() if cp and cp.phase == Phase.DONE)
     live["total"] = len(deployments)
-    live["done"] = sum(1 for d in deployments.values() if d.get("state") in ("SUCCESS", "FAILURE"))
+    live["done"] = done
     live["deployments"] = deployments
     click.echo(json.dumps(live, indent=2))
     return EXIT_OK  # shown; the run is not over, so it has not failed (its "status" says "running")
@@ -79,7 +80,7 @@ def runs_cancel(g: GlobalOptions, run_id: str) -> int:
         load_run_spec(store, run_id)
     except KeyError:
         raise UnknownDeploymentError(f"run {run_id} is not recorded in {store.describe()}") from None
-    store.put(cancel_key(run_id), f"cancel requested by pid {os.getpid()}".encode())
+    store.put(keys.cancel(run_id), f"cancel requested by pid {os.getpid()}".encode())
     click.echo(f"cancel requested for run {run_id}; running deployments stop at their next check")
     return EXIT_OK
 
@@ -134,15 +135,14 @@ def rollback_to(g: GlobalOptions, deployment: str, to: str | None) -> int:
 
 
 def audit_show(g: GlobalOptions, run_id: str, unredacted: bool) -> int:
-    m = _check_run_id(run_id)
+    _check_run_id(run_id)
     store = open_store(g.load())
-    prefix = f"audit/year={m.group(1)}/month={m.group(2)}/day={m.group(3)}/run_id={run_id}/"
-    objects = store.list_objects(prefix, audit=True)
+    objects = store.list_objects(keys.audit_run_prefix(run_id))
     if not objects:
         raise UnknownDeploymentError(f"no audit records for run {run_id} in {store.describe()}")
     records = []
     for obj in objects:
-        record = store.get_json(obj.key, audit=True)
+        record = store.get_json(obj.key)
         records.append({"key": obj.key, "encrypted": obj.encrypted, "record": record})
     text = json.dumps(records, indent=2)
     if not unredacted:

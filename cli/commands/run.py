@@ -1,4 +1,4 @@
-"""`tfo plan` and `tfo apply`: select, validate, bundle, execute, finalize, report."""
+"""`tfo plan` and `tfo apply`: select and validate, then the run service prepares and an executor runs it."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from types import FrameType
 import click
 
 from cli.options import GlobalOptions, Selectors, select
+from orchestrator import service
 from orchestrator.cancel import CancelToken
-from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_OK, UserError
-from orchestrator.models import Action, RunOptions, RunResult
+from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UserError
+from orchestrator.models import Action, RollbackStrategy, RunResult, RunStatus
 from orchestrator.progress import Progress
 from orchestrator.report import to_json, to_markdown
-from orchestrator.runs import execute_local, prepare_run
 from orchestrator.runtime import build_runtime
+
+SIGINT_REASON = "SIGINT received"
 
 
 @contextmanager
@@ -30,7 +32,7 @@ def cancel_on_signals(token: CancelToken) -> Iterator[None]:
         name = signal.Signals(signum).name
         if not token.cancelled:
             click.echo(f"tfo: {name} received: stopping", err=True)
-        token.cancel(f"{name} received")
+        token.cancel(SIGINT_REASON if signum == signal.SIGINT else f"{name} received")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -55,7 +57,7 @@ def write_reports(result: RunResult, json_out: Path | None, markdown_out: Path |
 
 
 def print_summary(result: RunResult) -> None:
-    click.echo(f"run {result.run.run_id}: {result.run.options.action.value} {result.status}")
+    click.echo(f"run {result.run.run_id}: {result.run.options.action.value} {result.status.value}")
     for r in result.results:
         line = f"  {r.status.value:<16} {r.spec.id}  +{r.plan.add} ~{r.plan.change} -{r.plan.destroy}"
         if r.backup_key:
@@ -89,34 +91,35 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
     rt = build_runtime(cfg, token, progress)
     if chosen == "local":
         _ = rt.terraform_version  # fails with exit 3 before anything runs when the binary is missing
+        runner: service.Executor = service.LocalExecutor(rt, cfg.max_workers)
+    else:
+        from workers.producer import CeleryExecutor
+
+        runner = CeleryExecutor(cfg, rt.store, progress)
     for s in specs:
         progress.redactor.add_sensitive_variables(s.variables, s.sensitive_variables)
-    run = prepare_run(cfg, rt.store, specs, RunOptions(action, cfg.rollback, atomic), distributed=chosen == "celery")
-    click.echo(f"tfo {action.value}: run {run.run_id}, {len(specs)} deployment(s), {chosen} executor, "
-               f"store {rt.store.describe()}", err=True)
+    request = service.RunRequest(action, RollbackStrategy(cfg.rollback), atomic,
+                                 git_sha=os.environ.get("GITHUB_SHA", ""))
     try:
-        if chosen == "local":
-            with cancel_on_signals(token):
-                result = execute_local(run, rt, cfg.max_workers)
-        else:
-            from workers import producer
-
-            app = producer.submit(cfg, run)
-            if no_wait:
-                click.echo(run.run_id)
-                return EXIT_OK
-            with cancel_on_signals(token):
-                waited = producer.wait(app, rt.store, run, progress, lambda: token.cancelled)
-            if waited is None:
-                progress.close()  # the live view ends before the message, not over it
-                click.echo(f"tfo: stopped waiting; run {run.run_id} goes on. Follow it with "
-                           f"`tfo runs show {run.run_id}`, stop it with `tfo runs cancel {run.run_id}`", err=True)
-                return EXIT_DEPLOYMENT_FAILED
-            result = waited
+        run = service.start(cfg, rt.store, specs, request, runner)
+        click.echo(f"tfo {action.value}: run {run.run_id}, {len(specs)} deployment(s), {runner.name} executor, "
+                   f"store {rt.store.describe()}", err=True)
+        if no_wait:
+            click.echo(run.run_id)
+            return EXIT_OK
+        with cancel_on_signals(token):
+            result = runner.follow(run, lambda: token.cancelled)
+        if result is None:
+            progress.close()  # the live view ends before the message, not over it
+            click.echo(f"tfo: stopped waiting; run {run.run_id} goes on. Follow it with "
+                       f"`tfo runs show {run.run_id}`, stop it with `tfo runs cancel {run.run_id}`", err=True)
+            return EXIT_DEPLOYMENT_FAILED
     finally:
         progress.close()
         rt.leases.close()
     write_reports(result, json_out, markdown_out)
     print_summary(result)
     sys.stdout.flush()
-    return EXIT_OK if result.status == "succeeded" else EXIT_DEPLOYMENT_FAILED
+    if token.reason == SIGINT_REASON:  # Ctrl-C: stopped cleanly, and said the way a shell expects
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.status == RunStatus.SUCCEEDED else EXIT_DEPLOYMENT_FAILED

@@ -1,6 +1,6 @@
 """tfo benchmarks: one command runs them all and writes docs/benchmarks.md.
 
-    .venv/bin/python -m ops.bench.run [--quick]
+    .venv/bin/python -m ops.bench.run [--quick]      # from the repository root (imports tests.*)
 
 Real terraform (1.0.3 from the demo extra), the project's Python provider whose apply sleeps a set
 time, a real redis-server and real `tfo worker` processes. Ratios are measured side by side in one
@@ -28,13 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops.bench import profile
+from orchestrator.procs import host_name
+from tests.cluster import RedisServer, Workers
+from tests.helpers import Repo, make_repo, terraform_binary
+from tests.testprovider.mirror import install
 
-from ops.bench import profile  # noqa: E402
-from tests.cluster import RedisServer, Workers  # noqa: E402
-from tests.helpers import Repo, make_repo, terraform_binary  # noqa: E402
-from tfo_testprovider.mirror import install  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 APPLY_SLEEP_S = 2
 
@@ -149,7 +149,8 @@ def profiled_run(repo: Repo, n: int, workers_n: int, results: dict[str, Any], *a
 def bench_repo(prefix: str) -> tuple[Path, Repo]:
     """A scratch directory and the sample repository in it, with the test provider and a plugin cache."""
     # Measure tfo as installed (pip writes bytecode), not a checkout whose every process compiles it again.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "orchestrator", "cli", "workers", "tfo_testprovider"],
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "orchestrator", "cli", "workers", "tests/__init__.py",
+                    "tests/testprovider"],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     mirror = install(tmp / "mirror")
@@ -358,7 +359,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
     lines = [
         "# Benchmarks",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.node()}: {os.cpu_count()} cores, Python "
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {host_name()}: {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, Terraform from the demo extra, the project's provider sleeping "
         f"{r['apply_sleep_s']} s per resource apply. Reproduce: `.venv/bin/python -m ops.bench.run"
         f"{' --quick' if r['runs'] == 1 else ''}`. Medians of {r['runs']} run(s).",

@@ -1,6 +1,6 @@
 """Hundreds of deployments in one run, through both executors (issue: "what breaks at scale").
 
-    .venv/bin/python -m ops.bench.scale [--n 400] [--out docs/benchmarks.md]
+    .venv/bin/python -m ops.bench.scale [--n 400] [--out docs/benchmarks.md]    # from the repository root
 
 One resource per deployment and no apply delay, so the run is as CPU-bound as it gets: the measure is
 tfo's own cost around terraform. Per executor: wall time and deployments/min against the machine's
@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops.bench.run import bare_terraform, bench_repo, children, reset_state, write_deployments
+from tests.cluster import RedisServer, Workers
+from tests.helpers import Repo
 
-from ops.bench.run import bare_terraform, bench_repo, children, reset_state, write_deployments  # noqa: E402
-from tests.cluster import RedisServer, Workers  # noqa: E402
-from tests.helpers import Repo  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 BEGIN, END = "<!-- bench:scale:begin -->", "<!-- bench:scale:end -->"
 

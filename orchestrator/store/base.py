@@ -1,12 +1,7 @@
 """What every store offers: objects (state, backups, bundles, pointers, runs, audit) and state helpers.
 
-Key layout, the same for every store kind:
-  {service}/{account}/{region}/{project}/terraform.tfstate      state (written by Terraform's backend)
-  backups/{state_key}.{UTC timestamp}                           encrypted pre-apply copies
-  bundles/sha256/{digest}.tar.gz                                content-addressed deployment inputs
-  last-good/{deployment id}.json                                pointer to the last applied bundle
-  runs/{run_id}.json                                            redacted run summary
-  audit/year=YYYY/month=MM/day=DD/run_id={id}/...               full, unredacted record (audit bucket)
+The key layout, and what each namespace means (encrypted at rest, audit bucket), is `orchestrator.keys`:
+a store decides both from the key, so no caller can forget to encrypt what holds values.
 """
 
 from __future__ import annotations
@@ -14,9 +9,9 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator import keys
 from orchestrator.errors import StateBackupError, StoreError
 
 
@@ -36,31 +31,23 @@ class BackupInfo:
     empty: bool  # there was no state yet: restoring this backup removes the state
 
 
-def utc_stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
-
-
-def backup_key_for(state_key: str, now: datetime | None = None) -> str:
-    return f"backups/{state_key}.{utc_stamp(now)}"
-
-
 class Store(ABC):
     kind: str
 
     # --- plain objects ---------------------------------------------------------------------------
     @abstractmethod
-    def put(self, key: str, data: bytes, *, metadata: dict[str, str] | None = None, audit: bool = False,
-            encrypt: bool = False) -> None: ...
+    def put(self, key: str, data: bytes, *, metadata: dict[str, str] | None = None) -> None:
+        """Write an object, encrypted at rest when its namespace says so (`keys.encrypted_at_rest`)."""
 
     @abstractmethod
-    def get(self, key: str, *, audit: bool = False) -> bytes:
+    def get(self, key: str) -> bytes:
         """The object's bytes (decrypted); KeyError when it does not exist."""
 
     @abstractmethod
-    def head(self, key: str, *, audit: bool = False) -> ObjectInfo | None: ...
+    def head(self, key: str) -> ObjectInfo | None: ...
 
     @abstractmethod
-    def list_objects(self, prefix: str, *, audit: bool = False) -> list[ObjectInfo]: ...
+    def list_objects(self, prefix: str) -> list[ObjectInfo]: ...
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -68,8 +55,8 @@ class Store(ABC):
     def put_json(self, key: str, obj: Any, **kw: Any) -> None:
         self.put(key, json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), **kw)
 
-    def get_json(self, key: str, *, audit: bool = False) -> Any:
-        return json.loads(self.get(key, audit=audit))
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get(key))
 
     # --- state ----------------------------------------------------------------------------------
     @abstractmethod
@@ -86,10 +73,10 @@ class Store(ABC):
 
     def backup_state(self, state_key: str, metadata: dict[str, str]) -> BackupInfo:
         """Encrypted copy of the current state; raises StateBackupError so no apply runs without one."""
-        key = backup_key_for(state_key)
+        key = keys.backup(state_key)
         try:
             if self.read_state(state_key) is None:
-                self.put(key, b"", metadata={**metadata, "tfo-empty": "true"}, encrypt=True)
+                self.put(key, b"", metadata={**metadata, "tfo-empty": "true"})
                 return BackupInfo(key, "", True)
             version = self._copy_state_to_backup(state_key, key, {**metadata, "tfo-empty": "false"})
         except StoreError as e:
@@ -102,7 +89,7 @@ class Store(ABC):
         return BackupInfo(key, version, False)
 
     def list_backups(self, state_key: str) -> list[ObjectInfo]:
-        return sorted(self.list_objects(f"backups/{state_key}."), key=lambda o: o.key)
+        return sorted(self.list_objects(keys.backups_of(state_key)), key=lambda o: o.key)
 
     def read_backup(self, backup_key: str) -> bytes | None:
         """The backed-up state, None for a backup that records 'there was no state'."""

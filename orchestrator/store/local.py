@@ -6,14 +6,14 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from orchestrator import keys
 from orchestrator.errors import StoreError
+from orchestrator.fsutil import atomic_write
 from orchestrator.store.base import ObjectInfo, Store
 
 KEY_FILE = ".tfo-key"
@@ -60,17 +60,9 @@ class LocalStore(Store):
         The key is written to a temporary file (0600) and linked into place; linking fails if another
         process got there first, and then its key is the store's.
         """
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-key-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(Fernet.generate_key())
-                f.flush()
-                os.fsync(f.fileno())
-            with contextlib.suppress(FileExistsError):  # another process won: its key is the store's
-                os.link(tmp, path)
-            return path.read_bytes().strip()
-        finally:
-            os.unlink(tmp)
+        with contextlib.suppress(FileExistsError):  # another process won: its key is the store's
+            atomic_write(path, Fernet.generate_key(), exclusive=True)
+        return path.read_bytes().strip()
 
     def _path(self, key: str) -> Path:
         return self.root / _safe_key(key)
@@ -81,20 +73,10 @@ class LocalStore(Store):
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, data)
 
-    def put(self, key: str, data: bytes, *, metadata: dict[str, str] | None = None, audit: bool = False,
-            encrypt: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, metadata: dict[str, str] | None = None) -> None:
+        encrypt = keys.encrypted_at_rest(key)
         body = self._fernet.encrypt(data) if encrypt else data
         meta = {"metadata": metadata or {}, "encrypted": "fernet" if encrypt else ""}
         try:
@@ -110,7 +92,7 @@ class LocalStore(Store):
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def get(self, key: str, *, audit: bool = False) -> bytes:
+    def get(self, key: str) -> bytes:
         try:
             data = self._path(key).read_bytes()
         except FileNotFoundError:
@@ -124,7 +106,7 @@ class LocalStore(Store):
                 raise StoreError(f"{key}: cannot decrypt (wrong {KEY_ENV} or {KEY_FILE}?)") from e
         return data
 
-    def head(self, key: str, *, audit: bool = False) -> ObjectInfo | None:
+    def head(self, key: str) -> ObjectInfo | None:
         p = self._path(key)
         try:
             st = p.stat()
@@ -140,7 +122,7 @@ class LocalStore(Store):
             encrypted=str(meta.get("encrypted", "")),
         )
 
-    def list_objects(self, prefix: str, *, audit: bool = False) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
         base = self.root / prefix
         directory = base if prefix.endswith("/") else base.parent
         if not directory.is_dir():
@@ -173,7 +155,7 @@ class LocalStore(Store):
     def _copy_state_to_backup(self, state_key: str, backup_key: str, metadata: dict[str, str]) -> str:
         data = self.read_state(state_key) or b""
         digest = hashlib.sha256(data).hexdigest()
-        self.put(backup_key, data, metadata={**metadata, "source-sha256": digest}, encrypt=True)
+        self.put(backup_key, data, metadata={**metadata, "source-sha256": digest})
         return f"sha256:{digest}"
 
     def restore_state(self, state_key: str, data: bytes | None) -> None:
@@ -202,7 +184,3 @@ class LocalStore(Store):
 
     def describe(self) -> str:
         return f"local store {self.root}"
-
-    def wipe(self) -> None:
-        """Tests and the demo only."""
-        shutil.rmtree(self.root, ignore_errors=True)

@@ -9,6 +9,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from orchestrator import keys
 from orchestrator.config import StoreConfig
 from orchestrator.errors import StoreError
 from orchestrator.store.base import ObjectInfo, Store
@@ -47,24 +48,23 @@ class S3Store(Store):
             return args
         return {"ServerSideEncryption": "AES256"}
 
-    def _bucket(self, audit: bool) -> str:
-        return self.audit_bucket if audit else self.bucket
+    def _bucket(self, key: str) -> str:
+        return self.audit_bucket if keys.is_audit(key) else self.bucket
 
     def _fail(self, what: str, key: str, e: Exception) -> StoreError:
         return StoreError(f"{what} s3://{self.bucket}/{key} failed: {e}")
 
-    def put(self, key: str, data: bytes, *, metadata: dict[str, str] | None = None, audit: bool = False,
-            encrypt: bool = False) -> None:
-        # Everything tfo writes is encrypted at rest; `encrypt` only matters for the local store.
+    def put(self, key: str, data: bytes, *, metadata: dict[str, str] | None = None) -> None:
+        # Every object is encrypted at rest (SSE), whatever its namespace.
         try:
-            self.s3.put_object(Bucket=self._bucket(audit), Key=key, Body=data, Metadata=metadata or {},
+            self.s3.put_object(Bucket=self._bucket(key), Key=key, Body=data, Metadata=metadata or {},
                                **self._sse())  # type: ignore[arg-type]
         except (BotoCoreError, ClientError) as e:
             raise self._fail("writing", key, e) from e
 
-    def get(self, key: str, *, audit: bool = False) -> bytes:
+    def get(self, key: str) -> bytes:
         try:
-            return self.s3.get_object(Bucket=self._bucket(audit), Key=key)["Body"].read()
+            return self.s3.get_object(Bucket=self._bucket(key), Key=key)["Body"].read()
         except ClientError as e:
             if _missing(e):
                 raise KeyError(key) from None
@@ -72,9 +72,9 @@ class S3Store(Store):
         except BotoCoreError as e:
             raise self._fail("reading", key, e) from e
 
-    def head(self, key: str, *, audit: bool = False) -> ObjectInfo | None:
+    def head(self, key: str) -> ObjectInfo | None:
         try:
-            r = self.s3.head_object(Bucket=self._bucket(audit), Key=key)
+            r = self.s3.head_object(Bucket=self._bucket(key), Key=key)
         except ClientError as e:
             if _missing(e):
                 return None
@@ -84,12 +84,12 @@ class S3Store(Store):
         return ObjectInfo(key=key, size=r.get("ContentLength", 0), last_modified=str(r.get("LastModified", "")),
                           metadata=dict(r.get("Metadata", {})), encrypted=str(r.get("ServerSideEncryption", "")))
 
-    def list_objects(self, prefix: str, *, audit: bool = False) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
         out: list[ObjectInfo] = []
         try:
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket(audit), Prefix=prefix):
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket(prefix), Prefix=prefix):
                 for o in page.get("Contents", []):
-                    info = self.head(o["Key"], audit=audit)
+                    info = self.head(o["Key"])
                     if info:
                         out.append(info)
         except (BotoCoreError, ClientError) as e:

@@ -67,7 +67,10 @@ def test_second_run_gives_up_clearly_after_lock_timeout(repo: Repo, tmp_path: Pa
     assert a.returncode == 0
 
 
-def test_sigterm_mid_apply_cancels_cleanly(repo: Repo, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 1), (signal.SIGINT, 130)])
+def test_a_signal_mid_apply_cancels_cleanly(repo: Repo, tmp_path: Path, signum: signal.Signals,
+                                            exit_code: int) -> None:
+    """SIGTERM (a CI runner stopping the job) and Ctrl-C both stop cleanly; Ctrl-C exits 130 as shells expect."""
     _one_bucket(repo, "true", 6)
     out = tmp_path / "r.json"
     proc = repo.popen("apply", "--json-out", str(out))
@@ -75,10 +78,10 @@ def test_sigterm_mid_apply_cancels_cleanly(repo: Repo, tmp_path: Path) -> None:
     while not any(e["event"] == "start" for e in repo.journal()):
         assert time.monotonic() < deadline, "apply never started"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1, stdout + stderr
-    assert "SIGTERM received" in stderr
+    assert proc.returncode == exit_code, stdout + stderr
+    assert f"{signum.name} received" in stderr
     report = json.loads(out.read_text())
     assert report["status"] == "cancelled"
     assert report["deployments"][0]["status"] == "cancelled"

@@ -10,7 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from orchestrator.github import STICKY_MARKER, GitHubAuth, GitHubClient, GitHubError, app_jwt, sticky_body
+from orchestrator.errors import GitHubError
+from orchestrator.github import STICKY_MARKER, GitHubAuth, GitHubClient, app_jwt, sticky_body
 from orchestrator.report import GITHUB_COMMENT_LIMIT
 from tests.github_stub import GitHubStub
 

@@ -12,8 +12,11 @@ import pytest
 from moto import mock_aws
 
 from orchestrator.errors import StoreError
-from orchestrator.locks import HOST, DynamoLeaseBackend, FileLeaseBackend, LeaseHolder, LeaseManager
+from orchestrator.locks import DynamoLeaseBackend, FileLeaseBackend, LeaseHolder, LeaseManager
+from orchestrator.procs import host_name
 from orchestrator.store.local import KEY_FILE, LocalStore
+
+HOST = host_name()
 
 
 def holder(owner: str, ttl: float = 60, pid: int | None = None, host: str = HOST) -> LeaseHolder:
@@ -89,16 +92,25 @@ def test_dynamo_lease_conditional_writes() -> None:
     assert b.try_acquire("x", holder("new")) is None
 
 
-def test_local_store_encrypts_on_request_and_keeps_its_key_private(tmp_path: Path) -> None:
+def test_local_store_encrypts_by_namespace_and_keeps_its_key_private(tmp_path: Path) -> None:
+    from orchestrator import keys
+
     store = LocalStore(tmp_path)
-    store.put("audit/x.json", b'{"secret": "s3cr3t"}', encrypt=True)
-    assert b"s3cr3t" not in (tmp_path / "audit/x.json").read_bytes()
-    assert store.get("audit/x.json") == b'{"secret": "s3cr3t"}'
-    assert store.head("audit/x.json").encrypted == "fernet"  # type: ignore[union-attr]
+    secret = b'{"secret": "s3cr3t"}'
+    private = [keys.audit_run("20260102T040000Z-bbbbbb"), keys.bundle("ab" * 32), keys.backup("s3/a/r/p/x.tfstate"),
+               keys.run_spec("r1"), keys.run_head("r1"), keys.deployment_spec("r1", "s3/a/r/p"),
+               keys.checkpoint("r1", "s3/a/r/p"), keys.checkpoint("r1", "s3/a/r/p", "rollback")]
+    for key in private:
+        store.put(key, secret)
+        assert b"s3cr3t" not in (tmp_path / key).read_bytes(), key
+        assert store.get(key) == secret
+        assert store.head(key).encrypted == "fernet"  # type: ignore[union-attr]
     assert oct((tmp_path / KEY_FILE).stat().st_mode & 0o777) == "0o600"
-    store.put("plain", b"x")
-    assert store.get("plain") == b"x"
-    assert [o.key for o in store.list_objects("audit/")] == ["audit/x.json"]
+    # pointers and redacted summaries hold no values: plain, so a person can read them
+    for key in (keys.last_good("s3/a/r/p"), keys.run_summary("r1"), keys.run_results("r1"), keys.cancel("r1")):
+        store.put(key, b"x")
+        assert (tmp_path / key).read_bytes() == b"x" and store.head(key).encrypted == ""  # type: ignore[union-attr]
+    assert [o.key for o in store.list_objects("audit/")] == [private[0]]
     with pytest.raises(KeyError):
         store.get("nope")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import audit
+from orchestrator import audit, keys
 from orchestrator.errors import StoreError
 from orchestrator.models import Action, RunOptions, RunSpec
 from orchestrator.progress import Progress
@@ -64,7 +64,7 @@ class BrokenStore(LocalStore):
 def test_audit_upload_failure_keeps_the_record_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit.time, "sleep", lambda s: None)  # no backoff waits in a unit test
     run = RunSpec("20260102T030405Z-abcdef", RunOptions(Action.APPLY), (), "2026-01-02T03:04:05+00:00")
-    key = audit.run_key(run)
+    key = keys.audit_run(run.run_id, run.started_at)
     assert key == "audit/year=2026/month=01/day=02/run_id=20260102T030405Z-abcdef/run.json"
     stored, error = audit.write(BrokenStore(tmp_path / "s"), key, {"run_id": run.run_id, "x": 1},
                                    tmp_path / "work" / "w")
@@ -74,7 +74,7 @@ def test_audit_upload_failure_keeps_the_record_locally(tmp_path: Path, monkeypat
     assert oct(local.stat().st_mode & 0o777) == "0o600"
     # the next successful write from this host's workdir uploads it and removes the local copy
     store = LocalStore(tmp_path / "s")
-    other = audit.run_key(RunSpec("20260102T040000Z-bbbbbb", RunOptions(Action.APPLY), (), "2026-01-02T04:00:00+00:00"))
+    other = keys.audit_run("20260102T040000Z-bbbbbb")
     assert audit.write(store, other, {"run_id": "20260102T040000Z-bbbbbb"}, tmp_path / "work" / "w2") == (other, "")
     assert not local.exists()
-    assert store.get_json(key, audit=True) == {"run_id": run.run_id, "x": 1}
+    assert store.get_json(key) == {"run_id": run.run_id, "x": 1}

@@ -125,7 +125,11 @@ def test_corrupt_bundle_is_detected(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     key = upload_bundle(store, b"original")
     assert fetch_bundle(store, key) == b"original"
+    assert b"original" not in (tmp_path / "store" / key).read_bytes()  # bundles hold tfvars: encrypted at rest
     (tmp_path / "store" / key).write_bytes(b"tampered")
+    with pytest.raises(StoreError, match="cannot decrypt"):  # the encryption authenticates
+        fetch_bundle(store, key)
+    store.put(key, b"other bytes")  # readable, but not what the key names
     with pytest.raises(StoreError, match="digest"):
         fetch_bundle(store, key)
     with pytest.raises(StoreError, match="missing"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.runs import load_deployment, save_run_spec
+from orchestrator.service import load_deployment, save_run_spec
 from orchestrator.store.local import LocalStore
 from tests.unit.test_report_bundle import run_result, spec
 
@@ -15,8 +15,8 @@ class CountingStore(LocalStore):
         super().__init__(root)
         self.read: list[tuple[str, int]] = []
 
-    def get(self, key: str, *, audit: bool = False) -> bytes:
-        data = super().get(key, audit=audit)
+    def get(self, key: str) -> bytes:
+        data = super().get(key)
         self.read.append((key, len(data)))
         return data
 
@@ -50,10 +50,9 @@ def test_a_local_run_records_the_whole_run_only_and_old_runs_still_load(tmp_path
 
 
 def test_a_deployment_s_spec_and_its_checkpoint_are_different_objects() -> None:
-    from orchestrator.deploy import checkpoint_key
-    from orchestrator.runs import deployment_spec_key, run_head_key, run_spec_key
+    from orchestrator import keys as layout
 
     s = spec(3)
-    keys = {deployment_spec_key("r1", s.id), checkpoint_key("r1", s), checkpoint_key("r1", s, "rollback"),
-            run_head_key("r1"), run_spec_key("r1")}
+    keys = {layout.deployment_spec("r1", s.id), layout.checkpoint("r1", s.id),
+            layout.checkpoint("r1", s.id, "rollback"), layout.run_head("r1"), layout.run_spec("r1")}
     assert len(keys) == 5  # a redelivered task once read its checkpoint as its spec

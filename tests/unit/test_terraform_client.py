@@ -94,10 +94,12 @@ def test_init_and_plan_command_lines(tmp_path: Path) -> None:
     client = TerraformClient(fake_binary(tmp_path, 'echo "$*"\n'))
     ctx = StepContext(tmp_path, client, CancelToken(), 60, 30, {"key": "s3/a/r/p/terraform.tfstate", "region": "x"},
                       var_files=("../.tfo/vars/00-common.tfvars", "../.tfo/vars/01-p.tfvars"))
-    init = InitStep().run(ctx)
+    init = InitStep().run(ctx).command
+    assert init is not None and init.ok
     assert "-backend-config=key=s3/a/r/p/terraform.tfstate" in init.output
     assert "-backend-config=region=x" in init.output and "-input=false" in init.output
-    plan = PlanStep(destroy=True).run(ctx)
+    plan = PlanStep(destroy=True).run(ctx).command
+    assert plan is not None and ctx.plan is plan
     assert "-var-file=../.tfo/vars/00-common.tfvars -var-file=../.tfo/vars/01-p.tfvars" in plan.output  # in order
     for flag in ("-detailed-exitcode", "-out=tfplan", "-destroy", "-lock-timeout=30s"):
         assert flag in plan.output
@@ -150,7 +152,22 @@ def test_force_unlock_command_line(tmp_path: Path) -> None:
 
     client = TerraformClient(fake_binary(tmp_path, 'echo "$*"\n'))
     ctx = StepContext(tmp_path, client, CancelToken(), 60, 30, {})
-    assert ForceUnlockStep("abc-123").run(ctx).output.strip() == "force-unlock -force abc-123"
+    result = ForceUnlockStep("abc-123").run(ctx)
+    assert result.ok and result.command is not None
+    assert result.command.output.strip() == "force-unlock -force abc-123"
+
+
+def test_a_failed_or_stopped_command_is_a_step_result_with_redacted_text(tmp_path: Path) -> None:
+    from orchestrator.redaction import Redactor
+    from orchestrator.steps import StepStatus
+
+    client = TerraformClient(fake_binary(tmp_path, 'echo "Error: bad password hunter22-secret"; exit 1\n'))
+    redactor = Redactor()
+    redactor.add(["hunter22-secret"])
+    ctx = StepContext(tmp_path, client, CancelToken(), 60, 30, {}, redactor=redactor)
+    result = InitStep().run(ctx)
+    assert result.status == StepStatus.FAILED and not result.ok
+    assert "terraform init failed (exit 1)" in result.message and "hunter22-secret" not in result.message
 
 
 def _plan(output: str, code: int) -> CommandResult:

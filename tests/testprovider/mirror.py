@@ -1,4 +1,7 @@
-"""Install the test provider into a Terraform filesystem mirror and write a CLI config that uses it."""
+"""Install the test provider into a Terraform filesystem mirror and write a CLI config that uses it.
+
+Run from the repository root: `python -m tests.testprovider.mirror [DIR]` prints the CLI config's path.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,11 @@ import stat
 import sys
 from pathlib import Path
 
-from tfo_testprovider.provider import PROVIDER_SOURCE, PROVIDER_TYPE, PROVIDER_VERSION
+from tests.testprovider.provider import PROVIDER_SOURCE, PROVIDER_TYPE, PROVIDER_VERSION
+
+# The repository root: terraform starts the provider from its own working directory, where `tests` is
+# not importable (the package is not installed), so the executable puts this on its path.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def install(mirror_dir: Path, python: str = sys.executable) -> Path:
@@ -14,7 +21,8 @@ def install(mirror_dir: Path, python: str = sys.executable) -> Path:
     plugin_dir = mirror_dir / PROVIDER_SOURCE / PROVIDER_VERSION / "linux_amd64"
     plugin_dir.mkdir(parents=True, exist_ok=True)
     exe = plugin_dir / f"terraform-provider-{PROVIDER_TYPE}_v{PROVIDER_VERSION}"
-    exe.write_text(f"#!{python}\nfrom tfo_testprovider.provider import main\nmain()\n")
+    exe.write_text(f"#!{python}\nimport sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                   "from tests.testprovider.provider import main\nmain()\n")
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     cli_config = mirror_dir / "terraformrc"
     cli_config.write_text(

@@ -1,0 +1,162 @@
+"""One way to start a run, for every producer (the CLI, the webhook, scheduled jobs): prepare, then execute.
+
+prepare: the selected deployments' bundles are uploaded and the run is recorded (spec, ids, who, what);
+execute: an Executor hands it over (local: a thread pool in this process; celery: a chord on the broker)
+and follows it until it is finalized. Every executor finalizes and notifies the same way
+(`finalize.conclude`), so a run reports back to GitHub whoever started it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from orchestrator import git, keys, notify
+from orchestrator.bundle import build_bundle, upload_bundle
+from orchestrator.config import TfoConfig
+from orchestrator.deploy import deploy
+from orchestrator.finalize import conclude
+from orchestrator.models import (
+    Action,
+    DeploymentSpec,
+    RollbackStrategy,
+    RunOptions,
+    RunResult,
+    RunSpec,
+)
+from orchestrator.modules import ModuleGraph
+from orchestrator.runtime import Runtime
+from orchestrator.store.base import Store
+
+StopAsked = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a producer asks for; everything else about the run is worked out by `prepare`."""
+
+    action: Action
+    rollback: RollbackStrategy = RollbackStrategy.REAPPLY
+    atomic: bool = False
+    actor: str = ""  # default: who runs this process (CI's actor variables first)
+    git_sha: str = ""  # default: the repository's HEAD
+    # Where to report back, e.g. {"github": {"repo": "o/r", "sha": "...", "pr": 12}}.
+    notify: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""  # default: a new one
+
+
+class Executor(Protocol):
+    name: str
+    # Whether workers elsewhere read the run: then each deployment's spec is stored on its own.
+    distributed: bool
+
+    def submit(self, run: RunSpec) -> None:
+        """Hand the run over. Returns once it is queued (celery) or at once (local: `follow` runs it)."""
+
+    def follow(self, run: RunSpec, stop: StopAsked) -> RunResult | None:
+        """The finalized run, or None when `stop()` said to stop following (the run goes on elsewhere)."""
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def actor(cfg: TfoConfig) -> str:
+    for var in ("TFO_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILDKITE_BUILD_CREATOR"):
+        if os.environ.get(var):
+            return os.environ[var]
+    email = git.user_email(cfg.repo_root)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user} <{email}>" if email else user
+
+
+def prepare(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], request: RunRequest, *,
+            distributed: bool) -> RunSpec:
+    """Upload one content-addressed bundle per deployment and record everything the run needs."""
+    graph = ModuleGraph.for_config(cfg)  # each root module worked out once for the run
+    bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s, graph))) for s in specs)
+    now = datetime.now(UTC)
+    run = RunSpec(
+        run_id=request.run_id or new_run_id(now),
+        options=RunOptions(request.action, request.rollback, request.atomic),
+        deployments=bundled,
+        started_at=now.isoformat(),
+        actor=request.actor or actor(cfg),
+        git_sha=request.git_sha or git.head_sha(cfg.repo_root),
+        notify=dict(request.notify),
+    )
+    save_run_spec(store, run, per_deployment=distributed)
+    return run
+
+
+def start(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], request: RunRequest,
+          executor: Executor) -> RunSpec:
+    """Prepare the run, say on its commit that it is pending, and hand it to the executor."""
+    run = prepare(cfg, store, specs, request, distributed=executor.distributed)
+    notify.post_pending(cfg, run)
+    executor.submit(run)
+    return run
+
+
+# --- the run as recorded -------------------------------------------------------------------------
+def save_run_spec(store: Store, run: RunSpec, per_deployment: bool = True, parallel: int = 8) -> None:
+    """Workers read the run from here: task arguments carry ids only, never variables.
+
+    The whole run (finalize, reconcile, `tfo runs show`), and for the deploy tasks the run without its
+    deployments plus one object per deployment: each task reads what it runs, not every deployment's
+    spec (N tasks reading the whole spec is quadratic in the run's size).
+    """
+    store.put_json(keys.run_spec(run.run_id), run.to_dict())
+    if not per_deployment:  # a local run: one process reads the whole run once
+        return
+    store.put_json(keys.run_head(run.run_id), replace(run, deployments=()).to_dict())
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="tfo-spec-upload") as pool:
+        list(pool.map(lambda s: store.put_json(keys.deployment_spec(run.run_id, s.id), s.to_dict()),
+                      run.deployments))
+
+
+def load_run_spec(store: Store, run_id: str) -> RunSpec:
+    return RunSpec.from_dict(store.get_json(keys.run_spec(run_id)))
+
+
+def load_deployment(store: Store, run_id: str, deployment_id: str) -> tuple[RunSpec, DeploymentSpec]:
+    """The run (without its deployments) and one deployment's spec: what a deploy task needs."""
+    try:
+        head = RunSpec.from_dict(store.get_json(keys.run_head(run_id)))
+        spec = DeploymentSpec.from_dict(store.get_json(keys.deployment_spec(run_id, deployment_id)))
+    except KeyError:  # a run prepared before these objects existed
+        run = load_run_spec(store, run_id)
+        return run, next(s for s in run.deployments if s.id == deployment_id)
+    return head, spec
+
+
+# --- the embedded executor -----------------------------------------------------------------------
+class LocalExecutor:
+    """Deployments in a thread pool of this process, then finalize (and notify) in-process."""
+
+    name = "local"
+    distributed = False
+
+    def __init__(self, rt: Runtime, max_workers: int) -> None:
+        self.rt = rt
+        self.max_workers = max(1, max_workers)
+
+    def submit(self, run: RunSpec) -> None:
+        return None  # nothing to hand over: the run lives in this process
+
+    def follow(self, run: RunSpec, stop: StopAsked) -> RunResult:
+        # `stop` is the runtime's cancel token here: a stopped local run still finishes (cancelled).
+        for spec in run.deployments:
+            self.rt.event(spec.id, "queued")
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tfo-deploy") as pool:
+            results = list(pool.map(lambda s: deploy(s, run, self.rt), run.deployments))
+        return conclude(run, results, self.rt)

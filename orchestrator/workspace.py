@@ -1,0 +1,74 @@
+"""A deployment's working directory on this host, and the context its Terraform steps run in."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from orchestrator.bundle import Workspace, extract_bundle, fetch_bundle
+from orchestrator.models import DeploymentSpec
+from orchestrator.redaction import Redactor
+from orchestrator.runtime import Runtime
+from orchestrator.steps import StepContext
+
+
+def redactor_for(spec: DeploymentSpec) -> Redactor:
+    r = Redactor()
+    r.add_sensitive_variables(spec.variables, spec.sensitive_variables)
+    return r
+
+
+def directory(rt: Runtime, run_id: str, spec: DeploymentSpec, suffix: str = "") -> Path:
+    """Where one attempt works: `{workdir}/{run}/{slug}` (".resume", ".rollback" for the others)."""
+    return rt.run_dir(run_id) / f"{spec.slug}{suffix}"
+
+
+def prepare_workspace(rt: Runtime, run_id: str, spec: DeploymentSpec, bundle_key: str,
+                      suffix: str = "") -> Workspace:
+    """A fresh per-deployment directory from the bundle (modules, var files, referenced files) with the
+    store's backend settings beside the root module."""
+    # Owner-only: a workspace holds tfvars and a plan file, both with secrets in them.
+    rt.cfg.workdir_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    rt.run_dir(run_id).mkdir(mode=0o700, exist_ok=True)
+    dest = directory(rt, run_id, spec, suffix)
+    if dest.exists():
+        shutil.rmtree(dest)  # a retried deployment starts from its bundle, never from leftovers
+    ws = extract_bundle(fetch_bundle(rt.store, bundle_key), dest)
+    for name, content in rt.store.backend_files(spec.state_key).items():
+        (ws.cwd / name).write_text(content)
+    return ws
+
+
+def step_context(rt: Runtime, ws: Workspace, spec: DeploymentSpec, run_id: str,
+                 redactor: Redactor | None = None) -> StepContext:
+    backend = {**rt.store.backend_config(spec.state_key, spec.region), **rt.cfg.backend_config}
+    env = deployment_env(spec, ws.root, rt.cfg.resolve(rt.cfg.plugin_cache_dir) if rt.cfg.plugin_cache_dir else None)
+    redactor = redactor or redactor_for(spec)
+    creds = rt.account_credentials(spec.account, run_id)
+    if creds is not None:
+        # The account's role serves terraform's backend and providers alike.
+        env.update(creds.env())
+        redactor.add(creds.secrets())
+    return StepContext(workdir=ws.cwd, client=rt.client, cancel=rt.cancel, timeout_s=rt.cfg.terraform_timeout_s,
+                       lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend, env=env,
+                       var_files=ws.var_files, redactor=redactor)
+
+
+def deployment_env(spec: DeploymentSpec, workdir: Path, plugin_cache: Path | None = None) -> dict[str, str]:
+    # TF_VAR_* for variables a module does not declare are ignored, so every module may opt in.
+    cache = {"TF_PLUGIN_CACHE_DIR": str(plugin_cache)} if plugin_cache else {}
+    return {
+        **cache,
+        "TF_DATA_DIR": str(workdir / ".terraform"),
+        "TF_VAR_tfo_deployment_id": spec.id,
+        "TF_VAR_tfo_service": spec.service,
+        "TF_VAR_tfo_account": spec.account,
+        "TF_VAR_tfo_region": spec.region,
+        "TF_VAR_tfo_project": spec.project,
+    }
+
+
+def drop_provider_binaries(rt: Runtime, run_id: str, spec: DeploymentSpec) -> None:
+    """Provider binaries are large and re-fetched on demand; plan, tfvars, module and logs stay as the record."""
+    for suffix in ("", ".resume"):
+        shutil.rmtree(directory(rt, run_id, spec, suffix) / ".terraform", ignore_errors=True)
