@@ -176,11 +176,12 @@ def webhook(g: GlobalOptions, listen: str | None) -> int:
     secret = os.environ.get(cfg.webhook.secret_env, "")
     if not secret:
         raise UserError(f"tfo webhook needs the shared secret in ${cfg.webhook.secret_env}")
-    if not cfg.webhook.remote_url:
+    if not cfg.webhook.served(cfg.namespace):
+        raise UserError("tfo webhook needs [tfo.webhook] repository = \"OWNER/NAME\" (or TFO_WEBHOOK_REPOSITORY) "
+                        "with its remote_url, or [tfo.webhook.repositories.\"OWNER/NAME\"] tables: the repositories "
+                        "whose events it runs")
+    if cfg.webhook.repository and not cfg.webhook.remote_url:
         raise UserError("tfo webhook needs [tfo.webhook] remote_url (or TFO_WEBHOOK_REMOTE_URL)")
-    if not cfg.webhook.repository:
-        raise UserError("tfo webhook needs [tfo.webhook] repository = \"OWNER/NAME\" (or TFO_WEBHOOK_REPOSITORY): "
-                        "the one repository whose events it runs")
     if not cfg.celery.broker_url:
         raise UserError("tfo webhook enqueues runs on Celery: set [tfo.celery] broker_url")
     webhook_app.serve(cfg, secret.encode())

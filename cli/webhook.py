@@ -29,9 +29,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from orchestrator import git, keys, notify, service
-from orchestrator.config import TfoConfig, load_config
+from orchestrator.config import ServedRepository, TfoConfig, load_config
 from orchestrator.discovery import discover
-from orchestrator.errors import EnqueueUncertain, TfoError, ValidationError
+from orchestrator.errors import EnqueueUncertain, Problem, SelectorError, TfoError, ValidationError
 from orchestrator.fsutil import atomic_write
 from orchestrator.github import WRITE_ROLES, GitHubError
 from orchestrator.models import Action, RollbackStrategy, RunResult, RunSpec, RunStatus
@@ -165,9 +165,11 @@ def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) 
     """What an event asks for: a run, a refusal to explain on GitHub, or nothing (and why)."""
     repo = str((payload.get("repository") or {}).get("full_name", ""))
     sender = str((payload.get("sender") or {}).get("login", ""))
-    if repo.lower() != cfg.webhook.repository.lower():
+    served = cfg.webhook.served(cfg.namespace)
+    if repo.lower() not in served:
+        names = ", ".join(sorted((s.name for s in served.values()), key=str.lower))
         return Ignored(f"events of {repo or 'an unnamed repository'} are not handled here "
-                       f"(this webhook serves {cfg.webhook.repository})")
+                       f"(this webhook serves {names})")
     if event == "push":
         ref = str(payload.get("ref", ""))
         if ref != f"refs/heads/{cfg.webhook.apply_branch}":
@@ -337,6 +339,11 @@ class RunStarter:
                 "error": Redactor(list(self.secrets)).redact(error), "deployments": []})
 
     def run(self, job: Job) -> None:
+        served = self.cfg.webhook.served(self.cfg.namespace).get(job.repo.lower())
+        if served is None:  # a spooled job of a repository this webhook no longer serves
+            log.error("run %s for %s@%s dropped: the webhook no longer serves %s", job.run_id, job.repo,
+                      job.sha[:12], job.repo)
+            return
         if job.recheck and not self._still_trusted(job):
             return
         if job.lookup:
@@ -344,14 +351,20 @@ class RunStarter:
             if found is None:
                 return
             job = found
-        w = self.cfg.webhook
-        mirror = self.cfg.resolve(w.mirror_dir)
-        git.mirror_sync(w.remote_url, mirror, self._git_token(job.repo))
+        mirror = self.cfg.resolve(served.mirror)
+        git.mirror_sync(served.remote_url, mirror, self._git_token(job.repo))
         checkout = mirror.parent / "checkouts" / job.run_id
         shutil.rmtree(checkout, ignore_errors=True)  # left by a webhook that died while running this job
         git.checkout(mirror, job.sha, checkout)
+        branch = f"refs/heads/{self.cfg.webhook.apply_branch}"
+        if job.action == Action.APPLY and not git.is_ancestor(mirror, job.sha, branch):
+            shutil.rmtree(checkout, ignore_errors=True)
+            # A signed event is not proof enough: whoever holds the shared secret could name any commit
+            # the remote has (a fork's pull request head, say) and have it applied.
+            raise SelectorError(f"commit {job.sha[:12]} is not on {branch} of {served.remote_url}: only commits of "
+                                "the apply branch are applied")
         try:
-            self._start(job, checkout)
+            self._start(job, checkout, served)
         finally:
             shutil.rmtree(checkout, ignore_errors=True)
 
@@ -413,7 +426,7 @@ class RunStarter:
             return None
         return replace(job, sha=pull.head_sha, base=pull.base_sha, lookup=False)
 
-    def _start(self, job: Job, checkout: Path) -> None:
+    def _start(self, job: Job, checkout: Path, served: ServedRepository) -> None:
         repo_cfg_file = checkout / "tfo.toml"
         repo_cfg = load_config(repo_cfg_file if repo_cfg_file.is_file() else None, repo_root=checkout, environ={})
         # The repository decides paths and policy; the server decides where things run and live.
@@ -422,8 +435,18 @@ class RunStarter:
                       webhook=self.cfg.webhook, workdir=str(self.cfg.workdir_path),
                       plugin_cache_dir=self.cfg.plugin_cache_dir, terraform_bin=self.cfg.terraform_bin,
                       terraform_env=self.cfg.terraform_env, cache_dir=self.cfg.cache_dir,
-                      accounts=self.cfg.accounts)
+                      accounts=self.cfg.accounts,
+                      # never the repository's choice: another namespace would be another repository's state
+                      namespace=served.namespace)
         target = job.target
+        if repo_cfg.namespace and repo_cfg.namespace != served.namespace:
+            # Said, not ignored: the repository pins it for its CLI and CI runs, which would then
+            # work on other states than the webhook's.
+            problem = Problem("tfo.toml", f"namespace = {repo_cfg.namespace!r}, but this webhook keeps "
+                                          f"{served.name}'s state under {served.namespace!r}")
+            notify.post_invalid(cfg, target, job.action.value, job.run_id, [problem])
+            self._record_failure(job, RunStatus.INVALID, str(problem))
+            return
         found = discover(cfg, git_diff=f"{job.base}..{job.sha}" if job.base else None)
         try:
             specs = list(build_deployments(cfg, found).specs)

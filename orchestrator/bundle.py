@@ -64,6 +64,8 @@ def build_bundle(cfg: TfoConfig, spec: DeploymentSpec, graph: ModuleGraph | None
         for name, text in spec.var_files:
             _add(tar, name, text.encode("utf-8"))
         meta = {k: v for k, v in spec.to_dict().items() if k not in ("bundle_key", "variables", "var_files")}
+        if not spec.namespace:  # as before namespaces existed: the same inputs keep the same digest
+            meta.pop("namespace")
         meta |= {"layout": LAYOUT, "workdir": spec.module_dir, "var_files": [n for n, _ in spec.var_files]}
         _add(tar, SPEC_NAME, json.dumps(meta, indent=2, sort_keys=True).encode())
     return raw.getvalue()

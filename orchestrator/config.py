@@ -12,6 +12,7 @@ from typing import Any
 
 from orchestrator.errors import ConfigError
 from orchestrator.models import RollbackStrategy
+from orchestrator.names import unsafe_name_reason
 
 DEFAULT_SERVICES: dict[str, str] = {
     "s3_buckets": "s3",
@@ -82,6 +83,29 @@ class GitHubConfig:
     rate_limit_wait_s: int = 900
 
 
+# A served repository's default store namespace: its deployments' state keys and last-good pointers
+# live under it, so two repositories with the same deployment ids never share a state.
+DEFAULT_NAMESPACE = "repos/{repository}"
+
+
+@dataclass(frozen=True)
+class WebhookRepository:
+    """`[tfo.webhook.repositories."OWNER/NAME"]`: one more repository the webhook serves."""
+
+    remote_url: str = ""
+    # Where its state lives in the store ("" = at the top, as a one-repository webhook keeps it: set that
+    # for the repository a webhook served alone before it served several).
+    namespace: str = DEFAULT_NAMESPACE
+
+
+@dataclass(frozen=True)
+class ServedRepository:
+    name: str  # OWNER/NAME as configured
+    remote_url: str
+    namespace: str
+    mirror: str  # its git mirror: webhook.mirror_dir, or beside it for each of `repositories`
+
+
 @dataclass(frozen=True)
 class WebhookConfig:
     listen: str = "127.0.0.1:8080"
@@ -96,13 +120,33 @@ class WebhookConfig:
     max_body_bytes: int = 5 * 1024 * 1024
     # Deliveries remembered (in Redis when a broker is configured) to ignore replays.
     replay_window_s: int = 7 * 24 * 3600
-    # The GitHub repository (OWNER/NAME) whose events run; any other repository's are ignored.
+    # The GitHub repository (OWNER/NAME) whose events run, from `remote_url`; any other repository's are
+    # ignored. Several repositories: `repositories` (each with its own remote and store namespace).
     repository: str = ""
+    repositories: Mapping[str, WebhookRepository] = field(default_factory=dict)
     # A plan runs the pull request's code with the accounts' credentials: only pull requests from this
     # repository's own branches whose author's association with it is one of these are planned.
     # Anything else (a fork, an outside contributor) waits for `/tfo plan SHA` from such a person.
     pr_authors: tuple[str, ...] = ("OWNER", "MEMBER", "COLLABORATOR")
     plan_forks: bool = False
+
+    def served(self, namespace: str = "") -> dict[str, ServedRepository]:
+        """Every repository whose events run, by lower-cased OWNER/NAME (GitHub's names are case-insensitive).
+
+        `repository` keeps the server's own `namespace` (normally none: where a one-repository webhook
+        always kept its state); each of `repositories` its own, lower-cased by default so that fixing a
+        name's case in this file never moves a repository's state.
+        """
+        out: dict[str, ServedRepository] = {}
+        if self.repository:
+            out[self.repository.lower()] = ServedRepository(self.repository, self.remote_url, namespace,
+                                                            self.mirror_dir)
+        base = Path(self.mirror_dir)
+        for name, r in self.repositories.items():
+            out[name.lower()] = ServedRepository(name, r.remote_url,
+                                                 r.namespace.replace("{repository}", name.lower()),
+                                                 str(base.parent / f"{base.name}-{name.lower().replace('/', '__')}"))
+        return out
 
 
 @dataclass(frozen=True)
@@ -119,6 +163,9 @@ class TfoConfig:
     terraform_bin: str = "terraform"
     max_workers: int = 5
     rollback: str = "reapply"
+    # A prefix for every deployment's state key and last-good pointer in the store ("" = none), so several
+    # repositories can share one store; the webhook sets it per served repository.
+    namespace: str = ""
     workdir: str = ".tfo/work"
     # Slow facts keyed by their inputs (terraform's version, a module's sensitive variables). Empty: the
     # user's cache ($XDG_CACHE_HOME/tfo, else ~/.cache/tfo), which outlives checkouts; see user_cache_dir.
@@ -182,7 +229,8 @@ class TfoConfig:
         """tfo's own directories that lie inside the repository (repo-relative): never a deployment's input."""
         root = self.repo_root.resolve()
         found = []
-        for configured in (self.workdir, self.cache_dir, self.plugin_cache_dir, self.webhook.mirror_dir,
+        mirrors = [served.mirror for served in self.webhook.served(self.namespace).values()]
+        for configured in (self.workdir, self.cache_dir, self.plugin_cache_dir, self.webhook.mirror_dir, *mirrors,
                            self.webhook.spool_dir, self.store.path if self.store.kind == "local" else ""):
             if not configured:
                 continue
@@ -264,6 +312,17 @@ def load_config(
     where = str(config_file or "config")
 
     sections: dict[str, Any] = {}
+    webhook_raw = dict(data.get("webhook") or {})
+    repositories_raw = webhook_raw.pop("repositories", {})
+    if not isinstance(repositories_raw, dict):
+        raise ConfigError(f"{where} [tfo.webhook.repositories]: must be a table of OWNER/NAME tables")
+    data["webhook"] = webhook_raw
+    repositories = {}
+    for name, settings in repositories_raw.items():
+        section = f'{where} [tfo.webhook.repositories."{name}"]'
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{section}: must be a table (remote_url, namespace)")
+        repositories[str(name)] = WebhookRepository(**_scalar_fields(WebhookRepository, settings, section))
     for name, cls in _SCALAR_SECTIONS.items():
         sections[name] = _scalar_fields(cls, data.pop(name, {}), f"{where} [tfo.{name}]")
     maps: dict[str, Any] = {}
@@ -289,7 +348,7 @@ def load_config(
         if section_hit:
             key = rest[len(section_hit) + 1 :]
             cls = _SCALAR_SECTIONS[section_hit]
-            if key in {f.name for f in fields(cls)}:
+            if key in {f.name for f in fields(cls)} and not isinstance(getattr(cls(), key), Mapping):
                 sections[section_hit][key] = _coerce(var, value, getattr(cls(), key))
             continue
         if rest in {f.name for f in fields(TfoConfig)} and rest not in _MAP_SECTIONS and rest != "repo_root":
@@ -306,7 +365,7 @@ def load_config(
         store=StoreConfig(**sections["store"]),
         celery=CeleryConfig(**sections["celery"]),
         github=GitHubConfig(**sections["github"]),
-        webhook=WebhookConfig(**sections["webhook"]),
+        webhook=WebhookConfig(**sections["webhook"], repositories=repositories),
         accounts=accounts,
         **maps,
         **top,
@@ -347,9 +406,11 @@ def _check(cfg: TfoConfig, where: str) -> None:
         raise ConfigError(f"{where}: celery.route_by = {c.route_by!r}; expected 'account', 'region' or empty")
     if not c.soft_time_limit_s < c.time_limit_s < c.visibility_timeout_s:
         raise ConfigError(f"{where}: celery needs soft_time_limit_s < time_limit_s < visibility_timeout_s")
+    ns_problem = namespace_problem(cfg.namespace)
+    if ns_problem:
+        raise ConfigError(f"{where}: namespace {ns_problem}")
+    _check_webhook_repositories(cfg, where)
     w = cfg.webhook
-    if w.repository and not re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+", w.repository):
-        raise ConfigError(f"{where}: webhook.repository = {w.repository!r}; expected OWNER/NAME")
     associations = {"OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR",
                     "FIRST_TIMER", "MANNEQUIN", "NONE"}
     unknown = [a for a in w.pr_authors if a not in associations]
@@ -415,3 +476,52 @@ def with_overrides(cfg: TfoConfig, **changes: Any) -> TfoConfig:
     new = replace(cfg, **clean)
     _check(new, "command line")
     return new
+
+
+def _check_webhook_repositories(cfg: TfoConfig, where: str) -> None:
+    w = cfg.webhook
+    if w.remote_url and not w.repository:
+        raise ConfigError(f"{where}: webhook.remote_url is set without webhook.repository (OWNER/NAME)")
+    seen: dict[str, str] = {}
+    for name in ([w.repository] if w.repository else []) + list(w.repositories):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+/[A-Za-z0-9._-]+", name):
+            raise ConfigError(f"{where}: webhook repository {name!r}; expected OWNER/NAME")
+        if name.lower() in seen:
+            raise ConfigError(f"{where}: webhook repository {name} is named twice (as {seen[name.lower()]} too; "
+                              "names are case-insensitive)")
+        seen[name.lower()] = name
+    served = list(w.served(cfg.namespace).values())
+    for repo in served:
+        if repo.name in w.repositories and not repo.remote_url:
+            raise ConfigError(f'{where}: [tfo.webhook.repositories."{repo.name}"] needs remote_url')
+        problem = namespace_problem(repo.namespace)
+        if problem:
+            raise ConfigError(f'{where}: the namespace of webhook repository {repo.name} {problem}; set '
+                              f'[tfo.webhook.repositories."{repo.name}"] namespace')
+    # One namespace must never be a prefix of another's keys: "a/b/c" and "a/b/c/d" could meet.
+    for i, a in enumerate(served):
+        for b in served[i + 1:]:
+            pa, pb = a.namespace.lower().split("/"), b.namespace.lower().split("/")
+            shorter = min(len(pa), len(pb))
+            same = a.namespace.lower() == b.namespace.lower()
+            if same or (a.namespace and b.namespace and pa[:shorter] == pb[:shorter]):
+                raise ConfigError(f"{where}: webhook repositories {a.name} and {b.name} have the store namespaces "
+                                  f"{a.namespace!r} and {b.namespace!r}: one holds the other's keys, so their states "
+                                  "could collide")
+
+
+def namespace_problem(namespace: str) -> str:
+    """Why a store namespace cannot be used ("" when it can): safe names separated by '/'."""
+    if not namespace:
+        return ""
+    for part in namespace.split("/"):
+        reason = unsafe_name_reason(part)
+        if reason:
+            return f"{namespace!r}: a part {reason}"
+    if namespace.split("/")[0] in ("backups", "bundles", "last-good", "runs", "audit", "locks"):
+        return f"{namespace!r} starts with one of tfo's own store prefixes"
+    if namespace.count("/") < 2:
+        # A state key without a namespace has at most 4 parts before terraform.tfstate; with 3 or more
+        # in front, a namespaced key can never equal one that has none.
+        return f"{namespace!r} has fewer than 3 parts (e.g. repos/OWNER/NAME)"
+    return ""

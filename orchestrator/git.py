@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -109,3 +110,14 @@ def checkout(mirror: Path, sha: str, dest: Path) -> None:
     """A detached working tree of `sha` at `dest`, sharing the mirror's objects."""
     _git_env(None, ["clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(dest)])
     _git_env(dest, ["checkout", "--quiet", "--detach", sha])
+
+
+def is_ancestor(repo: Path, sha: str, ref: str) -> bool:
+    """Whether commit `sha` is `ref` or one of its ancestors (false when either is unknown)."""
+    if not re.fullmatch(r"[0-9a-f]{40}", sha):
+        return False
+    try:
+        _git(repo, "merge-base", "--is-ancestor", sha, ref)
+    except GitError:
+        return False
+    return True

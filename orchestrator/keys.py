@@ -1,10 +1,11 @@
 """The store's key layout: every key tfo reads or writes is made here, and so is what each key's namespace
 means (encrypted at rest, kept in the audit bucket). Callers never choose either.
 
-  {service}/{account}/{region}/{project}/terraform.tfstate    state (Terraform's backend writes it)
+  [{namespace}/]{service}/{account}/{region}/{project}/terraform.tfstate
+                                                              state (Terraform's backend writes it)
   backups/{state_key}.{UTC timestamp}                         pre-apply copies of a state           encrypted
   bundles/sha256/{digest}.tar.gz                              a deployment's inputs, tfvars included encrypted
-  last-good/{deployment id}.json                              pointer to the last applied bundle
+  last-good/[{namespace}/]{deployment id}.json                pointer to the last applied bundle
   runs/{run_id}.json                                          the run's redacted summary
   runs/{run_id}/results.json                                  its redacted per-deployment results
   runs/{run_id}/spec.json, head.json, specs/{slug}.json       the run as prepared (variables)       encrypted
@@ -57,8 +58,8 @@ def bundle_digest(key: str) -> str:
 
 
 # --- the last applied configuration of each deployment -----------------------------------------
-def last_good(deployment_id: str) -> str:
-    return f"{LAST_GOOD}{deployment_id}.json"
+def last_good(deployment_id: str, namespace: str = "") -> str:
+    return f"{LAST_GOOD}{namespace + '/' if namespace else ''}{deployment_id}.json"
 
 
 # --- runs ----------------------------------------------------------------------------------------

@@ -99,6 +99,8 @@ class DeploymentSpec(Record):
     # (path in the bundle, text cut from the originals), in -var-file order.
     layers: tuple[str, ...] = ()
     var_files: tuple[tuple[str, str], ...] = ()
+    # The store namespace of its repository (`TfoConfig.namespace`): in its state key and last-good key.
+    namespace: str = ""
 
     @property
     def slug(self) -> str:

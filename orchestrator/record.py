@@ -84,17 +84,17 @@ class DeploymentRecord:
 
     def last_good(self) -> str:
         try:
-            return str(self.store.get_json(keys.last_good(self.spec.id)).get("bundle_key", ""))
+            return str(self.store.get_json(keys.last_good(self.spec.id, self.spec.namespace)).get("bundle_key", ""))
         except KeyError:
             return ""
 
     def set_last_good(self, bundle_key: str) -> None:
         """`bundle_key` is what infrastructure now matches; "" = nothing (it was destroyed)."""
         if bundle_key:
-            self.store.put_json(keys.last_good(self.spec.id), {"bundle_key": bundle_key, "run_id": self.run_id,
-                                                              "deployment": self.spec.id, "at": time.time()})
+            self.store.put_json(keys.last_good(self.spec.id, self.spec.namespace), {
+                "bundle_key": bundle_key, "run_id": self.run_id, "deployment": self.spec.id, "at": time.time()})
         else:
-            self.store.delete(keys.last_good(self.spec.id))
+            self.store.delete(keys.last_good(self.spec.id, self.spec.namespace))
 
 
 def lost_result(spec: DeploymentSpec, run: RunSpec, checkpoint: Checkpoint | None) -> DeploymentResult:

@@ -23,8 +23,8 @@ from orchestrator.tfvars import ParsedTfvars, TfvarsAttribute, TfvarsReader
 VAR_FILES_DIR = ".tfo/vars"  # inside a bundle: the deployment's var files, in -var-file order
 
 
-def state_key(service: str, account: str, region: str, project: str) -> str:
-    return "/".join(p for p in (service, account, region, project) if p) + "/terraform.tfstate"
+def state_key(service: str, account: str, region: str, project: str, namespace: str = "") -> str:
+    return "/".join(p for p in (namespace, service, account, region, project) if p) + "/terraform.tfstate"
 
 
 def deployment_id(service: str, account: str, region: str, project: str) -> str:
@@ -235,7 +235,8 @@ class _Sharder:
             account=tf.account,
             region=region,
             project=tf.project,
-            state_key=state_key(service, tf.account, region, tf.project),
+            state_key=state_key(service, tf.account, region, tf.project, self.cfg.namespace),
+            namespace=self.cfg.namespace,
             tfvars_path=tf.path,
             module_dir=module.dir,
             variables={n: merged[n].value for n in merged if n in names},

@@ -17,6 +17,7 @@ from orchestrator.record import DeploymentRecord, Phase
 from orchestrator.redaction import Redactor
 from orchestrator.runtime import build_runtime
 from orchestrator.service import load_run_spec
+from orchestrator.sharding import state_key
 from orchestrator.state import state_addresses
 from orchestrator.store import open_store
 
@@ -26,7 +27,7 @@ def _check_run_id(run_id: str) -> None:
         raise UserError(f"run id {run_id!r} is not of the form YYYYMMDDTHHMMSSZ-xxxxxx")
 
 
-def state_key_of(deployment: str) -> str:
+def state_key_of(deployment: str, namespace: str = "") -> str:
     parts = deployment.split("/")
     if len(parts) != 4:
         raise UserError(f"deployment {deployment!r}: expected SERVICE/ACCOUNT/REGION/PROJECT")
@@ -34,7 +35,8 @@ def state_key_of(deployment: str) -> str:
         reason = unsafe_name_reason(p)
         if reason:
             raise UserError(f"deployment {deployment!r}: {reason}")
-    return f"{deployment}/terraform.tfstate"
+    service, account, region, project = parts
+    return state_key(service, account, region, project, namespace)
 
 
 def runs_show(g: GlobalOptions, run_id: str) -> int:
@@ -86,8 +88,9 @@ def runs_cancel(g: GlobalOptions, run_id: str) -> int:
 
 
 def backups_list(g: GlobalOptions, deployment: str, as_json: bool) -> int:
-    key = state_key_of(deployment)
-    store = open_store(g.load())
+    cfg = g.load()
+    key = state_key_of(deployment, cfg.namespace)
+    store = open_store(cfg)
     backups = store.list_backups(key)
     if as_json:
         click.echo(json.dumps([{"key": b.key, "size": b.size, "last_modified": b.last_modified,
@@ -103,8 +106,8 @@ def backups_list(g: GlobalOptions, deployment: str, as_json: bool) -> int:
 
 def rollback_to(g: GlobalOptions, deployment: str, to: str | None) -> int:
     """Point-in-time restore by hand: back up the current state first, then restore the chosen backup."""
-    key = state_key_of(deployment)
     cfg = g.load()
+    key = state_key_of(deployment, cfg.namespace)
     rt = build_runtime(cfg)
     backups = rt.store.list_backups(key)
     if not backups:

@@ -459,3 +459,82 @@ def test_a_report_longer_than_one_comment_is_split_and_a_rate_limited_comment_wa
     posts = [r for r in stub.requests if r.method == "POST" and r.path.endswith("/comments")]
     assert len(posts) == len(parts) + 1  # the rate-limited one, sent again after the wait
     assert "rate limited (HTTP 403); waiting 1 s" in (tmp_path / "w1.log").read_text()
+
+
+def test_two_repositories_with_the_same_deployment_keep_their_own_state(stack: Stack, tmp_path: Path) -> None:
+    """One webhook, two repositories, one store: the same deployment id in each is two states, two last-goods.
+    Were the state shared, the second repository's apply would destroy the first one's role."""
+    server, hook, stub, work, refs = stack
+    second = tmp_path / "second-work"
+    shutil.copytree(EXAMPLE / "terraform", second / "terraform")
+    # pinned in the repository for its own CLI and CI runs; the webhook checks it matches
+    (second / "tfo.toml").write_text('[tfo]\nrollback = "reapply"\nnamespace = "repos/org/second"\n')
+    (second / "Accounts/acct-b/policies").mkdir(parents=True)
+    (second / "Accounts/acct-b/policies/auditor.json").write_text('{"Statement": []}\n')
+    role = 'iam_roles = {\n  %s = { policy_file = "policies/auditor.json" }\n}\n'
+    (second / "Accounts/acct-b/platform.tfvars").write_text(role % "auditor")
+    git(tmp_path, "init", "-q", "-b", "main", str(second))
+    git(second, "add", "-A")
+    git(second, "commit", "-qm", "base")
+    second_base = git(second, "rev-parse", "HEAD")
+    remote = tmp_path / "second.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(second), str(remote)], check=True)
+    toml = server.root / "tfo.toml"
+    toml.write_text(toml.read_text() + f'\n[tfo.webhook.repositories."org/second"]\nremote_url = "{remote}"\n')
+    hook.proc.terminate()
+    hook.proc.wait(timeout=20)
+    hook.proc = hook.launch()
+    hook.wait_healthy(tmp_path / "webhook.log")
+
+    p = work / "Accounts/acct-b/platform.tfvars"
+    p.write_text(p.read_text() + "\n# touched\n")
+    git(work, "commit", "-qam", "touch platform")
+    git(work, "push", "-q", "origin", "main")
+    code, body = hook.send("push", _push(work, refs["base"]))
+    assert code == 202, body
+    assert _summary(server, body["run_id"])["status"] == "succeeded"
+
+    (second / "Accounts/acct-b/platform.tfvars").write_text(role % "auditor" + "# touched\n")
+    git(second, "commit", "-qam", "touch platform")
+    git(second, "push", "-q", str(remote), "main")
+    event = {"ref": "refs/heads/main", "before": second_base, "after": git(second, "rev-parse", "HEAD"),
+             "repository": {"full_name": "org/second"}, "sender": {"login": "dev"}}
+    code, body = hook.send("push", event)
+    assert code == 202, body
+    summary = _summary(server, body["run_id"])
+    assert summary["status"] == "succeeded", json.dumps(summary["deployments"])
+    [dep] = summary["deployments"]
+    assert dep["id"] == "iam/acct-b/us-east-1/platform"
+    assert dep["state_key"] == "repos/org/second/iam/acct-b/us-east-1/platform/terraform.tfstate"
+
+    assert set(server.world_state()) == {"iam.acct-b.us-east-1.platform.deployer",
+                                         "iam.acct-b.us-east-1.platform.auditor"}
+    store = server.root / ".tfo" / "store"
+    first_state = json.loads((store / "iam/acct-b/us-east-1/platform/terraform.tfstate").read_text())
+    second_state = json.loads((store / dep["state_key"]).read_text())
+    assert "deployer" in json.dumps(first_state) and "auditor" not in json.dumps(first_state)
+    assert "auditor" in json.dumps(second_state) and "deployer" not in json.dumps(second_state)
+    assert (store / "last-good/iam/acct-b/us-east-1/platform.json").is_file()
+    assert (store / "last-good/repos/org/second/iam/acct-b/us-east-1/platform.json").is_file()
+    second_sha = event["after"]
+    assert (second_sha, "success", "tfo/apply") in [(s["sha"], s["state"], s["context"]) for s in stub.statuses]
+
+    # a repository cannot move onto another namespace (another repository's state): the run is refused
+    (second / "tfo.toml").write_text('[tfo]\nnamespace = "repos/org/infra"\n')
+    git(second, "commit", "-qam", "claim another namespace")
+    git(second, "push", "-q", str(remote), "main")
+    code, body = hook.send("push", {**event, "before": second_sha, "after": git(second, "rev-parse", "HEAD")})
+    assert code == 202, body
+    refused = _summary(server, body["run_id"])
+    assert refused["status"] == "invalid" and "repos/org/infra" in refused["error"], refused
+
+    # a signed push naming a commit that is not on the apply branch (a pull request's head) applies nothing
+    git(second, "checkout", "-qb", "feature")
+    (second / "Accounts/acct-b/platform.tfvars").write_text(role % "intruder")
+    git(second, "commit", "-qam", "unreviewed")
+    git(second, "push", "-q", str(remote), "feature")
+    code, body = hook.send("push", {**event, "before": second_sha, "after": git(second, "rev-parse", "HEAD")})
+    assert code == 202, body
+    forged = _summary(server, body["run_id"])
+    assert forged["status"] == "failed" and "not on refs/heads/main" in forged["error"], forged
+    assert "iam.acct-b.us-east-1.platform.intruder" not in server.world_state()

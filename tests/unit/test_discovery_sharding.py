@@ -135,3 +135,34 @@ def test_changed_files_selects_and_skips(tmp_path: Path) -> None:
     assert all("not an input of any deployment" in s.reason for s in chosen.skipped)
     module_change = build_deployments(cfg, discover(cfg, changed_files="terraform/main.tf\n"))
     assert {s.id for s in module_change.specs} == {"s3/a/us-east-1/p", "kms/b/us-east-1/q"}
+
+
+def test_a_namespace_prefixes_state_keys_and_last_good_but_not_ids_or_bundles(tmp_path: Path) -> None:
+    import gzip
+    import io
+    import tarfile
+    from dataclasses import replace
+
+    from orchestrator import keys
+    from orchestrator.bundle import build_bundle
+
+    cfg = make(tmp_path, {"Accounts/acct-a/lake.tfvars": "s3_buckets = { a = {} }\n"})
+    plain = build_deployments(cfg, discover(cfg)).specs[0]
+    spaced = build_deployments(replace(cfg, namespace="repos/o/r"), discover(cfg)).specs[0]
+    assert plain.id == spaced.id == "s3/acct-a/us-east-1/lake"
+    assert plain.state_key == "s3/acct-a/us-east-1/lake/terraform.tfstate" and plain.namespace == ""
+    assert spaced.state_key == "repos/o/r/s3/acct-a/us-east-1/lake/terraform.tfstate"
+    assert keys.last_good(spaced.id, spaced.namespace) == "last-good/repos/o/r/s3/acct-a/us-east-1/lake.json"
+    assert keys.last_good(plain.id, plain.namespace) == "last-good/s3/acct-a/us-east-1/lake.json"  # as before
+    # without a namespace a bundle is byte for byte what it was before namespaces existed
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(build_bundle(cfg, plain)))) as tar:
+        meta = tar.extractfile(".tfo/spec.json").read()  # type: ignore[union-attr]
+    assert b"namespace" not in meta
+
+
+@pytest.mark.parametrize("namespace", ["../x", "/abs", "a//b", "audit/x", "a b"])
+def test_a_bad_namespace_is_a_config_error(tmp_path: Path, namespace: str) -> None:
+    from orchestrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="namespace"):
+        load_config(repo_root=tmp_path, environ={"TFO_NAMESPACE": namespace})

@@ -309,3 +309,70 @@ def test_a_resumed_pull_request_plan_passes_today_s_trust_policy_first(tmp_path:
         assert starter._still_trusted(seen[0])
     finally:
         stub.stop()
+
+
+SEVERAL = '''[tfo.webhook]
+repository = "o/r"
+remote_url = "/git/r.git"
+
+[tfo.webhook.repositories."o/second"]
+remote_url = "/git/second.git"
+
+[tfo.webhook.repositories."Team/Legacy"]
+remote_url = "/git/legacy.git"
+namespace = "teams/legacy/infra"
+'''
+
+
+def test_several_repositories_each_with_its_remote_mirror_and_store_namespace(tmp_path: Path) -> None:
+    (tmp_path / "tfo.toml").write_text(SEVERAL)
+    cfg = load_config(repo_root=tmp_path, environ={})
+    served = cfg.webhook.served()
+    assert {s.name: (s.remote_url, s.namespace) for s in served.values()} == {
+        "o/r": ("/git/r.git", ""),  # the one a webhook served alone keeps its state where it was
+        "o/second": ("/git/second.git", "repos/o/second"),
+        "Team/Legacy": ("/git/legacy.git", "teams/legacy/infra")}
+    assert len({s.mirror for s in served.values()}) == 3  # one mirror each, none inside another
+    assert all(cfg.resolve(s.mirror).parent == cfg.resolve(cfg.webhook.mirror_dir).parent for s in served.values())
+    starter = RecordingStarter()
+    client = create_app(cfg, SECRET, starter).test_client()
+    for i, name in enumerate(("o/second", "team/legacy", "o/r")):
+        r = post(client, "push", {**push(), "repository": {"full_name": name}}, delivery=f"s-{i}")
+        assert r.status_code == 202, r.get_json()
+    assert [j.repo for j in starter.jobs] == ["o/second", "team/legacy", "o/r"]
+    r = post(client, "push", {**push(), "repository": {"full_name": "o/third"}}, delivery="s-x")
+    assert r.status_code == 200 and r.get_json()["status"] == "ignored"
+    assert "o/r, o/second, Team/Legacy" in r.get_json()["reason"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[tfo.webhook.repositories."o/x"]\nnamespace = "a/b/c"\n', "needs remote_url"),
+    ('[tfo.webhook.repositories."O/SECOND"]\nremote_url = "/g"\n', "O/SECOND is named twice"),
+    ('[tfo.webhook.repositories."o/x"]\nremote_url = "/g"\nnamespace = "repos/o/second"\n', "could collide"),
+    ('[tfo.webhook.repositories."o/x"]\nremote_url = "/g"\nnamespace = "REPOS/O/SECOND"\n', "could collide"),
+    ('[tfo.webhook.repositories."o/x"]\nremote_url = "/g"\nnamespace = "repos/o/second/x"\n', "could collide"),
+    ('[tfo.webhook.repositories."o/x"]\nremote_url = "/g"\nnamespace = ""\n', "could collide"),
+    ('[tfo.webhook.repositories."o/x"]\nremote_url = "/g"\nnamespace = "a/b"\n', "fewer than 3 parts"),
+    ('[tfo.webhook.repositories."o/x"]\nremote_url = "/g"\nnamespace = "../up/x"\n', "namespace"),
+    ('[tfo.webhook.repositories."o/x"]\nremote_url = "/g"\nnamespace = "runs/x/y"\n', "tfo's own store prefixes"),
+    ('[tfo.webhook.repositories."o/.github"]\nremote_url = "/g"\n', "set .* namespace"),
+    ('[tfo.webhook.repositories."not-a-repo"]\nremote_url = "/g"\n', "expected OWNER/NAME"),
+    ('[tfo.webhook.repositories]\n"o/x" = "/g"\n', "must be a table"),
+])
+def test_bad_repository_tables_are_config_errors(tmp_path: Path, extra: str, message: str) -> None:
+    from orchestrator.errors import ConfigError
+
+    (tmp_path / "tfo.toml").write_text(SEVERAL + "\n" + extra)
+    with pytest.raises(ConfigError, match=message):
+        load_config(repo_root=tmp_path, environ={})
+
+
+def test_a_lone_remote_url_and_the_repositories_table_in_the_environment_are_refused_clearly(tmp_path: Path) -> None:
+    from orchestrator.errors import ConfigError
+
+    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nremote_url = "/g"\n')
+    with pytest.raises(ConfigError, match=r"without webhook\.repository"):
+        load_config(repo_root=tmp_path, environ={})
+    (tmp_path / "tfo.toml").write_text(SEVERAL)
+    cfg = load_config(repo_root=tmp_path, environ={"TFO_WEBHOOK_REPOSITORIES": "x"})  # not settable: ignored
+    assert set(cfg.webhook.served()) == {"o/r", "o/second", "team/legacy"}
