@@ -8,6 +8,7 @@ Exit codes:
        or an unexpected error (a bug); then stderr has one line naming the error and a file that holds
        its traceback: `tfo-error-<time>-<random>.log` (0600) in the workdir (`workdir`, default
        `.tfo/work`), else in `./.tfo` when the config cannot be loaded, else in the temp directory
+  4    refused by policy: a [tfo.policy] rule blocked a deployment (nothing failed); it was not applied
   130  interrupted by Ctrl-C (SIGINT); a local run first stops cleanly and records its deployments
        as cancelled
 """
@@ -82,6 +83,10 @@ def _run_options(f: F) -> F:
     f = click.option("--executor", type=click.Choice(["local", "celery"]),
                      help="Default: celery when a broker is configured.")(f)
     f = click.option("--max-workers", type=click.IntRange(min=1), help="Parallel deployments (local executor).")(f)
+    f = click.option("--allow-destroy", is_flag=True,
+                     help="Waive [tfo.policy] protect_destroy for this run (recorded in the audit).")(f)
+    f = click.option("--approved-by", "approved_by", multiple=True, metavar="WHO",
+                     help="An approval for policy rules that need one (repeatable; recorded in the audit).")(f)
     return selector_options(f)
 
 
@@ -89,11 +94,13 @@ def _run_options(f: F) -> F:
 @_run_options
 @click.pass_obj
 def plan(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None,
-         json_out: Path | None, markdown_out: Path | None, executor: str | None, max_workers: int | None) -> int:
-    """Plan the selected deployments (exit 0 even with changes)."""
+         json_out: Path | None, markdown_out: Path | None, executor: str | None, max_workers: int | None,
+         allow_destroy: bool, approved_by: tuple[str, ...]) -> int:
+    """Plan the selected deployments (exit 0 even with changes; 4 when a policy rule refuses one)."""
     return run_cmd.run_terraform(g, read_selectors(paths, changed_files, git_diff), Action.PLAN,
                                  json_out=json_out, markdown_out=markdown_out, executor=executor,
-                                 max_workers=max_workers, rollback=None, atomic=False, no_wait=False)
+                                 max_workers=max_workers, rollback=None, atomic=False, no_wait=False,
+                                 allow_destroy=allow_destroy, approved_by=approved_by)
 
 
 @cli.command()
@@ -104,11 +111,12 @@ def plan(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, gi
 @click.pass_obj
 def apply(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None,
           json_out: Path | None, markdown_out: Path | None, executor: str | None, max_workers: int | None,
-          rollback: str | None, atomic: bool, no_wait: bool) -> int:
-    """Apply the selected deployments: lease, backup, apply, automatic rollback on failure."""
+          rollback: str | None, atomic: bool, no_wait: bool, allow_destroy: bool, approved_by: tuple[str, ...]) -> int:
+    """Apply the selected deployments: lease, policy, backup, apply, automatic rollback on failure."""
     return run_cmd.run_terraform(g, read_selectors(paths, changed_files, git_diff), Action.APPLY,
                                  json_out=json_out, markdown_out=markdown_out, executor=executor,
-                                 max_workers=max_workers, rollback=rollback, atomic=atomic, no_wait=no_wait)
+                                 max_workers=max_workers, rollback=rollback, atomic=atomic, no_wait=no_wait,
+                                 allow_destroy=allow_destroy, approved_by=approved_by)
 
 
 @cli.group()

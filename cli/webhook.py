@@ -435,7 +435,7 @@ class RunStarter:
                       webhook=self.cfg.webhook, workdir=str(self.cfg.workdir_path),
                       plugin_cache_dir=self.cfg.plugin_cache_dir, terraform_bin=self.cfg.terraform_bin,
                       terraform_env=self.cfg.terraform_env, cache_dir=self.cfg.cache_dir,
-                      accounts=self.cfg.accounts,
+                      accounts=self.cfg.accounts, policy=self.cfg.policy,
                       # never the repository's choice: another namespace would be another repository's state
                       namespace=served.namespace)
         target = job.target

@@ -35,6 +35,7 @@ def base_metadata(run: RunSpec) -> dict[str, Any]:
     return {"run_id": run.run_id, "actor": run.actor, "git_sha": run.git_sha,
             "action": run.options.action.value, "atomic": run.options.atomic,
             "rollback_strategy": run.options.rollback, "tfo_version": __version__,
+            "allow_destroy": run.options.allow_destroy, "approved_by": list(run.options.approved_by),
             "started_at": run.started_at}
 
 

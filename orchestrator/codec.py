@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from enum import Enum
 from functools import cache
 from typing import Any, TypeVar
@@ -55,8 +56,9 @@ def _decode(hint: Any, data: Any) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_decode(args[0], v) for v in data)
         return tuple(_decode(a, v) for a, v in zip(args, data, strict=True))
-    if origin is dict:
-        return dict(data)
+    if origin in (dict, Mapping):
+        args = typing.get_args(hint)
+        return {k: _decode(args[1], v) for k, v in data.items()} if len(args) == 2 else dict(data)
     if hint is float and isinstance(data, int):
         return float(data)
     return data

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
-from orchestrator.models import RollbackStrategy
+from orchestrator.models import AccountPolicy, PolicyConfig, RollbackStrategy
 from orchestrator.names import unsafe_name_reason
 
 DEFAULT_SERVICES: dict[str, str] = {
@@ -202,6 +202,7 @@ class TfoConfig:
     celery: CeleryConfig = field(default_factory=CeleryConfig)
     github: GitHubConfig = field(default_factory=GitHubConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def resolve(self, relative: str) -> Path:
         """A configured path, relative to the repo root unless absolute."""
@@ -332,6 +333,15 @@ def load_config(
             if not isinstance(section, dict) or not all(isinstance(v, str | int | bool) for v in section.values()):
                 raise ConfigError(f"{where} [tfo.{name}]: must be a table of strings")
             maps[name] = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in section.items()}
+    policy_raw = dict(data.pop("policy", None) or {})
+    policy_accounts = {}
+    for acct, settings in dict(policy_raw.pop("accounts", None) or {}).items():
+        section = f"{where} [tfo.policy.accounts.{acct}]"
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{section}: must be a table (require_approvals)")
+        policy_accounts[str(acct)] = AccountPolicy(**_scalar_fields(AccountPolicy, settings, section))
+    policy = PolicyConfig(**_scalar_fields(PolicyConfig, policy_raw, f"{where} [tfo.policy]"),
+                          accounts=policy_accounts)
     accounts_raw = data.pop("accounts", {})
     accounts = {
         str(acct): AccountConfig(**_scalar_fields(AccountConfig, settings, f"{where} [tfo.accounts.{acct}]"))
@@ -367,6 +377,7 @@ def load_config(
         github=GitHubConfig(**sections["github"]),
         webhook=WebhookConfig(**sections["webhook"], repositories=repositories),
         accounts=accounts,
+        policy=policy,
         **maps,
         **top,
     )
@@ -399,6 +410,8 @@ def _check(cfg: TfoConfig, where: str) -> None:
     if refused:
         raise ConfigError(f"{where}: terraform_env names {', '.join(refused)}: tfo's own secrets are never passed "
                           "to terraform (a plan runs the repository's code)")
+    if cfg.policy.max_changes < 0 or any(a.require_approvals < 0 for a in cfg.policy.accounts.values()):
+        raise ConfigError(f"{where}: [tfo.policy] max_changes and require_approvals cannot be negative")
     if cfg.max_workers < 1:
         raise ConfigError(f"{where}: max_workers must be at least 1")
     c = cfg.celery

@@ -7,18 +7,21 @@ To add a step (a policy gate, say), write a Step on DeployContext and put it in 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from orchestrator import audit, keys
 from orchestrator.errors import StateBackupError, TfoError
-from orchestrator.models import Action, DeploymentResult, DeploymentSpec, PlanSummary, RunSpec, Status
+from orchestrator.models import Action, DeploymentResult, DeploymentSpec, PlanSummary, RunSpec, Status, Violation
+from orchestrator.policy import evaluate
 from orchestrator.procs import host_name, processes_in, wait_until_idle
 from orchestrator.record import UNRECORDED, Checkpoint, DeploymentRecord, Phase
 from orchestrator.runtime import Runtime
 from orchestrator.state import state_serial
 from orchestrator.steps import (
+    PLAN_FILE,
     ApplyStep,
     ForceUnlockStep,
     InitStep,
@@ -46,6 +49,7 @@ class Outcome:
     state_serial: int | None = None
     previous_bundle_key: str = ""
     keep_lease: bool = False
+    violations: tuple[Violation, ...] = ()
 
 
 @dataclass(kw_only=True)
@@ -102,6 +106,35 @@ class AfterLostApply:
         return StepResult(self.name, StepStatus.FAILED, (
             f"the attempt on {who} was lost during apply and left infrastructure partly changed; "
             "not applying twice, rolling back instead"))
+
+
+@dataclass(frozen=True)
+class PolicyGate:
+    """The policy rules read the plan (`terraform show -json`) before anything is applied; a refusal ends the
+    deployment `blocked`, with the rules and resources in its result. Plans are judged too, so reviewers
+    see the verdict before an apply. No rules configured, or no changes: nothing to judge."""
+
+    name: str = "policy"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        policy = ctx.run.policy
+        if not policy.active or not ctx.has_changes:
+            return StepResult(self.name, StepStatus.OK)
+        ctx.rt.event(ctx.spec.id, self.name)
+        show = ctx.execute(self.name, ["show", "-json", "-no-color", PLAN_FILE])
+        if not show.ok:
+            return ctx.result(show)
+        try:
+            plan = json.loads(show.output)
+        except json.JSONDecodeError:
+            return StepResult(self.name, StepStatus.FAILED, "terraform show -json printed no plan document", show)
+        violations = evaluate(plan, ctx.spec, policy, ctx.run.options)
+        if not violations:
+            return StepResult(self.name, StepStatus.OK, command=show)
+        ctx.out.violations = violations
+        ctx.out.status = Status.BLOCKED
+        ctx.out.error = ctx.redactor.redact("refused by policy: " + "; ".join(map(str, violations)))
+        return StepResult(self.name, StepStatus.DONE, ctx.out.error, show)
 
 
 @dataclass(frozen=True)
@@ -170,13 +203,13 @@ class ApplyChanges:
 
 
 PIPELINES: dict[Action, tuple[Step[DeployContext], ...]] = {
-    Action.PLAN: (InitStep(), PlanChanges(), ShowPlanStep(), ChangesGate()),
-    Action.APPLY: (InitStep(), PlanChanges(), ShowPlanStep(), AfterLostApply(), ChangesGate(), BackupStep(),
-                   ApplyChanges()),
+    Action.PLAN: (InitStep(), PlanChanges(), ShowPlanStep(), PolicyGate(), ChangesGate()),
+    Action.APPLY: (InitStep(), PlanChanges(), ShowPlanStep(), AfterLostApply(), PolicyGate(), ChangesGate(),
+                   BackupStep(), ApplyChanges()),
 }
-# The steps whose start is shown as the deployment's phase (progress, Flower); backup and apply announce
-# themselves, once they know they will run.
-ANNOUNCED = ("init", "plan", "policy")
+# The steps whose start is shown as the deployment's phase (progress, Flower); policy, backup and apply
+# announce themselves, once they know they will run.
+ANNOUNCED = ("init", "plan")
 
 
 def run_pipeline(steps: Sequence[Step[DeployContext]], ctx: DeployContext) -> None:
@@ -299,6 +332,7 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, record: DeploymentR
         "state_serial": out.state_serial,
         "previous_bundle_key": out.previous_bundle_key,
         "duration_s": round(duration, 3),
+        "policy": [v.to_dict() for v in out.violations],
         "steps": [audit.command_record(r) for r in log],
     }
     audit_key, audit_error = audit.write(rt.store, keys.audit_deployment(run.run_id, run.started_at, spec.id),
@@ -322,7 +356,7 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, record: DeploymentR
         spec=spec, action=run.options.action, status=out.status, plan=out.plan,
         backup_key=out.backup_key, audit_key=audit_key, plan_text=out.plan_text, error=error,
         duration_s=duration, host=rt.host, applied=out.applied, state_serial=out.state_serial,
-        previous_bundle_key=out.previous_bundle_key, lease_held=keep,
+        previous_bundle_key=out.previous_bundle_key, lease_held=keep, violations=out.violations,
     )
     try:
         record.finish(result)

@@ -13,6 +13,7 @@ EXIT_OK = 0
 EXIT_DEPLOYMENT_FAILED = 1
 EXIT_INVALID_INPUT = 2
 EXIT_PLATFORM = 3
+EXIT_POLICY = 4  # a policy rule refused a deployment (and nothing failed)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, as a shell reports it
 
 

@@ -7,6 +7,7 @@ reports, the store and the JSON contract (an enum's value is what users see).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Self
@@ -27,6 +28,7 @@ class Status(StrEnum):
     ROLLBACK_FAILED = "rollback_failed"
     INVALID = "invalid"
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"  # refused by a policy rule before apply: nothing was changed
 
     @property
     def ok(self) -> bool:
@@ -41,6 +43,7 @@ class RunStatus(StrEnum):
     FAILED = "failed"  # a deployment failed; or (a webhook run) it could not be started
     CANCELLED = "cancelled"
     INVALID = "invalid"  # never started: its input did not validate
+    BLOCKED = "blocked"  # a policy rule refused a deployment (and nothing failed)
 
 
 class RollbackStrategy(StrEnum):
@@ -131,6 +134,20 @@ class RollbackRecord(Record):
 
 
 @dataclass(frozen=True)
+class Violation(Record):
+    """One policy rule's refusal of a deployment's plan."""
+
+    rule: str
+    message: str
+    resources: tuple[str, ...] = ()  # the resource addresses it is about
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.resources[:20]) + (f" and {len(self.resources) - 20} more"
+                                                  if len(self.resources) > 20 else "")
+        return f"{self.rule}: {self.message}" + (f" [{shown}]" if shown else "")
+
+
+@dataclass(frozen=True)
 class DeploymentResult(Record):
     spec: DeploymentSpec
     action: Action
@@ -150,6 +167,7 @@ class DeploymentResult(Record):
     previous_bundle_key: str = ""
     lease_held: bool = False
     rollback: RollbackRecord | None = None
+    violations: tuple[Violation, ...] = ()  # the policy rules that refused it (status blocked)
 
     def public_dict(self) -> dict[str, Any]:
         """`to_dict` without the variables' values: safe for a result backend and Flower."""
@@ -176,7 +194,28 @@ class DeploymentResult(Record):
             "duration_s": round(self.duration_s, 3),
             "error": self.error or None,
             "host": self.host,
+            "policy": [v.to_dict() for v in self.violations],
         }
+
+
+@dataclass(frozen=True)
+class AccountPolicy(Record):
+    # Applies to this account need this many approvals (`--approved-by` on the CLI, recorded in the audit).
+    require_approvals: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyConfig(Record):
+    # Resource types (globs) whose delete or replace is refused unless the run allows destroys.
+    protect_destroy: tuple[str, ...] = ()
+    # More resource changes than this in one deployment need an approval (0: no limit).
+    max_changes: int = 0
+    accounts: Mapping[str, AccountPolicy] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.protect_destroy or self.max_changes
+                    or any(a.require_approvals for a in self.accounts.values()))
 
 
 @dataclass(frozen=True)
@@ -184,6 +223,9 @@ class RunOptions:
     action: Action
     rollback: RollbackStrategy = RollbackStrategy.REAPPLY
     atomic: bool = False
+    # Policy waivers, recorded in the audit: destroys of protected types allowed; who approved.
+    allow_destroy: bool = False
+    approved_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,6 +240,9 @@ class RunSpec(Record):
     git_sha: str = ""
     # Where to report back, e.g. {"github": {"repo": "o/r", "sha": "...", "pr": 12}}.
     notify: dict[str, Any] = field(default_factory=dict)
+    # The rules its plans are judged by, fixed by the producer (the webhook: the server's, never the
+    # repository's), so every executor and worker judges the run alike.
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
 
 @dataclass(frozen=True)
@@ -213,6 +258,8 @@ class RunResult:
             return RunStatus.CANCELLED
         if all(r.status.ok for r in self.results):
             return RunStatus.SUCCEEDED
+        if all(r.status.ok or r.status == Status.BLOCKED for r in self.results):
+            return RunStatus.BLOCKED
         return RunStatus.FAILED
 
     def report_dict(self) -> dict[str, Any]:

@@ -44,6 +44,8 @@ class RunRequest:
     action: Action
     rollback: RollbackStrategy = RollbackStrategy.REAPPLY
     atomic: bool = False
+    allow_destroy: bool = False  # policy waivers (recorded in the audit)
+    approved_by: tuple[str, ...] = ()
     actor: str = ""  # default: who runs this process (CI's actor variables first)
     git_sha: str = ""  # default: the repository's HEAD
     # Where to report back, e.g. {"github": {"repo": "o/r", "sha": "...", "pr": 12}}.
@@ -87,12 +89,14 @@ def prepare(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], reque
     now = datetime.now(UTC)
     run = RunSpec(
         run_id=request.run_id or new_run_id(now),
-        options=RunOptions(request.action, request.rollback, request.atomic),
+        options=RunOptions(request.action, request.rollback, request.atomic, request.allow_destroy,
+                           request.approved_by),
         deployments=bundled,
         started_at=now.isoformat(),
         actor=request.actor or actor(cfg),
         git_sha=request.git_sha or git.head_sha(cfg.repo_root),
         notify=dict(request.notify),
+        policy=cfg.policy,
     )
     save_run_spec(store, run, per_deployment=distributed)
     return run

@@ -7,6 +7,7 @@ result backend or Flower. Workers read the run (and its variables) from the stor
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,7 @@ from orchestrator.cancel import CancelToken
 from orchestrator.deploy import deploy
 from orchestrator.finalize import conclude, load_run_result
 from orchestrator.record import reference, resolve_references
+from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime, build_runtime
 from orchestrator.service import load_deployment, load_run_spec
 from workers.app import FINALIZE_QUEUE, TfoCelery, process_app
@@ -34,9 +36,20 @@ RECONCILE_INTERVAL_S = 5
 _runtime: dict[int, Runtime] = {}
 
 
+log = logging.getLogger("tfo.worker")
+
+
 class TfoTask(Task):  # type: ignore[misc]
     acks_late = True
     reject_on_worker_lost = True
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   einfo: Any) -> None:
+        """A task that raised (not a failed deployment, which is a result): one redacted line naming the run.
+        Celery keeps the exception for Flower; its text may quote values, so it is redacted here too."""
+        run_id = next((a for a in args if isinstance(a, str) and keys.RUN_ID.fullmatch(a)), "?")
+        log.error("task %s (%s) of run %s raised %s: %s", self.name, task_id, run_id, type(exc).__name__,
+                  Redactor().redact(str(exc))[:500])
 
     @property
     def tfo_app(self) -> TfoCelery:

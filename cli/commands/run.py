@@ -15,7 +15,7 @@ import click
 from cli.options import GlobalOptions, Selectors, select
 from orchestrator import service
 from orchestrator.cancel import CancelToken
-from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UserError
+from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_POLICY, UserError
 from orchestrator.models import Action, RollbackStrategy, RunResult, RunStatus
 from orchestrator.progress import Progress
 from orchestrator.report import to_json, to_markdown
@@ -63,7 +63,9 @@ def print_summary(result: RunResult) -> None:
         if r.backup_key:
             line += f"  backup={r.backup_key}"
         click.echo(line)
-        if r.error:
+        for v in r.violations:
+            click.echo(f"      policy: {str(v)[:500]}")
+        if r.error and not r.violations:
             click.echo(f"      error: {r.error.splitlines()[0][:300]}")
         if r.rollback:
             rb = r.rollback
@@ -75,7 +77,8 @@ def print_summary(result: RunResult) -> None:
 
 def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out: Path | None,
                   markdown_out: Path | None, executor: str | None, max_workers: int | None,
-                  rollback: str | None, atomic: bool, no_wait: bool) -> int:
+                  rollback: str | None, atomic: bool, no_wait: bool, allow_destroy: bool = False,
+                  approved_by: tuple[str, ...] = ()) -> int:
     cfg = g.load(max_workers=max_workers, rollback=rollback)
     chosen = executor or ("celery" if cfg.celery.broker_url else "local")
     if chosen == "celery" and not cfg.celery.broker_url:
@@ -98,8 +101,8 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
         runner = CeleryExecutor(cfg, rt.store, progress)
     for s in specs:
         progress.redactor.add_sensitive_variables(s.variables, s.sensitive_variables)
-    request = service.RunRequest(action, RollbackStrategy(cfg.rollback), atomic,
-                                 git_sha=os.environ.get("GITHUB_SHA", ""))
+    request = service.RunRequest(action, RollbackStrategy(cfg.rollback), atomic, allow_destroy=allow_destroy,
+                                 approved_by=approved_by, git_sha=os.environ.get("GITHUB_SHA", ""))
     try:
         run = service.start(cfg, rt.store, specs, request, runner)
         click.echo(f"tfo {action.value}: run {run.run_id}, {len(specs)} deployment(s), {runner.name} executor, "
@@ -122,4 +125,6 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
     sys.stdout.flush()
     if token.reason == SIGINT_REASON:  # Ctrl-C: stopped cleanly, and said the way a shell expects
         return EXIT_INTERRUPTED
+    if result.status == RunStatus.BLOCKED:
+        return EXIT_POLICY
     return EXIT_OK if result.status == RunStatus.SUCCEEDED else EXIT_DEPLOYMENT_FAILED

@@ -136,6 +136,25 @@ def test_zero_and_one_deployment_runs(celery_repo: tuple[Repo, Workers], tmp_pat
     assert [d["status"] for d in _report(out)["deployments"]] == ["succeeded"]
 
 
+def test_a_policy_refusal_travels_with_the_run_to_workers_started_without_it(
+        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    """The producer fixes the rules in the run: a worker whose own config has none still blocks the destroy."""
+    repo, workers = celery_repo
+    workers.start("w1")  # reads tfo.toml now, before it has a [tfo.policy]
+    write_sample(repo)
+    assert repo.tfo("apply", "Accounts/acct-a/data-lake.tfvars", timeout=180).returncode == 0
+    toml = repo.root / "tfo.toml"
+    toml.write_text(toml.read_text() + '\n[tfo.policy]\nprotect_destroy = ["tfotest_*"]\n')
+    lake = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    lake.write_text("\n".join(ln for ln in lake.read_text().splitlines() if "curated" not in ln) + "\n")
+    out = tmp_path / "blocked.json"
+    r = repo.tfo("apply", "Accounts/acct-a/data-lake.tfvars", "--json-out", str(out), timeout=180)
+    assert r.returncode == 4, r.stdout + r.stderr
+    statuses = {d["service"]: (d["status"], [v["rule"] for v in d["policy"]]) for d in _report(out)["deployments"]}
+    assert statuses == {"s3": ("blocked", ["protect_destroy"]), "kms": ("no_changes", [])}
+    assert "s3.acct-a.us-west-2.data-lake.curated" in repo.world_state()
+
+
 def test_no_wait_then_runs_show_and_cancel(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
     repo, workers = celery_repo
     workers.start("w1")

@@ -194,3 +194,42 @@ def test_manual_rollback_restores_a_chosen_backup_and_audit_show_redacts(repo: R
     assert SECRET_TOKEN not in shown.stdout and SECRET_PASSWORD not in shown.stdout
     full = repo.tfo("audit", "show", "--unredacted", report["run_id"])
     assert SECRET_TOKEN in full.stdout
+
+
+def test_policy_blocks_a_protected_destroy_and_too_many_changes_until_waived(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    assert repo.tfo("apply").returncode == 0
+    before = repo.world_state()
+    repo.config('\n[tfo.policy]\nprotect_destroy = ["tfotest_*"]\n')
+    lake = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    lake.write_text("\n".join(ln for ln in lake.read_text().splitlines() if "curated" not in ln) + "\n")
+
+    plan = repo.tfo("plan", "--json-out", str(tmp_path / "plan.json"))
+    assert plan.returncode == 4, plan.stdout + plan.stderr  # the reviewer sees the verdict before any apply
+    blocked = repo.tfo("apply", "--json-out", str(tmp_path / "blocked.json"))
+    assert blocked.returncode == 4, blocked.stdout + blocked.stderr
+    assert "policy: protect_destroy" in blocked.stdout
+    report = json.loads((tmp_path / "blocked.json").read_text())
+    assert report["status"] == "blocked"
+    s3 = next(d for d in report["deployments"] if d["service"] == "s3")
+    assert s3["status"] == "blocked" and s3["backup_key"] is None  # refused before the backup and the apply
+    assert s3["policy"][0]["rule"] == "protect_destroy"
+    assert s3["policy"][0]["resources"] == ['tfotest_thing.bucket["curated"]']
+    assert {d["status"] for d in report["deployments"] if d["service"] != "s3"} == {"no_changes"}
+    assert repo.world_state() == before
+    assert list((_store(repo) / "locks").glob("*.lease")) == []
+
+    waived = repo.tfo("apply", "--allow-destroy", "--json-out", str(tmp_path / "waived.json"))
+    assert waived.returncode == 0, waived.stdout + waived.stderr
+    assert "s3.acct-a.us-west-2.data-lake.curated" not in repo.world_state()
+    run_id = json.loads((tmp_path / "waived.json").read_text())["run_id"]
+    audit = json.loads(repo.tfo("audit", "show", run_id).stdout)
+    assert all(r["record"]["allow_destroy"] is True for r in audit)  # the waiver is on record
+
+    repo.config('\n[tfo.policy]\nmax_changes = 1\n')
+    lake.write_text(lake.read_text().replace("raw ", "one = { versioning = true }\n  two = {}\n  raw "))
+    many = repo.tfo("apply")
+    assert many.returncode == 4 and "max_changes" in many.stdout, many.stdout + many.stderr
+    approved = repo.tfo("apply", "--approved-by", "alice")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert {"s3.acct-a.us-west-2.data-lake.one", "s3.acct-a.us-west-2.data-lake.two"} <= set(repo.world_state())
