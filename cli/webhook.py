@@ -429,7 +429,8 @@ class RunStarter:
     def _start(self, job: Job, checkout: Path, served: ServedRepository) -> None:
         repo_cfg_file = checkout / "tfo.toml"
         repo_cfg = load_config(repo_cfg_file if repo_cfg_file.is_file() else None, repo_root=checkout, environ={})
-        # The repository decides paths and policy; the server decides where things run and live.
+        # The repository decides paths and layout; the server decides where things run and live, and
+        # the policy its plans are judged by.
         store = replace(self.cfg.store, path=str(self.cfg.resolve(self.cfg.store.path)))
         cfg = replace(repo_cfg, store=store, celery=self.cfg.celery, github=self.cfg.github,
                       webhook=self.cfg.webhook, workdir=str(self.cfg.workdir_path),

@@ -333,7 +333,10 @@ def load_config(
             if not isinstance(section, dict) or not all(isinstance(v, str | int | bool) for v in section.values()):
                 raise ConfigError(f"{where} [tfo.{name}]: must be a table of strings")
             maps[name] = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in section.items()}
-    policy_raw = dict(data.pop("policy", None) or {})
+    policy_raw = data.pop("policy", None) or {}
+    if not isinstance(policy_raw, dict) or not isinstance(policy_raw.get("accounts", {}), dict):
+        raise ConfigError(f"{where} [tfo.policy]: must be a table (with [tfo.policy.accounts.NAME] tables)")
+    policy_raw = dict(policy_raw)
     policy_accounts = {}
     for acct, settings in dict(policy_raw.pop("accounts", None) or {}).items():
         section = f"{where} [tfo.policy.accounts.{acct}]"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from orchestrator import audit, keys
 from orchestrator.errors import StateBackupError, TfoError
 from orchestrator.models import Action, DeploymentResult, DeploymentSpec, PlanSummary, RunSpec, Status, Violation
-from orchestrator.policy import evaluate
+from orchestrator.policy import changed_resources, evaluate
 from orchestrator.procs import host_name, processes_in, wait_until_idle
 from orchestrator.record import UNRECORDED, Checkpoint, DeploymentRecord, Phase
 from orchestrator.runtime import Runtime
@@ -128,6 +128,10 @@ class PolicyGate:
             plan = json.loads(show.output)
         except json.JSONDecodeError:
             return StepResult(self.name, StepStatus.FAILED, "terraform show -json printed no plan document", show)
+        # The audit keeps what was judged, not the plan document: it holds every value in the clear
+        # (prior state, before and after), which `tfo audit show` could not mask.
+        judged = [{"address": a, "type": t, "actions": acts} for a, t, acts in changed_resources(plan)]
+        ctx.log[-1] = replace(show, output=json.dumps({"resource_changes": judged}))
         violations = evaluate(plan, ctx.spec, policy, ctx.run.options)
         if not violations:
             return StepResult(self.name, StepStatus.OK, command=show)

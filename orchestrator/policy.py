@@ -41,7 +41,7 @@ def evaluate(plan: Mapping[str, Any], spec: DeploymentSpec, policy: PolicyConfig
             found.append(Violation("protect_destroy", f"would {verb} {len(destroyed)} protected resource(s) "
                                    f"(protect_destroy = {list(policy.protect_destroy)}); apply with --allow-destroy "
                                    "once that is intended", tuple(destroyed)))
-    approvals = len(options.approved_by)
+    approvals = len({who.strip().lower() for who in options.approved_by if who.strip()})  # distinct people
     if policy.max_changes and len(changes) > policy.max_changes and not approvals:
         found.append(Violation("max_changes", f"{len(changes)} resource changes, more than max_changes = "
                                f"{policy.max_changes}; needs an approval (--approved-by)",

@@ -41,8 +41,10 @@ def _escape(cell: str) -> str:
 
 def _body(r: DeploymentResult) -> str:
     plan = r.plan_text.lstrip("\r\n").rstrip()  # leading spaces are terraform's indentation
-    parts = [plan] if plan else []
-    if r.error:
+    # The policy verdict first: a body cut to fit keeps its start, and the verdict is why it is shown.
+    parts = [f"Refused by policy: {v}" for v in r.violations]
+    parts += [plan] if plan else []
+    if r.error and not r.violations:
         parts.append(f"Error: {r.error}")
     if r.rollback and r.rollback.error:
         parts.append(f"Rollback: {r.rollback.error}")

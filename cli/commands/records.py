@@ -10,7 +10,7 @@ import click
 
 from cli.options import GlobalOptions
 from orchestrator import keys
-from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_OK, UnknownDeploymentError, UserError
+from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_OK, EXIT_POLICY, UnknownDeploymentError, UserError
 from orchestrator.models import RunStatus
 from orchestrator.names import unsafe_name_reason
 from orchestrator.record import DeploymentRecord, Phase
@@ -50,7 +50,9 @@ def runs_show(g: GlobalOptions, run_id: str) -> int:
         summary = None
     if summary is not None:
         click.echo(json.dumps(summary, indent=2))
-        return EXIT_OK if summary.get("status") == "succeeded" else EXIT_DEPLOYMENT_FAILED
+        if summary.get("status") == RunStatus.BLOCKED:
+            return EXIT_POLICY
+        return EXIT_OK if summary.get("status") == RunStatus.SUCCEEDED else EXIT_DEPLOYMENT_FAILED
     try:
         run = load_run_spec(store, run_id)
     except KeyError:

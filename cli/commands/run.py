@@ -65,7 +65,7 @@ def print_summary(result: RunResult) -> None:
         click.echo(line)
         for v in r.violations:
             click.echo(f"      policy: {str(v)[:500]}")
-        if r.error and not r.violations:
+        if r.error and not r.error.startswith("refused by policy"):
             click.echo(f"      error: {r.error.splitlines()[0][:300]}")
         if r.rollback:
             rb = r.rollback

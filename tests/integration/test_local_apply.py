@@ -218,6 +218,14 @@ def test_policy_blocks_a_protected_destroy_and_too_many_changes_until_waived(rep
     assert {d["status"] for d in report["deployments"] if d["service"] != "s3"} == {"no_changes"}
     assert repo.world_state() == before
     assert list((_store(repo) / "locks").glob("*.lease")) == []
+    # the audit keeps what was judged, not the plan document (it holds every value in the clear)
+    records = json.loads(repo.tfo("audit", "show", report["run_id"], "--unredacted").stdout)
+    judged = [st for r in records for st in r["record"].get("steps", []) if st["step"] == "policy"]
+    assert judged and all("prior_state" not in st["output"] for st in judged)
+    addresses = {c["address"] for st in judged for c in json.loads(st["output"])["resource_changes"]}
+    assert 'tfotest_thing.bucket["curated"]' in addresses
+    shown = repo.tfo("runs", "show", report["run_id"])
+    assert shown.returncode == 4 and '"blocked"' in shown.stdout
 
     waived = repo.tfo("apply", "--allow-destroy", "--json-out", str(tmp_path / "waived.json"))
     assert waived.returncode == 0, waived.stdout + waived.stderr

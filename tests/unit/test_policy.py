@@ -68,3 +68,18 @@ def test_the_rules_travel_with_the_run_so_every_worker_judges_it_alike() -> None
     back = RunSpec.from_dict(run.to_dict())
     assert back == run and back.policy.accounts["prod"].require_approvals == 2
     assert RunSpec.from_dict({k: v for k, v in run.to_dict().items() if k != "policy"}).policy == PolicyConfig()
+
+
+def test_the_same_approver_twice_is_one_approval_and_bad_policy_tables_are_config_errors(tmp_path: Any) -> None:
+    import pytest
+
+    from orchestrator.config import load_config
+    from orchestrator.errors import ConfigError
+
+    policy = PolicyConfig(accounts={"acct": AccountPolicy(require_approvals=2)})
+    assert evaluate(PLAN, spec(), policy, RunOptions(Action.APPLY, approved_by=("alice", "Alice ", ""))) != ()
+    for text in ('[tfo]\npolicy = "x"\n', "[tfo.policy]\naccounts = 3\n", "[tfo.policy]\nmax_changes = -1\n",
+                 "[tfo.policy]\nunknown = 1\n"):
+        (tmp_path / "tfo.toml").write_text(text)
+        with pytest.raises(ConfigError):
+            load_config(repo_root=tmp_path, environ={})
