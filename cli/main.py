@@ -9,12 +9,14 @@ Exit codes:
        its traceback: `tfo-error-<time>-<random>.log` (0600) in the workdir (`workdir`, default
        `.tfo/work`), else in `./.tfo` when the config cannot be loaded, else in the temp directory
   4    refused by policy: a [tfo.policy] rule blocked a deployment (nothing failed); it was not applied
+  141  the reader of stdout went away (`| head`); nothing else is affected
   130  interrupted by Ctrl-C (SIGINT); a local run first stops cleanly and records its deployments
        as cancelled
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -31,7 +33,7 @@ import click
 from cli.commands import run as run_cmd
 from cli.options import GlobalOptions, read_selectors, selector_options
 from orchestrator import __version__
-from orchestrator.errors import EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_PLATFORM, TfoError
+from orchestrator.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_PLATFORM, TfoError
 from orchestrator.models import Action
 from orchestrator.procs import keep_private
 from orchestrator.redaction import Redactor
@@ -308,6 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("tfo: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except SystemExit:
+        # click answers a reader that went away (`tfo discover --json | head`) with exit 1, which here
+        # means "a deployment failed"; say what a shell says of a process stopped by SIGPIPE instead.
+        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):  # click's wrapper once the pipe broke
+            return EXIT_BROKEN_PIPE
+        raise
+    except BrokenPipeError:  # a write outside click's own handling: the same, and later writes go nowhere
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as e:
         return _internal_error(e, args)
     return int(rv or 0)

@@ -365,7 +365,9 @@ def load_config(
                 sections[section_hit][key] = _coerce(var, value, getattr(cls(), key))
             continue
         if rest in {f.name for f in fields(TfoConfig)} and rest not in _MAP_SECTIONS and rest != "repo_root":
-            top[rest] = _coerce(var, value, getattr(TfoConfig(repo_root=root), rest))
+            default = getattr(TfoConfig(repo_root=root), rest)
+            if isinstance(default, str | int | float | bool | tuple):  # tables (accounts, policy) are the file's
+                top[rest] = _coerce(var, value, default)
 
     for key, value in (overrides or {}).items():
         if value is not None:

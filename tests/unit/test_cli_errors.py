@@ -119,3 +119,28 @@ def test_sigint_to_a_real_tfo_process_exits_130(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "tfo: interrupted" in err and "Traceback" not in err
+
+
+def test_a_reader_that_goes_away_is_said_quietly_with_141(tmp_path: Path) -> None:
+    """`tfo discover --json | head -0`: the pipe closes before tfo writes; not an internal error, no log."""
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "terraform").mkdir()
+    (tmp_path / "terraform" / "main.tf").write_text("")
+    (tmp_path / "Accounts" / "acct").mkdir(parents=True)
+    (tmp_path / "Accounts" / "acct" / "p.tfvars").write_text("s3_buckets = { a = {} }\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before tfo writes a byte
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "discover", "--json"], cwd=tmp_path, stdout=write_end,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)},
+                          timeout=60, check=False)
+    os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert not list(tmp_path.rglob("tfo-error-*.log"))
+
+
+def test_tables_named_in_the_environment_are_not_taken_for_values(tmp_path: Path) -> None:
+    from orchestrator.config import load_config
+
+    cfg = load_config(repo_root=tmp_path, environ={"TFO_POLICY": "x", "TFO_ACCOUNTS": "y", "TFO_MAX_WORKERS": "3"})
+    assert cfg.max_workers == 3 and not cfg.policy.active and cfg.accounts == {}
