@@ -16,6 +16,7 @@ import json
 import os
 import re
 import time
+import types
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,8 +28,14 @@ from orchestrator.errors import Problem
 from orchestrator.hcl import HclError, Lines, parse_file
 from orchestrator.hcl.json_syntax import JsonValue, parse_json_object
 from orchestrator.hcl.literal_lines import read_literal_lines
-from orchestrator.hcl.syntax import Expr, Literal, ObjectCons, TupleCons
+from orchestrator.hcl.syntax import Expr, Literal, ObjectCons, TupleCons, number
 from orchestrator.hcl.values import Unsupported, evaluate, plain, string_literals
+
+compiled_reader: types.ModuleType | None
+try:
+    from orchestrator.hcl import _literal as compiled_reader
+except ImportError:  # built without a C compiler (setup.py): the Python readers read everything
+    compiled_reader = None
 
 MAX_TFVARS_BYTES = 5 * 1024 * 1024
 BOM = "\ufeff"
@@ -129,6 +136,8 @@ def _parse_file(path: Path | str, shown: str, file_keys: tuple[str, ...], readin
     json_syntax = shown.endswith(".json")
     # Terraform skips a byte-order mark before HCL, and refuses one before JSON.
     text = text if json_syntax else text.removeprefix(BOM)
+    if not json_syntax and (quick := _read_compiled(text, shown, file_keys)) is not None:
+        return quick  # faster than fetching a cached reading: the cache is for the files it cannot read
     if readings is None:
         return parse_tfvars_text(text, shown, json_syntax, file_keys)
     key = f"{_PARSE_VERSION}:{__version__}:{json_syntax}:{','.join(file_keys)}:" + \
@@ -236,19 +245,17 @@ def _from_json(raw: dict[str, Any], shown: str, text: str, json_syntax: bool) ->
         tuple(Problem(shown, m, line) for m, line in raw["warnings"]))
 
 
-def parse_tfvars_text(text: str, shown: str, json_syntax: bool = False,
-                      file_keys: tuple[str, ...] = FILE_KEYS, fast: bool = True) -> ParsedTfvars:
-    """`fast`: try the line reader for plain literals first (tests turn it off to compare the two)."""
+def parse_tfvars_text(text: str, shown: str, json_syntax: bool = False, file_keys: tuple[str, ...] = FILE_KEYS,
+                      fast: bool = True, compiled: bool = True) -> ParsedTfvars:
+    """`fast`: try the readers for plain literals first, the compiled one unless not `compiled` (tests turn
+    them off to compare them with the full reader)."""
     lines = Lines(text)
     keys = _FileKeys(file_keys)
     try:
         if json_syntax:
             attributes, problems = _json_attributes(text, lines, keys)
-        elif fast and (found := read_literal_lines(text, keys if keys.pattern else None)) is not None:
-            attributes = [TfvarsAttribute(name, lines.of(start), start, end, value, True,
-                                          tuple(FileRef(*ref) for ref in refs))
-                          for name, start, end, value, refs in found]
-            problems = []
+        elif fast and (found := _read_literals(text, keys, compiled)) is not None:
+            return _literal_reading(text, shown, lines, found)
         else:
             attributes, problems = _hcl_attributes(text, lines, keys)
     except HclError as e:
@@ -260,21 +267,75 @@ def parse_tfvars_text(text: str, shown: str, json_syntax: bool = False,
                         tuple(Problem(shown, m, lines.of(pos)) for m, pos in problems), warnings)
 
 
+Found = list[tuple[str, int, int, Any, list[tuple[str, str, int, int]]]]  # name, start, end, value, file refs
+
+
+def _literal_reading(text: str, shown: str, lines: Lines, found: Found) -> ParsedTfvars:
+    attributes = tuple(TfvarsAttribute(name, lines.of(start), start, end, value, True,
+                                       tuple(FileRef(*ref) for ref in refs))
+                       for name, start, end, value, refs in found)
+    warnings = () if attributes else (Problem(shown, "sets no variables (only comments or blank)"),)
+    return ParsedTfvars(shown, text, "hcl", attributes, (), warnings)
+
+
+def _number(text: str) -> Any:
+    return plain(number(text))
+
+
+def _compiled_literals(text: str, keys: _FileKeys) -> Found | None:
+    """A file of plain literals by the compiled reader, or None. It does not resolve file references: a
+    file with a key that names one is the Python line reader's."""
+    if compiled_reader is None:
+        return None
+    read = compiled_reader.read(text, _number)
+    if read is None:
+        return None
+    found, names = read
+    return None if keys.any_in(names) else found
+
+
+def _read_compiled(text: str, shown: str, file_keys: tuple[str, ...]) -> ParsedTfvars | None:
+    found = _compiled_literals(text, _FileKeys(file_keys))
+    return None if found is None else _literal_reading(text, shown, Lines(text), found)
+
+
+def _read_literals(text: str, keys: _FileKeys, compiled: bool) -> Found | None:
+    """A file of plain literals read fast, or None: the full reader decides."""
+    if compiled and (found := _compiled_literals(text, keys)) is not None:
+        return found
+    return read_literal_lines(text, keys if keys.pattern else None)
+
+
 @functools.lru_cache(maxsize=8)
 def _file_key_pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
 
 
+@functools.lru_cache(maxsize=8)
+def _plain_keys(patterns: tuple[str, ...]) -> set[str]:
+    return set()
+
+
 class _FileKeys:
+    """Whether a key names a file. Keys that do not are remembered for the process: files share most of
+    their keys, so most files are answered by one set difference."""
+
     def __init__(self, patterns: tuple[str, ...]) -> None:
         self.pattern = _file_key_pattern(patterns)
-        self._seen: dict[str, bool] = {}
+        self._plain = _plain_keys(patterns)
 
     def __call__(self, key: str) -> bool:
-        hit = self._seen.get(key)
-        if hit is None:
-            hit = self._seen[key] = bool(self.pattern and self.pattern.match(key))
-        return hit
+        if key in self._plain or self.pattern is None:
+            return False
+        if self.pattern.match(key):
+            return True
+        if len(self._plain) > 100_000:
+            self._plain.clear()
+        self._plain.add(key)
+        return False
+
+    def any_in(self, keys: set[str]) -> bool:
+        return self.pattern is not None and any(self(k) for k in keys - self._plain)
 
 
 def _hcl_attributes(text: str, lines: Lines, keys: _FileKeys) -> tuple[list[TfvarsAttribute], list[tuple[str, int]]]:

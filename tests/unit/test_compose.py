@@ -80,6 +80,8 @@ def test_every_tfo_variable_is_one_the_config_reads(tmp_path: Path) -> None:
 
 def test_dockerfile_installs_the_package_and_runs_tfo() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"pip install .*'\.\[flower\]'", text)
+    assert "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in text  # built with the compiled reader
+    assert re.search(r"COPY pyproject\.toml setup\.py", text) and "gcc" in text
+    assert re.search(r"pip install .*'tfo-\*\.whl'\)\[flower\]\"", text)
     assert 'ENTRYPOINT ["tfo"]' in text
     assert "USER 10001" in text and "useradd --create-home --uid 10001 tfo" in text  # never root

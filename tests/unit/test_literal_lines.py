@@ -14,7 +14,7 @@ CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "tfvars-corpus"
 
 
 def both(text: str) -> tuple[object, object]:
-    fast = parse_tfvars_text(text, "x.tfvars")
+    fast = parse_tfvars_text(text, "x.tfvars", compiled=False)  # the Python line reader (test_literal_c: the other)
     full = parse_tfvars_text(text, "x.tfvars", fast=False)
     return fast, full
 
