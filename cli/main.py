@@ -110,15 +110,19 @@ def plan(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, gi
 @click.option("--rollback", type=click.Choice(["reapply", "state", "none"]), help="What to do when an apply fails.")
 @click.option("--atomic", is_flag=True, help="Roll back every deployment of the run if any fails.")
 @click.option("--no-wait", is_flag=True, help="Submit and return the run id (celery executor).")
+@click.option("--from-plan", "from_plan", metavar="RUN_ID", default="",
+              help="Apply exactly the plans that plan run saved (selectors narrow them down); a plan the state "
+                   "moved away from, older than plan_max_age or applied already is stale (exit 1).")
 @click.pass_obj
 def apply(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None,
           json_out: Path | None, markdown_out: Path | None, executor: str | None, max_workers: int | None,
-          rollback: str | None, atomic: bool, no_wait: bool, allow_destroy: bool, approved_by: tuple[str, ...]) -> int:
+          rollback: str | None, atomic: bool, no_wait: bool, allow_destroy: bool, approved_by: tuple[str, ...],
+          from_plan: str) -> int:
     """Apply the selected deployments: lease, policy, backup, apply, automatic rollback on failure."""
     return run_cmd.run_terraform(g, read_selectors(paths, changed_files, git_diff), Action.APPLY,
                                  json_out=json_out, markdown_out=markdown_out, executor=executor,
                                  max_workers=max_workers, rollback=rollback, atomic=atomic, no_wait=no_wait,
-                                 allow_destroy=allow_destroy, approved_by=approved_by)
+                                 allow_destroy=allow_destroy, approved_by=approved_by, from_plan=from_plan)
 
 
 @cli.group()

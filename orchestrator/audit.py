@@ -36,7 +36,7 @@ def base_metadata(run: RunSpec) -> dict[str, Any]:
             "action": run.options.action.value, "atomic": run.options.atomic,
             "rollback_strategy": run.options.rollback, "tfo_version": __version__,
             "allow_destroy": run.options.allow_destroy, "approved_by": list(run.options.approved_by),
-            "started_at": run.started_at}
+            "from_plan": run.options.from_plan, "started_at": run.started_at}
 
 
 def write(store: Store, key: str, record: dict[str, Any], fallback_dir: Path) -> tuple[str, str]:

@@ -417,6 +417,10 @@ def _check(cfg: TfoConfig, where: str) -> None:
                           "to terraform (a plan runs the repository's code)")
     if cfg.policy.max_changes < 0 or any(a.require_approvals < 0 for a in cfg.policy.accounts.values()):
         raise ConfigError(f"{where}: [tfo.policy] max_changes and require_approvals cannot be negative")
+    try:
+        cfg.policy.plan_max_age_s  # noqa: B018 - parsed here so a bad value is a config error, not a run's
+    except ValueError as e:
+        raise ConfigError(f"{where}: [tfo.policy] plan_max_age: {e}") from e
     if cfg.max_workers < 1:
         raise ConfigError(f"{where}: max_workers must be at least 1")
     c = cfg.celery

@@ -7,19 +7,32 @@ To add a step (a policy gate, say), write a Step on DeployContext and put it in 
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import time
+import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from orchestrator import audit, keys
 from orchestrator.errors import StateBackupError, TfoError
-from orchestrator.models import Action, DeploymentResult, DeploymentSpec, PlanSummary, RunSpec, Status, Violation
+from orchestrator.models import (
+    Action,
+    DeploymentResult,
+    DeploymentSpec,
+    PlanSummary,
+    RunOptions,
+    RunSpec,
+    Status,
+    Violation,
+)
 from orchestrator.policy import changed_resources, evaluate
 from orchestrator.procs import host_name, processes_in, wait_until_idle
 from orchestrator.record import UNRECORDED, Checkpoint, DeploymentRecord, Phase
 from orchestrator.runtime import Runtime
-from orchestrator.state import state_serial
+from orchestrator.state import parse_state, state_serial
 from orchestrator.steps import (
     PLAN_FILE,
     ApplyStep,
@@ -141,6 +154,145 @@ class PolicyGate:
         return StepResult(self.name, StepStatus.DONE, ctx.out.error, show)
 
 
+def planned_against(plan_file: bytes) -> tuple[int, str] | None:
+    """(serial, lineage) of the state a plan was made against, from the plan file's own copy of it
+    (`tfstate` in terraform's zip; serial 0 and no lineage before the first apply). None: unreadable."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(plan_file)) as z:
+            state = json.loads(z.read("tfstate"))
+        serial, lineage = state.get("serial"), state.get("lineage", "")
+    except (zipfile.BadZipFile, KeyError, ValueError, AttributeError, OSError):
+        return None
+    return (serial, lineage) if isinstance(serial, int) and isinstance(lineage, str) else None
+
+
+def current_state_version(ctx: DeployContext) -> tuple[int, str]:
+    state = parse_state(ctx.rt.state_store(ctx.spec.account, ctx.run.run_id).read_state(ctx.spec.state_key))
+    if state is None:
+        return (0, "")
+    serial, lineage = state.get("serial"), state.get("lineage")
+    return (serial if isinstance(serial, int) else -1, lineage if isinstance(lineage, str) else "")
+
+
+@dataclass(frozen=True)
+class SavePlan:
+    """A plan run keeps each deployment's plan file in the store (encrypted), with what it was made
+    against (the bundle, the state's serial and lineage, when), for `tfo apply --from-plan`."""
+
+    name: str = "save-plan"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        if ctx.run.options.action != Action.PLAN:
+            return StepResult(self.name, StepStatus.OK)
+        spec, store = ctx.spec, ctx.rt.store
+        try:
+            data = (ctx.workdir / PLAN_FILE).read_bytes()
+        except OSError as e:
+            return StepResult(self.name, StepStatus.FAILED, f"the plan file cannot be read to be saved: {e.strerror}")
+        against = planned_against(data)
+        summary = ctx.plan_summary or PlanSummary()
+        try:
+            store.put(keys.saved_plan(ctx.run.run_id, spec.id), data)
+            store.put_json(keys.saved_plan(ctx.run.run_id, spec.id, "json"), {
+                "run_id": ctx.run.run_id, "deployment": spec.id, "bundle_key": spec.bundle_key,
+                "state_key": spec.state_key, "serial": against[0] if against else None,
+                "lineage": against[1] if against else None, "created_at": time.time(),
+                "has_changes": ctx.has_changes, "plan": asdict(summary), "terraform_version": ctx.rt.terraform_version,
+            })
+        except TfoError as e:
+            return StepResult(self.name, StepStatus.FAILED, ctx.redactor.redact(f"the plan could not be saved: {e}"))
+        return StepResult(self.name, StepStatus.OK)
+
+
+@dataclass(frozen=True)
+class LoadSavedPlan:
+    """`--from-plan`: the saved plan, if it still applies, in place of a new plan. Stale (the state moved,
+    older than plan_max_age, applied already, made from another bundle) ends the deployment `stale`."""
+
+    name: str = "saved-plan"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        if ctx.prior is not None and ctx.prior.phase == Phase.APPLYING:
+            # A lost attempt started applying this plan: a fresh plan of the same bundle shows whether
+            # it completed (AfterLostApply decides); the saved one no longer matches the state.
+            return PlanChanges().run(ctx)
+        source, spec, store = ctx.run.options.from_plan, ctx.spec, ctx.rt.store
+        try:
+            meta = store.get_json(keys.saved_plan(source, spec.id, "json"))
+        except KeyError:
+            return StepResult(self.name, StepStatus.FAILED, f"run {source} saved no plan for {spec.id}")
+        why = self.stale(ctx, meta)
+        if why:
+            ctx.out.status = Status.STALE
+            ctx.out.error = f"stale: {why}; plan again (`tfo plan`) and apply that plan"
+            return StepResult(self.name, StepStatus.DONE, ctx.out.error)
+        try:
+            data = store.get(keys.saved_plan(source, spec.id))
+        except KeyError:
+            return StepResult(self.name, StepStatus.FAILED, f"run {source}'s plan file for {spec.id} is gone")
+        plan_file = ctx.workdir / PLAN_FILE
+        with open(os.open(plan_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(data)
+        show = ctx.execute(self.name, ["show", "-no-color", PLAN_FILE])
+        if not show.ok:
+            return ctx.result(show)
+        ctx.out.plan_text = ctx.redactor.redact(show.output)
+        ctx.plan_summary = PlanSummary(**meta.get("plan", {}))
+        ctx.saved_changes = bool(meta.get("has_changes"))
+        return StepResult(self.name, StepStatus.OK, command=show)
+
+    @staticmethod
+    def stale(ctx: DeployContext, meta: dict[str, Any]) -> str:
+        source = ctx.run.options.from_plan
+        if meta.get("bundle_key") != ctx.spec.bundle_key:
+            return f"run {source}'s plan was made from another bundle than this deployment's"
+        age = time.time() - float(meta.get("created_at", 0))
+        limit = ctx.run.policy.plan_max_age_s
+        if age > limit:
+            return (f"the plan is {age / 3600:.1f} h old; [tfo.policy] plan_max_age is "
+                    f"{ctx.run.policy.plan_max_age}")
+        applied = _applied_by(ctx)
+        if applied and applied.get("run_id") != ctx.run.run_id:
+            return f"the plan was applied already, by run {applied.get('run_id')} ({applied.get('actor', '?')})"
+        if meta.get("serial") is None:
+            return "the plan file does not say which state it was made against"
+        planned = (meta["serial"], meta.get("lineage") or "")
+        now = current_state_version(ctx)
+        if now[1] != planned[1]:
+            return "the state was replaced since the plan (another lineage)"
+        if now[0] != planned[0]:
+            return f"the state moved since the plan (serial {planned[0]} then, {now[0]} now)"
+        return ""
+
+
+def _applied_by(ctx: DeployContext) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = ctx.rt.store.get_json(keys.saved_plan(ctx.run.options.from_plan, ctx.spec.id,
+                                                                    "applied.json"))
+    except KeyError:
+        return None
+    return found
+
+
+@dataclass(frozen=True)
+class ClaimSavedPlan:
+    """A saved plan is applied once: the apply that uses it says so before it backs up and applies. The
+    lease on the state is held, so two applies of one plan cannot both get past here."""
+
+    name: str = "claim-plan"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        applied = _applied_by(ctx)
+        if applied and applied.get("run_id") != ctx.run.run_id:
+            ctx.out.status = Status.STALE
+            ctx.out.error = (f"stale: the plan was applied already, by run {applied.get('run_id')}; "
+                             "plan again (`tfo plan`) and apply that plan")
+            return StepResult(self.name, StepStatus.DONE, ctx.out.error)
+        ctx.rt.store.put_json(keys.saved_plan(ctx.run.options.from_plan, ctx.spec.id, "applied.json"),
+                              {"run_id": ctx.run.run_id, "actor": ctx.run.actor, "at": time.time()})
+        return StepResult(self.name, StepStatus.OK)
+
+
 @dataclass(frozen=True)
 class ChangesGate:
     """A plan-only run, or a plan without changes, ends here."""
@@ -207,10 +359,18 @@ class ApplyChanges:
 
 
 PIPELINES: dict[Action, tuple[Step[DeployContext], ...]] = {
-    Action.PLAN: (InitStep(), PlanChanges(), ShowPlanStep(), PolicyGate(), ChangesGate()),
+    Action.PLAN: (InitStep(), PlanChanges(), ShowPlanStep(), SavePlan(), PolicyGate(), ChangesGate()),
     Action.APPLY: (InitStep(), PlanChanges(), ShowPlanStep(), AfterLostApply(), PolicyGate(), ChangesGate(),
                    BackupStep(), ApplyChanges()),
 }
+# `tfo apply --from-plan`: the reviewed plan, not a new one; judged by the policy again.
+FROM_PLAN: tuple[Step[DeployContext], ...] = (InitStep(), LoadSavedPlan(), ShowPlanStep(), AfterLostApply(),
+                                              PolicyGate(), ChangesGate(), ClaimSavedPlan(), BackupStep(),
+                                              ApplyChanges())
+
+
+def pipeline(options: RunOptions) -> tuple[Step[DeployContext], ...]:
+    return FROM_PLAN if options.from_plan else PIPELINES[options.action]
 # The steps whose start is shown as the deployment's phase (progress, Flower); policy, backup and apply
 # announce themselves, once they know they will run.
 ANNOUNCED = ("init", "plan")
@@ -282,7 +442,7 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
             held = True
             if resume_from is None:
                 record.write(Phase.STARTED)
-        run_pipeline(PIPELINES[run.options.action], ctx)
+        run_pipeline(pipeline(run.options), ctx)
     except TfoError as e:
         out.status, out.error = Status.FAILED, redactor.redact(str(e))
     except rt.stop_exceptions as e:

@@ -10,6 +10,8 @@ means (encrypted at rest, kept in the audit bucket). Callers never choose either
   runs/{run_id}/results.json                                  its redacted per-deployment results
   runs/{run_id}/spec.json, head.json, specs/{slug}.json       the run as prepared (variables)       encrypted
   runs/{run_id}/deployments/{slug}[.{stage}].json             checkpoints (a done one: the result)  encrypted
+  runs/{run_id}/plans/{slug}.tfplan, .json, .applied.json     a plan run's saved plans: the file, what encrypted
+                                                              it was made against, who applied it
   runs/{run_id}/cancel                                        `tfo runs cancel` was asked
   audit/year=YYYY/month=MM/day=DD/run_id={id}/...             full, unredacted records (audit bucket) encrypted
 """
@@ -89,6 +91,12 @@ def checkpoint(run_id: str, deployment_id: str, stage: str = "") -> str:
     return f"{RUNS}{run_id}/deployments/{slug(deployment_id)}{'.' + stage if stage else ''}.json"
 
 
+def saved_plan(run_id: str, deployment_id: str, part: str = "tfplan") -> str:
+    """A plan run's saved plan of one deployment: `tfplan` (terraform's plan file), `json` (what it was
+    made against), `applied.json` (the apply that used it: a plan is applied once)."""
+    return f"{RUNS}{run_id}/plans/{slug(deployment_id)}.{part}"
+
+
 def cancel(run_id: str) -> str:
     return f"{RUNS}{run_id}/cancel"
 
@@ -114,7 +122,7 @@ def audit_deployment(run_id: str, started_at: str, deployment_id: str, kind: str
 
 
 # --- what a key's namespace means ----------------------------------------------------------------
-_RUN_PRIVATE = re.compile(r"runs/[^/]+/(spec\.json|head\.json|specs/|deployments/)")
+_RUN_PRIVATE = re.compile(r"runs/[^/]+/(spec\.json|head\.json|specs/|deployments/|plans/)")
 
 
 def is_audit(key: str) -> bool:

@@ -7,6 +7,7 @@ reports, the store and the JSON contract (an enum's value is what users see).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -29,6 +30,7 @@ class Status(StrEnum):
     INVALID = "invalid"
     CANCELLED = "cancelled"
     BLOCKED = "blocked"  # refused by a policy rule before apply: nothing was changed
+    STALE = "stale"  # its saved plan no longer applies (the state moved, too old, applied already)
 
     @property
     def ok(self) -> bool:
@@ -198,6 +200,21 @@ class DeploymentResult(Record):
         }
 
 
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_s(text: str) -> float:
+    """"7d", "12h", "1d12h", "90s" or a number of seconds; ValueError for anything else."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration (e.g. 7d, 12h, 30m, 90s)")
+    return float(sum(int(n) * _UNIT_S[u] for n, u in parts))
+
+
 @dataclass(frozen=True)
 class AccountPolicy(Record):
     # Applies to this account need this many approvals (`--approved-by` on the CLI, recorded in the audit).
@@ -211,6 +228,12 @@ class PolicyConfig(Record):
     # More resource changes than this in one deployment need an approval (0: no limit).
     max_changes: int = 0
     accounts: Mapping[str, AccountPolicy] = field(default_factory=dict)
+    # A saved plan older than this is stale (`tfo apply --from-plan`): "7d", "12h", "30m", "90s".
+    plan_max_age: str = "7d"
+
+    @property
+    def plan_max_age_s(self) -> float:
+        return duration_s(self.plan_max_age)
 
     @property
     def active(self) -> bool:
@@ -226,6 +249,8 @@ class RunOptions:
     # Policy waivers, recorded in the audit: destroys of protected types allowed; who approved.
     allow_destroy: bool = False
     approved_by: tuple[str, ...] = ()
+    # An apply of the plans saved by this plan run (`tfo apply --from-plan`), not of new ones.
+    from_plan: str = ""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from orchestrator import git, keys, notify
 from orchestrator.bundle import build_bundle, upload_bundle
 from orchestrator.config import TfoConfig
 from orchestrator.deploy import deploy
+from orchestrator.errors import UserError
 from orchestrator.finalize import conclude
 from orchestrator.models import (
     Action,
@@ -51,6 +52,8 @@ class RunRequest:
     # Where to report back, e.g. {"github": {"repo": "o/r", "sha": "...", "pr": 12}}.
     notify: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""  # default: a new one
+    # Apply the plans this plan run saved: the specs are its own (their bundles already in the store).
+    from_plan: str = ""
 
 
 class Executor(Protocol):
@@ -84,13 +87,20 @@ def actor(cfg: TfoConfig) -> str:
 def prepare(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], request: RunRequest, *,
             distributed: bool) -> RunSpec:
     """Upload one content-addressed bundle per deployment and record everything the run needs."""
-    graph = ModuleGraph.for_config(cfg)  # each root module worked out once for the run
-    bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s, graph))) for s in specs)
+    if request.from_plan:
+        missing = [s.id for s in specs if not s.bundle_key or store.head(s.bundle_key) is None]
+        if missing:
+            raise UserError(f"run {request.from_plan}'s bundles are gone from the store for: {', '.join(missing)}; "
+                            "plan again")
+        bundled = tuple(specs)
+    else:
+        graph = ModuleGraph.for_config(cfg)  # each root module worked out once for the run
+        bundled = tuple(replace(s, bundle_key=upload_bundle(store, build_bundle(cfg, s, graph))) for s in specs)
     now = datetime.now(UTC)
     run = RunSpec(
         run_id=request.run_id or new_run_id(now),
         options=RunOptions(request.action, request.rollback, request.atomic, request.allow_destroy,
-                           request.approved_by),
+                           request.approved_by, request.from_plan),
         deployments=bundled,
         started_at=now.isoformat(),
         actor=request.actor or actor(cfg),
@@ -130,6 +140,26 @@ def save_run_spec(store: Store, run: RunSpec, per_deployment: bool = True, paral
 
 def load_run_spec(store: Store, run_id: str) -> RunSpec:
     return RunSpec.from_dict(store.get_json(keys.run_spec(run_id)))
+
+
+def planned_deployments(store: Store, plan_run_id: str, ids: set[str] | None = None) -> RunSpec:
+    """The plan run whose saved plans `tfo apply --from-plan` applies, with only the deployments in `ids`
+    (None: all of them). The user's mistakes (no such run, not a plan run, a deployment it did not plan)
+    are UserErrors."""
+    if not keys.RUN_ID.fullmatch(plan_run_id):
+        raise UserError(f"--from-plan {plan_run_id!r}: not a run id (YYYYMMDDTHHMMSSZ-xxxxxx)")
+    try:
+        planned = load_run_spec(store, plan_run_id)
+    except KeyError:
+        raise UserError(f"--from-plan {plan_run_id}: no such run in {store.describe()}") from None
+    if planned.options.action != Action.PLAN:
+        raise UserError(f"--from-plan {plan_run_id}: that run was an {planned.options.action.value}, not a plan")
+    if ids is None:
+        return planned
+    unplanned = sorted(ids - {s.id for s in planned.deployments})
+    if unplanned:
+        raise UserError(f"--from-plan {plan_run_id}: not planned by that run: {', '.join(unplanned)}")
+    return replace(planned, deployments=tuple(s for s in planned.deployments if s.id in ids))
 
 
 def load_deployment(store: Store, run_id: str, deployment_id: str) -> tuple[RunSpec, DeploymentSpec]:

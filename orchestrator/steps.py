@@ -59,6 +59,8 @@ class StepContext:
     # What the last plan showed: its command (exit 2 = changes) and, once known, its resource counts.
     plan: CommandResult | None = None
     plan_summary: PlanSummary | None = None
+    # A saved plan being applied (`--from-plan`): whether it has changes, as recorded when it was made.
+    saved_changes: bool | None = None
 
     def execute(self, step: str, args: list[str], ok: tuple[int, ...] = (0,)) -> CommandResult:
         cmd = TerraformCommand(step=step, args=tuple(args), cwd=self.workdir, env=self.env,
@@ -81,6 +83,8 @@ class StepContext:
 
     @property
     def has_changes(self) -> bool:
+        if self.saved_changes is not None:
+            return self.saved_changes
         return self.plan is not None and self.plan.exit_code == 2
 
 

@@ -78,20 +78,30 @@ def print_summary(result: RunResult) -> None:
 def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out: Path | None,
                   markdown_out: Path | None, executor: str | None, max_workers: int | None,
                   rollback: str | None, atomic: bool, no_wait: bool, allow_destroy: bool = False,
-                  approved_by: tuple[str, ...] = ()) -> int:
+                  approved_by: tuple[str, ...] = (), from_plan: str = "") -> int:
     cfg = g.load(max_workers=max_workers, rollback=rollback)
     chosen = executor or ("celery" if cfg.celery.broker_url else "local")
     if chosen == "celery" and not cfg.celery.broker_url:
         raise UserError("--executor celery needs [tfo.celery] broker_url (or TFO_CELERY_BROKER_URL)")
     if no_wait and chosen != "celery":
         raise UserError("--no-wait needs the celery executor: a local run lives in this process")
-    _, selected = select(cfg, sel)
-    for w in selected.warnings:
-        click.echo(f"warning: {w}", err=True)
-    specs = list(selected.specs)
     token = CancelToken()
     progress = Progress()
     rt = build_runtime(cfg, token, progress)
+    git_sha = os.environ.get("GITHUB_SHA", "")
+    if from_plan:
+        # The plan run's deployments as it recorded them (its bundles): what was reviewed, whatever the
+        # working tree holds now. Selectors only narrow them down.
+        ids = None
+        if sel.paths or sel.changed_files is not None or sel.git_diff:
+            ids = {s.id for s in select(cfg, sel)[1].specs}
+        planned = service.planned_deployments(rt.store, from_plan, ids)
+        specs, git_sha = list(planned.deployments), planned.git_sha
+    else:
+        _, selected = select(cfg, sel)
+        for w in selected.warnings:
+            click.echo(f"warning: {w}", err=True)
+        specs = list(selected.specs)
     if chosen == "local":
         _ = rt.terraform_version  # fails with exit 3 before anything runs when the binary is missing
         runner: service.Executor = service.LocalExecutor(rt, cfg.max_workers)
@@ -102,7 +112,7 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
     for s in specs:
         progress.redactor.add_sensitive_variables(s.variables, s.sensitive_variables)
     request = service.RunRequest(action, RollbackStrategy(cfg.rollback), atomic, allow_destroy=allow_destroy,
-                                 approved_by=approved_by, git_sha=os.environ.get("GITHUB_SHA", ""))
+                                 approved_by=approved_by, git_sha=git_sha, from_plan=from_plan)
     try:
         run = service.start(cfg, rt.store, specs, request, runner)
         click.echo(f"tfo {action.value}: run {run.run_id}, {len(specs)} deployment(s), {runner.name} executor, "

@@ -414,3 +414,23 @@ def test_workers_that_cannot_read_the_run_do_not_leave_the_client_waiting(
     assert time.monotonic() - started < 120
     assert repo.journal() == []  # nothing ran
     _no_locks_left(repo)
+
+
+def test_a_saved_plan_is_applied_by_workers_and_only_once(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    workers.start("w1")
+    workers.start("w2")
+    write_sample(repo)
+    plan = repo.tfo("plan", "--json-out", str(tmp_path / "plan.json"), timeout=180)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = _report(tmp_path / "plan.json")["run_id"]
+    lake = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    lake.write_text(lake.read_text().replace("raw ", "extra = {}\n  raw "))  # not what was reviewed
+    out = tmp_path / "applied.json"
+    applied = repo.tfo("apply", "--from-plan", planned, "--json-out", str(out), timeout=180)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert {d["status"] for d in _report(out)["deployments"]} == {"succeeded"}
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD
+    again = repo.tfo("apply", "--from-plan", planned, "--json-out", str(out), timeout=180)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert {d["status"] for d in _report(out)["deployments"]} == {"stale"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,76 @@ def test_policy_blocks_a_protected_destroy_and_too_many_changes_until_waived(rep
     approved = repo.tfo("apply", "--approved-by", "alice")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert {"s3.acct-a.us-west-2.data-lake.one", "s3.acct-a.us-west-2.data-lake.two"} <= set(repo.world_state())
+
+
+def test_a_saved_plan_is_applied_exactly_once_and_a_stale_one_is_refused(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    plan = repo.tfo("plan", "--json-out", str(tmp_path / "plan.json"))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = json.loads((tmp_path / "plan.json").read_text())["run_id"]
+    saved = [p for p in (_store(repo) / "runs" / planned / "plans").iterdir() if ".tfo-meta" not in p.name]
+    assert sorted(p.suffix for p in saved) == [".json"] * 3 + [".tfplan"] * 3  # 3 deployments
+    assert not any(p.read_bytes().startswith(b"PK") for p in saved)  # plan files (zip) only encrypted at rest
+    # The reviewed plan is applied, not the working tree: the tfvars changed again since.
+    lake = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    lake.write_text(lake.read_text().replace("raw ", "extra = {}\n  raw "))
+
+    applied = repo.tfo("apply", "--from-plan", planned, "--json-out", str(tmp_path / "applied.json"))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD
+    report = json.loads((tmp_path / "applied.json").read_text())
+    assert {d["status"] for d in report["deployments"]} == {"succeeded"}
+    assert all(d["backup_key"] for d in report["deployments"])  # the same backup before apply as ever
+    audit = json.loads(repo.tfo("audit", "show", report["run_id"]).stdout)
+    assert {r["record"]["from_plan"] for r in audit} == {planned}
+
+    again = repo.tfo("apply", "--from-plan", planned, "--json-out", str(tmp_path / "again.json"))
+    assert again.returncode == 1, again.stdout + again.stderr
+    report = json.loads((tmp_path / "again.json").read_text())
+    assert {d["status"] for d in report["deployments"]} == {"stale"}
+    assert all("applied already" in d["error"] and "plan again" in d["error"] for d in report["deployments"])
+    assert list((_store(repo) / "locks").glob("*.lease")) == []
+
+    # A plan the state moved away from: planned, then another apply got there first.
+    second = repo.tfo("plan", "--json-out", str(tmp_path / "second.json"))
+    assert second.returncode == 0, second.stdout + second.stderr
+    second_id = json.loads((tmp_path / "second.json").read_text())["run_id"]
+    assert repo.tfo("apply", "Accounts/acct-a/data-lake.tfvars").returncode == 0
+    world = repo.world_state()
+    moved = repo.tfo("apply", "--from-plan", second_id, "--json-out", str(tmp_path / "moved.json"))
+    assert moved.returncode == 1, moved.stdout + moved.stderr
+    by_service = {d["service"]: d for d in json.loads((tmp_path / "moved.json").read_text())["deployments"]}
+    assert by_service["s3"]["status"] == "stale" and "the state moved since the plan" in by_service["s3"]["error"]
+    assert by_service["s3"]["backup_key"] is None
+    assert by_service["iam"]["status"] == "no_changes"  # its state did not move, and it planned nothing
+    assert repo.world_state() == world
+
+    # Too old, and selectors narrow a saved run down.
+    repo.config('\n[tfo.policy]\nplan_max_age = "1s"\n')
+    lake.write_text(lake.read_text().replace("extra = {}", "later = {}"))
+    third = repo.tfo("plan", "--json-out", str(tmp_path / "third.json"))
+    assert third.returncode == 0, third.stdout + third.stderr
+    third_id = json.loads((tmp_path / "third.json").read_text())["run_id"]
+    time.sleep(1.5)
+    old = repo.tfo("apply", "--from-plan", third_id, "Accounts/acct-a/data-lake.tfvars",
+                   "--json-out", str(tmp_path / "old.json"))
+    assert old.returncode == 1, old.stdout + old.stderr
+    deployments = json.loads((tmp_path / "old.json").read_text())["deployments"]
+    assert {d["service"] for d in deployments} == {"s3", "kms"}  # only that file's
+    assert all(d["status"] == "stale" and "plan_max_age is 1s" in d["error"] for d in deployments)
+
+
+def test_from_plan_refuses_what_is_not_a_plan_of_it(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    bogus = repo.tfo("apply", "--from-plan", "../../etc")
+    assert bogus.returncode == 2 and "not a run id" in bogus.stderr, bogus.stderr
+    missing = repo.tfo("apply", "--from-plan", "20260101T000000Z-abcdef")
+    assert missing.returncode == 2 and "no such run" in missing.stderr, missing.stderr
+    assert repo.tfo("apply", "--json-out", str(tmp_path / "a.json"), "Accounts/acct-b/platform.tfvars").returncode == 0
+    apply_id = json.loads((tmp_path / "a.json").read_text())["run_id"]
+    not_plan = repo.tfo("apply", "--from-plan", apply_id)
+    assert not_plan.returncode == 2 and "not a plan" in not_plan.stderr, not_plan.stderr
+    assert repo.tfo("plan", "--json-out", str(tmp_path / "p.json"), "Accounts/acct-b/platform.tfvars").returncode == 0
+    plan_id = json.loads((tmp_path / "p.json").read_text())["run_id"]
+    other = repo.tfo("apply", "--from-plan", plan_id, "Accounts/acct-a/data-lake.tfvars")
+    assert other.returncode == 2 and "not planned by that run" in other.stderr, other.stderr

@@ -140,3 +140,22 @@ def test_account_role_credentials_reach_boto3_and_terraform(s3_repo: tuple[Repo,
     assert journal_keys == acct_a
     # none of it is shown to people
     assert not any(k in r.stdout + r.stderr + out.read_text() for k in acct_a)
+
+
+def test_a_saved_plan_on_s3_is_applied_and_then_stale(s3_repo: tuple[Repo, str, str], moto_endpoint: str,
+                                                      tmp_path: Path) -> None:
+    repo, bucket, _ = s3_repo
+    write_sample(repo)
+    plan = repo.tfo("plan", "--json-out", str(tmp_path / "plan.json"))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = json.loads((tmp_path / "plan.json").read_text())["run_id"]
+    s3 = _client("s3", moto_endpoint)
+    saved = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"runs/{planned}/plans/")["Contents"]]
+    assert len([k for k in saved if k.endswith(".tfplan")]) == 3
+    assert s3.head_object(Bucket=bucket, Key=next(k for k in saved if k.endswith(".tfplan")))["ServerSideEncryption"]
+    applied = repo.tfo("apply", "--from-plan", planned, "--json-out", str(tmp_path / "applied.json"))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD
+    again = repo.tfo("apply", "--from-plan", planned, "--json-out", str(tmp_path / "again.json"))
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert {d["status"] for d in json.loads((tmp_path / "again.json").read_text())["deployments"]} == {"stale"}
