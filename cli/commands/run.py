@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -15,11 +16,12 @@ import click
 from cli.options import GlobalOptions, Selectors, select
 from orchestrator import service
 from orchestrator.cancel import CancelToken
+from orchestrator.config import TfoConfig
 from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_POLICY, UserError
-from orchestrator.models import Action, RollbackStrategy, RunResult, RunStatus
+from orchestrator.models import Action, DeploymentSpec, RollbackStrategy, RunResult, RunStatus
 from orchestrator.progress import Progress
 from orchestrator.report import to_json, to_markdown
-from orchestrator.runtime import build_runtime
+from orchestrator.runtime import Runtime, build_runtime
 
 SIGINT_REASON = "SIGINT received"
 
@@ -114,25 +116,56 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
     request = service.RunRequest(action, RollbackStrategy(cfg.rollback), atomic, allow_destroy=allow_destroy,
                                  approved_by=approved_by, git_sha=git_sha, from_plan=from_plan)
     try:
-        run = service.start(cfg, rt.store, specs, request, runner)
-        click.echo(f"tfo {action.value}: run {run.run_id}, {len(specs)} deployment(s), {runner.name} executor, "
-                   f"store {rt.store.describe()}", err=True)
-        if no_wait:
-            click.echo(run.run_id)
-            return EXIT_OK
-        with cancel_on_signals(token):
-            result = runner.follow(run, lambda: token.cancelled)
-        if result is None:
-            progress.close()  # the live view ends before the message, not over it
-            click.echo(f"tfo: stopped waiting; run {run.run_id} goes on. Follow it with "
-                       f"`tfo runs show {run.run_id}`, stop it with `tfo runs cancel {run.run_id}`", err=True)
-            return EXIT_DEPLOYMENT_FAILED
+        if atomic and action == Action.APPLY and not from_plan:
+            # All or nothing: every deployment is planned and judged by the policy before any is applied,
+            # then exactly those plans are applied (a failed apply still rolls every applied one back).
+            gate = _launch(cfg, rt, specs, replace(request, action=Action.PLAN, atomic=False), runner, token,
+                           progress, no_wait=False)
+            if not isinstance(gate, RunResult):
+                return gate
+            if gate.status != RunStatus.SUCCEEDED:
+                progress.close()
+                write_reports(gate, json_out, markdown_out)
+                print_summary(gate)
+                click.echo(f"tfo apply --atomic: nothing applied: the plans of run {gate.run.run_id} did not all "
+                           f"pass ({gate.status.value})", err=True)
+                return _exit_code(gate, token)
+            request = replace(request, from_plan=gate.run.run_id)
+            specs = list(gate.run.deployments)
+        result = _launch(cfg, rt, specs, request, runner, token, progress, no_wait=no_wait)
+        if not isinstance(result, RunResult):
+            return result
     finally:
         progress.close()
         rt.leases.close()
     write_reports(result, json_out, markdown_out)
     print_summary(result)
     sys.stdout.flush()
+    return _exit_code(result, token)
+
+
+def _launch(cfg: TfoConfig, rt: Runtime, specs: list[DeploymentSpec], request: service.RunRequest,
+            runner: service.Executor, token: CancelToken, progress: Progress, *, no_wait: bool) -> RunResult | int:
+    """Start a run and follow it to its result; an exit code when there is none to report (--no-wait, or the
+    client stopped waiting)."""
+    run = service.start(cfg, rt.store, specs, request, runner)
+    click.echo(f"tfo {request.action.value}: run {run.run_id}, {len(specs)} deployment(s), {runner.name} executor, "
+               f"store {rt.store.describe()}" + (f", plans of run {request.from_plan}" if request.from_plan else ""),
+               err=True)
+    if no_wait:
+        click.echo(run.run_id)
+        return EXIT_OK
+    with cancel_on_signals(token):
+        result = runner.follow(run, lambda: token.cancelled)
+    if result is None:
+        progress.close()  # the live view ends before the message, not over it
+        click.echo(f"tfo: stopped waiting; run {run.run_id} goes on. Follow it with "
+                   f"`tfo runs show {run.run_id}`, stop it with `tfo runs cancel {run.run_id}`", err=True)
+        return EXIT_DEPLOYMENT_FAILED
+    return result
+
+
+def _exit_code(result: RunResult, token: CancelToken) -> int:
     if token.reason == SIGINT_REASON:  # Ctrl-C: stopped cleanly, and said the way a shell expects
         return EXIT_INTERRUPTED
     if result.status == RunStatus.BLOCKED:

@@ -134,6 +134,33 @@ def test_atomic_rolls_back_every_deployment(repo: Repo, tmp_path: Path) -> None:
     assert repo.world_state() == before
 
 
+def test_atomic_applies_nothing_when_a_plan_is_refused_by_policy(repo: Repo, tmp_path: Path) -> None:
+    """Every deployment is planned and judged before any applies: a blocked one leaves the others untouched."""
+    write_sample(repo)
+    assert repo.tfo("apply").returncode == 0
+    before = repo.world_state()
+    repo.config('\n[tfo.policy]\nprotect_destroy = ["tfotest_*"]\n')
+    lake = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    lake.write_text("\n".join(ln for ln in lake.read_text().splitlines() if "curated" not in ln) + "\n")
+    lake.write_text(lake.read_text().replace("lake = { rotation = true }", "lake = { rotation = false }"))
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--atomic", "--json-out", str(out))
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "nothing applied" in r.stderr
+    by_service = {d["service"]: d["status"] for d in json.loads(out.read_text())["deployments"]}
+    assert by_service == {"s3": "blocked", "kms": "succeeded", "iam": "no_changes"}  # kms planned, not applied
+    assert repo.world_state() == before  # the kms change, which passed, was not applied either
+    assert list((_store(repo) / "locks").glob("*.lease")) == []
+    # with the waiver the same atomic apply goes through, from the plans it made
+    waived = repo.tfo("apply", "--atomic", "--allow-destroy", "--json-out", str(out))
+    assert waived.returncode == 0, waived.stdout + waived.stderr
+    report = json.loads(out.read_text())
+    assert {d["status"] for d in report["deployments"] if d["service"] != "iam"} == {"succeeded"}
+    assert "plans of run" in waived.stderr
+    assert "s3.acct-a.us-west-2.data-lake.curated" not in repo.world_state()
+    assert repo.world_state()["kms.acct-a.us-west-2.data-lake.lake"] != before["kms.acct-a.us-west-2.data-lake.lake"]
+
+
 def test_first_apply_failing_destroys_what_it_created(repo: Repo, tmp_path: Path) -> None:
     write_sample(repo, failing=True)
     out = tmp_path / "r.json"
