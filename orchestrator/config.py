@@ -421,6 +421,11 @@ def _check(cfg: TfoConfig, where: str) -> None:
         cfg.policy.plan_max_age_s  # noqa: B018 - parsed here so a bad value is a config error, not a run's
     except ValueError as e:
         raise ConfigError(f"{where}: [tfo.policy] plan_max_age: {e}") from e
+    from orchestrator.policy import rule_problems
+
+    problems = rule_problems(cfg.policy)
+    if problems:
+        raise ConfigError(f"{where}: [tfo.policy] " + "; ".join(problems))
     if cfg.max_workers < 1:
         raise ConfigError(f"{where}: max_workers must be at least 1")
     c = cfg.celery

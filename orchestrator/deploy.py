@@ -28,7 +28,7 @@ from orchestrator.models import (
     Status,
     Violation,
 )
-from orchestrator.policy import changed_resources, evaluate
+from orchestrator.policy import changed_resources, custom_rules, evaluate
 from orchestrator.procs import host_name, processes_in, wait_until_idle
 from orchestrator.record import UNRECORDED, Checkpoint, DeploymentRecord, Phase
 from orchestrator.runtime import Runtime
@@ -146,6 +146,9 @@ class PolicyGate:
         judged = [{"address": a, "type": t, "actions": acts} for a, t, acts in changed_resources(plan)]
         ctx.log[-1] = replace(show, output=json.dumps({"resource_changes": judged}))
         violations = evaluate(plan, ctx.spec, policy, ctx.run.options)
+        violations += custom_rules(show.output, plan, ctx.spec, policy, ctx.workdir)
+        # A rule's words may quote the plan's values: shown only redacted, like everything else.
+        violations = tuple(replace(v, message=ctx.redactor.redact(v.message)) for v in violations)
         if not violations:
             return StepResult(self.name, StepStatus.OK, command=show)
         ctx.out.violations = violations

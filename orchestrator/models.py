@@ -230,6 +230,11 @@ class PolicyConfig(Record):
     accounts: Mapping[str, AccountPolicy] = field(default_factory=dict)
     # A saved plan older than this is stale (`tfo apply --from-plan`): "7d", "12h", "30m", "90s".
     plan_max_age: str = "7d"
+    # Custom rules: Python functions ("module:function", "/abs/path.py:function") called with the plan
+    # document and the deployment, returning violations; commands run with the plan document's path
+    # (`{plan}`, else the last argument), a non-zero exit refusing with their output.
+    python: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
 
     @property
     def plan_max_age_s(self) -> float:
@@ -237,7 +242,7 @@ class PolicyConfig(Record):
 
     @property
     def active(self) -> bool:
-        return bool(self.protect_destroy or self.max_changes
+        return bool(self.protect_destroy or self.max_changes or self.python or self.commands
                     or any(a.require_approvals for a in self.accounts.values()))
 
 

@@ -5,13 +5,25 @@ exception. Waivers (`--allow-destroy`, `--approved-by`) are part of the run and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import hashlib
+import importlib
+import importlib.util
+import os
+import shlex
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 from orchestrator.models import AccountPolicy, DeploymentSpec, PolicyConfig, RunOptions, Violation
 
-__all__ = ["AccountPolicy", "PolicyConfig", "changed_resources", "describe", "evaluate"]
+__all__ = ["AccountPolicy", "PolicyConfig", "changed_resources", "custom_rules", "describe", "evaluate",
+           "rule_problems"]
+
+COMMAND_TIMEOUT_S = 300
+_OUTPUT_SHOWN = 2000  # characters of a refusing command's output kept in its violation
 
 # Actions that change nothing real: a plan's no-op and a data source read.
 _NO_CHANGE = (["no-op"], ["read"])
@@ -55,3 +67,121 @@ def evaluate(plan: Mapping[str, Any], spec: DeploymentSpec, policy: PolicyConfig
 
 def describe(violations: Sequence[Violation]) -> str:
     return "; ".join(f"{v.rule}: {v.message}" for v in violations)
+
+
+# --- custom rules: Python functions and external commands ------------------------------------------
+# Both come from tfo's own configuration (the webhook's: the server's), never from the repository being
+# judged: a rule is an importable module or an absolute path on the host that runs it (every worker).
+
+
+def rule_problems(policy: PolicyConfig) -> list[str]:
+    """What is wrong with the custom rules' settings (config time: nothing is imported or run)."""
+    problems = []
+    for ref in policy.python:
+        target, _, func = ref.rpartition(":")
+        if not target or not func.isidentifier():
+            problems.append(f"python = {ref!r}: expected MODULE:FUNCTION or /ABSOLUTE/PATH.py:FUNCTION")
+        elif target.endswith(".py") and not Path(target).is_absolute():
+            problems.append(f"python = {ref!r}: a rule file must be an absolute path on the host that runs it "
+                            "(the repository being judged never supplies its own judge)")
+    for command in policy.commands:
+        try:
+            argv = shlex.split(command)
+        except ValueError as e:
+            problems.append(f"commands = {command!r}: {e}")
+            continue
+        if not argv:
+            problems.append("commands: an empty command")
+    return problems
+
+
+@functools.lru_cache(maxsize=64)
+def _load(ref: str) -> Callable[..., Any]:
+    target, _, func = ref.rpartition(":")
+    if target.endswith(".py"):
+        name = "tfo_policy_" + hashlib.sha256(target.encode()).hexdigest()[:12]
+        loader_spec = importlib.util.spec_from_file_location(name, target)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ImportError(f"cannot load {target}")
+        module = importlib.util.module_from_spec(loader_spec)
+        loader_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    fn = getattr(module, func)
+    if not callable(fn):
+        raise TypeError(f"{ref} is not a function")
+    return fn  # type: ignore[no-any-return]
+
+
+def public_deployment(spec: DeploymentSpec) -> dict[str, str]:
+    """What a rule is told of the deployment (the plan holds the values)."""
+    return {"id": spec.id, "service": spec.service, "account": spec.account, "region": spec.region,
+            "project": spec.project, "state_key": spec.state_key, "tfvars_path": spec.tfvars_path}
+
+
+def _python_rule(ref: str, plan: Mapping[str, Any], spec: DeploymentSpec) -> list[Violation]:
+    rule = f"python:{ref.rpartition(':')[2]}"
+    try:
+        answer = _load(ref)(plan, public_deployment(spec))
+        items: Iterable[Any] = [] if answer is None else [answer] if isinstance(answer, str | dict) else answer
+        found = []
+        for item in items:
+            if isinstance(item, Violation):
+                found.append(item)
+            elif isinstance(item, str):
+                found.append(Violation(rule, item))
+            elif isinstance(item, dict) and isinstance(item.get("message"), str):
+                found.append(Violation(str(item.get("rule") or rule), item["message"],
+                                       tuple(str(r) for r in item.get("resources") or ())))
+            else:
+                found.append(Violation(rule, f"the rule returned {type(item).__name__}, not a message"))
+        return found
+    except Exception as e:  # fail closed: a rule that cannot judge refuses, and says why
+        return [Violation(rule, f"the rule {ref} could not judge this plan: {type(e).__name__}: {e}")]
+
+
+def _command_rule(command: str, plan_path: Path, spec: DeploymentSpec) -> list[Violation]:
+    argv = shlex.split(command)
+    rule = f"command:{Path(argv[0]).name}"
+    if "{plan}" in command:
+        argv = [a.replace("{plan}", str(plan_path)) for a in argv]
+    else:
+        argv.append(str(plan_path))
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8",
+           "HOME": os.environ.get("HOME", str(plan_path.parent)),
+           **{f"TFO_DEPLOYMENT_{k.upper()}": v for k, v in public_deployment(spec).items()}}
+    try:
+        r = subprocess.run(argv, cwd=plan_path.parent, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, errors="replace", timeout=COMMAND_TIMEOUT_S, check=False)
+    except FileNotFoundError:
+        return [Violation(rule, f"the policy command {argv[0]!r} was not found; nothing may be applied until "
+                                "it runs")]
+    except subprocess.TimeoutExpired:
+        return [Violation(rule, f"the policy command timed out after {COMMAND_TIMEOUT_S} s")]
+    except OSError as e:
+        return [Violation(rule, f"the policy command could not run: {e.strerror or e}")]
+    if r.returncode == 0:
+        return []
+    output = (r.stdout + r.stderr).strip()
+    shown = output[-_OUTPUT_SHOWN:] if len(output) > _OUTPUT_SHOWN else output
+    return [Violation(rule, f"refused (exit {r.returncode})" + (f": {shown}" if shown else ""))]
+
+
+def custom_rules(plan_text: str, plan: Mapping[str, Any], spec: DeploymentSpec, policy: PolicyConfig,
+                 workdir: Path) -> tuple[Violation, ...]:
+    """The configured Python rules and commands on one plan. A command gets the plan document in a file
+    (owner-only, removed after), as conftest and OPA take it; its exit code is the verdict."""
+    found: list[Violation] = []
+    for ref in policy.python:
+        found += _python_rule(ref, plan, spec)
+    if policy.commands:
+        plan_path = workdir / "tfo-plan.json"
+        fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with open(fd, "w", encoding="utf-8") as f:
+                f.write(plan_text)
+            for command in policy.commands:
+                found += _command_rule(command, plan_path, spec)
+        finally:
+            plan_path.unlink(missing_ok=True)
+    return tuple(found)

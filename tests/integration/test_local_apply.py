@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -342,3 +343,42 @@ def test_from_plan_refuses_what_is_not_a_plan_of_it(repo: Repo, tmp_path: Path) 
     plan_id = json.loads((tmp_path / "p.json").read_text())["run_id"]
     other = repo.tfo("apply", "--from-plan", plan_id, "Accounts/acct-a/data-lake.tfvars")
     assert other.returncode == 2 and "not planned by that run" in other.stderr, other.stderr
+
+
+def test_custom_python_and_command_rules_judge_real_plans(repo: Repo, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.py"
+    rules.write_text(
+        "def no_forbidden(plan, deployment):\n"
+        "    for rc in plan['resource_changes']:\n"
+        "        if rc['change']['actions'] == ['create'] and rc['index'] == 'forbidden':\n"
+        "            yield {'message': deployment['id'] + ': forbidden is not a bucket name',\n"
+        "                   'resources': [rc['address']]}\n")
+    check = tmp_path / "check.py"  # a stand-in for conftest: the plan document's path, the exit code the verdict
+    check.write_text(
+        "import json, sys\n"
+        "plan = json.load(open(sys.argv[-1]))\n"
+        "n = sum(1 for rc in plan['resource_changes'] if rc['change']['actions'] != ['no-op'])\n"
+        "print(f'{n} changes; the limit is 2')\n"
+        "sys.exit(1 if n > 2 else 0)\n")
+    repo.config(f'\n[tfo.policy]\npython = ["{rules}:no_forbidden"]\n'
+                f'commands = ["{sys.executable} {check} {{plan}}"]\n')
+    write_sample(repo)
+    lake = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    lake.write_text(lake.read_text().replace("raw ", "forbidden = {}\n  raw "))
+    out = tmp_path / "r.json"
+    r = repo.tfo("apply", "--json-out", str(out))
+    assert r.returncode == 4, r.stdout + r.stderr
+    by_service = {d["service"]: d for d in json.loads(out.read_text())["deployments"]}
+    s3 = by_service["s3"]
+    assert s3["status"] == "blocked"
+    assert sorted(v["rule"] for v in s3["policy"]) == [f"command:{Path(sys.executable).name}", "python:no_forbidden"]
+    python_rule = next(v for v in s3["policy"] if v["rule"] == "python:no_forbidden")
+    assert python_rule["resources"] == ['tfotest_thing.bucket["forbidden"]']
+    command_rule = next(v for v in s3["policy"] if v["rule"].startswith("command:"))
+    assert "3 changes; the limit is 2" in command_rule["message"]
+    assert by_service["kms"]["status"] == "succeeded" and by_service["iam"]["status"] == "succeeded"
+    assert "s3.acct-a.us-west-2.data-lake.raw" not in repo.world_state()
+    lake.write_text(lake.read_text().replace("forbidden = {}\n  ", ""))
+    ok = repo.tfo("apply")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD

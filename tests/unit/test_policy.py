@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from orchestrator.config import load_config
+from orchestrator.errors import ConfigError
 from orchestrator.models import Action, RunOptions
-from orchestrator.policy import AccountPolicy, PolicyConfig, changed_resources, evaluate
+from orchestrator.policy import AccountPolicy, PolicyConfig, changed_resources, custom_rules, evaluate
 from tests.unit.test_report_bundle import spec
 
 
@@ -83,3 +90,84 @@ def test_the_same_approver_twice_is_one_approval_and_bad_policy_tables_are_confi
         (tmp_path / "tfo.toml").write_text(text)
         with pytest.raises(ConfigError):
             load_config(repo_root=tmp_path, environ={})
+
+
+# --- custom rules ----------------------------------------------------------------------------------
+RULE = '''
+def no_iam_roles(plan, deployment):
+    found = [rc["address"] for rc in plan["resource_changes"] if rc["type"] == "aws_iam_role"
+             and rc["change"]["actions"] != ["no-op"]]
+    if found:
+        yield {"message": f"{deployment['account']}: no IAM roles from this repository", "resources": found}
+
+def says(plan, deployment):
+    return "one message"
+
+def fine(plan, deployment):
+    return None
+
+def broken(plan, deployment):
+    raise KeyError("tags")
+
+def odd(plan, deployment):
+    return [42]
+'''
+
+
+def _rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.py"
+    path.write_text(RULE)
+    return path
+
+
+def test_a_python_rule_returns_violations_and_a_broken_one_refuses(tmp_path: Path) -> None:
+    path = _rules(tmp_path)
+
+    def judge(*fns: str) -> tuple[Any, ...]:
+        return custom_rules("{}", PLAN, spec(), PolicyConfig(python=tuple(f"{path}:{f}" for f in fns)), tmp_path)
+
+    [v] = judge("no_iam_roles")
+    assert (v.rule, v.resources) == ("python:no_iam_roles", ("aws_iam_role.ci",)) and "no IAM roles" in v.message
+    assert [v.message for v in judge("says")] == ["one message"]
+    assert judge("fine") == ()
+    [broken] = judge("broken")
+    assert "could not judge this plan: KeyError" in broken.message  # fail closed
+    assert "not a message" in judge("odd")[0].message
+    assert "could not judge" in judge("missing")[0].message
+    assert custom_rules("{}", PLAN, spec(), PolicyConfig(python=("json:loads",)), tmp_path)[0].rule == "python:loads"
+
+
+def test_a_command_rule_gets_the_plan_in_a_file_and_its_exit_code_is_the_verdict(tmp_path: Path) -> None:
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import json, os, stat, sys\n"
+        "path = sys.argv[1]\n"
+        "assert stat.S_IMODE(os.stat(path).st_mode) == 0o600\n"
+        "plan = json.load(open(path))\n"
+        "print('env', sorted(k for k in os.environ if k.startswith('TFO_')), os.environ.get('SECRET_X'))\n"
+        "sys.exit(1 if plan.get('deny') else 0)\n")
+    os.environ["SECRET_X"] = "hunter2"  # tfo's environment is not the command's
+    try:
+        policy = PolicyConfig(commands=(f"{sys.executable} {script} {{plan}}",))
+        assert custom_rules('{"deny": false}', {}, spec(), policy, tmp_path) == ()
+        [v] = custom_rules('{"deny": true}', {}, spec(), policy, tmp_path)
+    finally:
+        del os.environ["SECRET_X"]
+    assert v.rule.startswith("command:python") and v.message.startswith("refused (exit 1)")
+    assert "TFO_DEPLOYMENT_ID" in v.message and "hunter2" not in v.message and "None" in v.message
+    assert not (tmp_path / "tfo-plan.json").exists()
+    appended = PolicyConfig(commands=(f"{sys.executable} {script}",))  # no {plan}: the path comes last
+    assert len(custom_rules('{"deny": true}', {}, spec(), appended, tmp_path)) == 1
+    [missing] = custom_rules("{}", {}, spec(), PolicyConfig(commands=("no-such-policy-tool --x",)), tmp_path)
+    assert "was not found" in missing.message
+
+
+def test_custom_rules_are_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    for bad, words in [('python = ["rules.py:check"]', "absolute path"), ('python = ["nofunction"]', "MODULE:FUNCTION"),
+                       ("commands = [\"conftest 'unclosed\"]", "quotation"), ('commands = [""]', "empty command")]:
+        (tmp_path / "tfo.toml").write_text(f"[tfo.policy]\n{bad}\n")
+        with pytest.raises(ConfigError, match=words):
+            load_config(repo_root=tmp_path, environ={})
+    (tmp_path / "tfo.toml").write_text(f'[tfo.policy]\npython = ["{tmp_path}/r.py:check"]\ncommands = ["opa eval"]\n')
+    policy = load_config(repo_root=tmp_path, environ={}).policy
+    assert policy.active and policy.python == (f"{tmp_path}/r.py:check",) and policy.commands == ("opa eval",)
