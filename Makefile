@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps demo test unit integration lint typecheck check clean
+.PHONY: setup system-deps demo test unit integration lint typecheck check clean checkov
 
 # setup.py compiles the fast tfvars reader when a C compiler is there; without one tfo reads with its
 # Python readers (the same results, seconds slower on thousands of files).
@@ -40,8 +40,17 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
 	  else echo "note: systemd-analyze not found; the ops kit's linter test fails without it"; fi; }
 
+# Checkov in its own environment (its pins would move tfo's), for the policy tests and for local use:
+# [tfo.policy] checkov_bin = ".venv-checkov/bin/checkov".
+CHECKOV_VERSION ?= 3.3.30
+$(VENV)-checkov/bin/checkov:
+	$(PYTHON) -m venv $(VENV)-checkov
+	$(VENV)-checkov/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+
+checkov: $(VENV)-checkov/bin/checkov
+
 # Two lanes (tests/conftest.py): the SIGKILL trials, which mostly wait out visibility timeouts, beside the rest.
-test: system-deps setup
+test: system-deps setup checkov
 	@$(BIN)/python -c "import orchestrator.hcl._literal" 2>/dev/null || $(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/pytest -q -ra -n 2 --dist loadgroup
 
@@ -61,4 +70,4 @@ typecheck: setup
 check: lint test
 
 clean:
-	rm -rf $(VENV) .tfo .tfo-demo .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(VENV)-checkov .tfo .tfo-demo .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -235,6 +235,14 @@ class PolicyConfig(Record):
     # (`{plan}`, else the last argument), a non-zero exit refusing with their output.
     python: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
+    # Checkov's checks on the plan document (its own install: `checkov_bin`). Failed checks block; with
+    # `checkov_severity`, only those at or above it (checkov reports severities with a Prisma Cloud API
+    # key; a failed check of unknown severity blocks). `checkov_checks` / `checkov_skip_checks`: ids.
+    checkov: bool = False
+    checkov_bin: str = "checkov"
+    checkov_checks: tuple[str, ...] = ()
+    checkov_skip_checks: tuple[str, ...] = ()
+    checkov_severity: str = ""
 
     @property
     def plan_max_age_s(self) -> float:
@@ -242,7 +250,7 @@ class PolicyConfig(Record):
 
     @property
     def active(self) -> bool:
-        return bool(self.protect_destroy or self.max_changes or self.python or self.commands
+        return bool(self.protect_destroy or self.max_changes or self.python or self.commands or self.checkov
                     or any(a.require_approvals for a in self.accounts.values()))
 
 

@@ -9,7 +9,9 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +25,8 @@ __all__ = ["AccountPolicy", "PolicyConfig", "changed_resources", "custom_rules",
            "rule_problems"]
 
 COMMAND_TIMEOUT_S = 300
+SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+_CHECK_ID = re.compile(r"[A-Z][A-Z0-9_]{2,63}")
 _OUTPUT_SHOWN = 2000  # characters of a refusing command's output kept in its violation
 
 # Actions that change nothing real: a plan's no-op and a data source read.
@@ -84,6 +88,11 @@ def rule_problems(policy: PolicyConfig) -> list[str]:
         elif target.endswith(".py") and not Path(target).is_absolute():
             problems.append(f"python = {ref!r}: a rule file must be an absolute path on the host that runs it "
                             "(the repository being judged never supplies its own judge)")
+    if policy.checkov_severity and policy.checkov_severity.upper() not in SEVERITIES:
+        problems.append(f"checkov_severity = {policy.checkov_severity!r}: expected one of {', '.join(SEVERITIES)}")
+    bad_ids = [c for c in policy.checkov_checks + policy.checkov_skip_checks if not _CHECK_ID.fullmatch(c)]
+    if bad_ids:
+        problems.append(f"checkov check ids {bad_ids}: expected ids like CKV_AWS_20")
     for command in policy.commands:
         try:
             argv = shlex.split(command)
@@ -167,14 +176,53 @@ def _command_rule(command: str, plan_path: Path, spec: DeploymentSpec) -> list[V
     return [Violation(rule, f"refused (exit {r.returncode})" + (f": {shown}" if shown else ""))]
 
 
+def _checkov(plan_path: Path, spec: DeploymentSpec, policy: PolicyConfig) -> list[Violation]:
+    argv = [policy.checkov_bin, "-f", str(plan_path), "--framework", "terraform_plan", "-o", "json", "--quiet",
+            "--compact", "--skip-download"]
+    if policy.checkov_checks:
+        argv += ["--check", ",".join(policy.checkov_checks)]
+    if policy.checkov_skip_checks:
+        argv += ["--skip-check", ",".join(policy.checkov_skip_checks)]
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8",
+           "HOME": os.environ.get("HOME", str(plan_path.parent)), "LOG_LEVEL": "ERROR"}
+    try:
+        r = subprocess.run(argv, cwd=plan_path.parent, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, errors="replace", timeout=COMMAND_TIMEOUT_S, check=False)
+        report = json.loads(r.stdout) if r.stdout.strip() else {}
+    except FileNotFoundError:
+        return [Violation("checkov", f"checkov ({policy.checkov_bin!r}) was not found; install it (its own "
+                                     "environment: `pipx install checkov`) or turn [tfo.policy] checkov off")]
+    except subprocess.TimeoutExpired:
+        return [Violation("checkov", f"checkov timed out after {COMMAND_TIMEOUT_S} s")]
+    except (OSError, ValueError) as e:
+        return [Violation("checkov", f"checkov could not scan this plan: {e}")]
+    reports = report if isinstance(report, list) else [report]
+    failed = [c for rep in reports if isinstance(rep, dict)
+              for c in (rep.get("results") or {}).get("failed_checks") or []]
+    if r.returncode not in (0, 1) or (r.returncode == 1 and not failed):
+        return [Violation("checkov", f"checkov could not scan this plan (exit {r.returncode}): "
+                                     f"{(r.stderr or r.stdout).strip()[-_OUTPUT_SHOWN:]}")]
+    threshold = SEVERITIES.index(policy.checkov_severity.upper()) if policy.checkov_severity else 0
+    by_check: dict[str, list[dict[str, Any]]] = {}
+    for c in failed:
+        severity = str(c.get("severity") or "").upper()
+        if severity in SEVERITIES and SEVERITIES.index(severity) < threshold:
+            continue  # below the configured severity; unknown severities block
+        by_check.setdefault(str(c.get("check_id", "?")), []).append(c)
+    return [Violation(f"checkov:{check_id}", f"{checks[0].get('check_name', '')}"
+                      + (f" (severity {checks[0]['severity']})" if checks[0].get("severity") else ""),
+                      tuple(sorted({str(c.get("resource", "?")) for c in checks})))
+            for check_id, checks in sorted(by_check.items())]
+
+
 def custom_rules(plan_text: str, plan: Mapping[str, Any], spec: DeploymentSpec, policy: PolicyConfig,
                  workdir: Path) -> tuple[Violation, ...]:
-    """The configured Python rules and commands on one plan. A command gets the plan document in a file
-    (owner-only, removed after), as conftest and OPA take it; its exit code is the verdict."""
+    """The configured Python rules, commands and Checkov on one plan. Commands get the plan document in
+    a file (owner-only, removed after), as conftest and OPA take it; their exit code is the verdict."""
     found: list[Violation] = []
     for ref in policy.python:
         found += _python_rule(ref, plan, spec)
-    if policy.commands:
+    if policy.commands or policy.checkov:
         plan_path = workdir / "tfo-plan.json"
         fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -182,6 +230,8 @@ def custom_rules(plan_text: str, plan: Mapping[str, Any], spec: DeploymentSpec, 
                 f.write(plan_text)
             for command in policy.commands:
                 found += _command_rule(command, plan_path, spec)
+            if policy.checkov:
+                found += _checkov(plan_path, spec, policy)
         finally:
             plan_path.unlink(missing_ok=True)
     return tuple(found)

@@ -379,6 +379,15 @@ def test_custom_python_and_command_rules_judge_real_plans(repo: Repo, tmp_path: 
     assert by_service["kms"]["status"] == "succeeded" and by_service["iam"]["status"] == "succeeded"
     assert "s3.acct-a.us-west-2.data-lake.raw" not in repo.world_state()
     lake.write_text(lake.read_text().replace("forbidden = {}\n  ", ""))
+    # and Checkov on the same real plans: none of its checks is about this provider's resources
+    checkov = Path(__file__).resolve().parents[2] / ".venv-checkov/bin/checkov"
+    assert checkov.is_file(), "run `make checkov`"
+    toml = repo.root / "tfo.toml"
+    rules = toml.read_text()
+    toml.write_text(rules.replace("[tfo.policy]\n", '[tfo.policy]\ncheckov = true\ncheckov_bin = "/nowhere/checkov"\n'))
+    absent = repo.tfo("apply")
+    assert absent.returncode == 4 and "checkov ('/nowhere/checkov') was not found" in absent.stdout, absent.stdout
+    toml.write_text(rules.replace("[tfo.policy]\n", f'[tfo.policy]\ncheckov = true\ncheckov_bin = "{checkov}"\n'))
     ok = repo.tfo("apply")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert set(repo.world_state()) == FIRST_APPLY_WORLD

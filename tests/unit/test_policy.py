@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -171,3 +172,47 @@ def test_custom_rules_are_checked_when_the_config_is_read(tmp_path: Path) -> Non
     (tmp_path / "tfo.toml").write_text(f'[tfo.policy]\npython = ["{tmp_path}/r.py:check"]\ncommands = ["opa eval"]\n')
     policy = load_config(repo_root=tmp_path, environ={}).policy
     assert policy.active and policy.python == (f"{tmp_path}/r.py:check",) and policy.commands == ("opa eval",)
+
+
+def checkov_bin() -> str:
+    """The real checkov, in its own environment (`make checkov`; TFO_TEST_CHECKOV to use another)."""
+    found = os.environ.get("TFO_TEST_CHECKOV") or str(Path(__file__).resolve().parents[2] / ".venv-checkov/bin/checkov")
+    if not Path(found).is_file():
+        pytest.fail(f"checkov not found at {found}: run `make checkov`")
+    return found
+
+
+PUBLIC_BUCKET = Path(__file__).resolve().parents[1] / "fixtures" / "plans" / "public-bucket.json"
+
+
+def test_checkov_failed_checks_block_and_can_be_chosen_or_skipped(tmp_path: Path) -> None:
+    text = PUBLIC_BUCKET.read_text()
+    plan = json.loads(text)
+
+    def scan(**kw: Any) -> tuple[Any, ...]:
+        return custom_rules(text, plan, spec(), PolicyConfig(checkov=True, checkov_bin=checkov_bin(), **kw), tmp_path)
+
+    everything = scan()
+    assert len(everything) >= 3 and all(v.rule.startswith("checkov:CKV") for v in everything)
+    assert all(v.resources == ("aws_s3_bucket.logs",) for v in everything)
+    one = scan(checkov_checks=("CKV2_AWS_6",))
+    assert [v.rule for v in one] == ["checkov:CKV2_AWS_6"] and "Public Access block" in one[0].message
+    rest = scan(checkov_skip_checks=("CKV2_AWS_6",))
+    assert "checkov:CKV2_AWS_6" not in {v.rule for v in rest} and len(rest) == len(everything) - 1
+    # without a Prisma Cloud key checkov reports no severities: a failed check of unknown severity still blocks
+    assert len(scan(checkov_severity="CRITICAL")) == len(everything)
+    assert not (tmp_path / "tfo-plan.json").exists()
+    [missing] = custom_rules(text, plan, spec(), PolicyConfig(checkov=True, checkov_bin="/nonexistent/checkov"),
+                             tmp_path)
+    assert missing.rule == "checkov" and "was not found" in missing.message
+    clean = {"format_version": "0.2", "resource_changes": [], "planned_values": {"root_module": {}}}
+    assert custom_rules(json.dumps(clean), clean, spec(), PolicyConfig(checkov=True, checkov_bin=checkov_bin()),
+                        tmp_path) == ()
+
+
+def test_checkov_settings_are_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    for bad, words in [('checkov_severity = "SEVERE"', "expected one of LOW"),
+                       ('checkov_checks = ["CKV_AWS_20; rm -rf /"]', "ids like CKV_AWS_20")]:
+        (tmp_path / "tfo.toml").write_text(f"[tfo.policy]\ncheckov = true\n{bad}\n")
+        with pytest.raises(ConfigError, match=words):
+            load_config(repo_root=tmp_path, environ={})
