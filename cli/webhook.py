@@ -64,13 +64,17 @@ class Job:
     # A pull request's plan resumed after a restart: its trust is checked again (the policy may have
     # been tightened, or the job accepted by a version without one).
     recheck: bool = False
+    # `/tfo apply [paths]`: the deployments it names (tfvars paths or ids; none: every planned one), and
+    # the comment that asked, read back from GitHub before anything runs.
+    paths: tuple[str, ...] = ()
+    comment_id: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "action": self.action.value}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:
-        return cls(**{**d, "action": Action(d["action"])})
+        return cls(**{**d, "action": Action(d["action"]), "paths": tuple(d.get("paths") or ())})
 
     @property
     def target(self) -> dict[str, Any]:
@@ -124,12 +128,13 @@ def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Refusal:
-    """A pull request tfo does not plan on its own: said on GitHub (status and comment), nothing runs."""
+    """A pull request tfo does not plan (or apply) on its own: said on GitHub (status and comment), nothing runs."""
 
     repo: str
     sha: str
     pr: int
     reason: str
+    action: str = "plan"
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,8 @@ class Ignored:
 
 # The whole commit hash: a prefix could be matched by a second commit the pull request's author made.
 PLAN_COMMAND = re.compile(r"/tfo plan(?:[ \t]+([0-9a-f]{40}))?[ \t]*")
+# `/tfo apply [tfvars path or deployment id ...]`
+APPLY_COMMAND = re.compile(r"/tfo apply((?:[ \t]+[A-Za-z0-9_.@/-]{1,200}){0,50})[ \t]*")
 
 
 def untrusted_reason(cfg: TfoConfig, repo: str, head_repo: str, association: str) -> str:
@@ -161,6 +168,28 @@ def explain_refusal(cfg: TfoConfig, repo: str, sha: str, reason: str) -> str:
             f"commenting:\n\n```\n/tfo plan {sha}\n```\n")
 
 
+def explain_apply_refusal(cfg: TfoConfig, repo: str, sha: str, reason: str) -> str:
+    return (f"## tfo apply: not run 🔒\n\ntfo did not apply commit `{sha[:12]}` because {reason}.\n\n"
+            f"{apply_hint(cfg, sha)}\n")
+
+
+def apply_hint(cfg: TfoConfig, sha: str) -> str:
+    """What applies a pull request's plans, as its report says it."""
+    w = cfg.webhook
+    merge = f"merging it into `{w.apply_branch}` applies the merge commit" if w.apply_on in ("merge", "both") else ""
+    if w.apply_on == "merge":
+        return f"**To apply:** {merge}."
+    needs = ["someone with write access to the repository comments `/tfo apply` (or `/tfo apply PATH...`)"]
+    if "approved" in w.apply_requirements and w.approvals:
+        needs.append(f"{w.approvals} approving review(s) of `{sha[:12]}` by others than its author")
+    if "mergeable" in w.apply_requirements:
+        needs.append("GitHub sees no merge conflict")
+    if "undiverged" in w.apply_requirements:
+        needs.append("the base branch's latest commit is in the pull request")
+    text = "**To apply the plans above:** " + "; ".join(needs) + "."
+    return text + (f" Or {merge}." if merge else "")
+
+
 def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) -> Job | Refusal | Ignored:
     """What an event asks for: a run, a refusal to explain on GitHub, or nothing (and why)."""
     repo = str((payload.get("repository") or {}).get("full_name", ""))
@@ -176,6 +205,9 @@ def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) 
             return Ignored(f"push to {ref} ignored: only {cfg.webhook.apply_branch} is applied")
         if payload.get("deleted"):
             return Ignored("branch deletion ignored")
+        if cfg.webhook.apply_on == "comment":
+            return Ignored("pushes are not applied here (webhook.apply_on = comment): `/tfo apply` on a pull "
+                           "request is")
         before = str(payload.get("before", ""))
         return Job(new_run_id(), Action.APPLY, repo, str(payload.get("after", "")),
                    "" if before == ZERO_SHA else before, None, delivery, sender)
@@ -199,11 +231,20 @@ def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) 
             return Ignored("only new comments on pull requests are read")
         first_line = str(comment.get("body", "")).strip().splitlines()[:1]
         command = PLAN_COMMAND.fullmatch(first_line[0]) if first_line else None
-        if command is None:
+        apply = APPLY_COMMAND.fullmatch(first_line[0]) if first_line and command is None else None
+        if command is None and apply is None:
             return Ignored("not a tfo command")
         association = str(comment.get("author_association", ""))
+        what = "plan" if apply is None else "apply"
         if association not in cfg.webhook.pr_authors:
-            return Ignored(f"/tfo plan by {sender} ignored: their association with {repo} is {association}")
+            return Ignored(f"/tfo {what} by {sender} ignored: their association with {repo} is {association}")
+        if apply is not None:
+            paths = tuple(apply.group(1).split())
+            if any(".." in p.split("/") for p in paths):
+                return Ignored("/tfo apply: a path with '..' is not a deployment")
+            return Job(new_run_id(), Action.APPLY, repo, "", "", int(issue.get("number") or 0), delivery, sender,
+                       lookup=True, paths=paths, comment_id=int(comment.get("id") or 0))
+        assert command is not None
         return Job(new_run_id(), Action.PLAN, repo, command.group(1) or "", "", int(issue.get("number") or 0),
                    delivery, sender, lookup=True)
     return Ignored(f"{event} events are not handled (tfo takes push, pull_request and issue_comment)")
@@ -242,10 +283,11 @@ class RunStarter:
 
     def _post_refusal(self, r: Refusal, max_wait_s: float | None = None) -> None:
         client = notify.github_client(self.cfg, max_wait_s)
-        error = notify.post_not_run(self.cfg, {"github": {"repo": r.repo, "sha": r.sha, "pr": r.pr}}, "plan",
-                                    explain_refusal(self.cfg, r.repo, r.sha, r.reason), f"not planned: {r.reason}",
-                                    client)
-        log.info("pull request %s#%d (%s) not planned: %s", r.repo, r.pr, r.sha[:12], r.reason)
+        explain = explain_refusal if r.action == "plan" else explain_apply_refusal
+        done = "planned" if r.action == "plan" else "applied"
+        error = notify.post_not_run(self.cfg, {"github": {"repo": r.repo, "sha": r.sha, "pr": r.pr}}, r.action,
+                                    explain(self.cfg, r.repo, r.sha, r.reason), f"not {done}: {r.reason}", client)
+        log.info("pull request %s#%d (%s) not %s: %s", r.repo, r.pr, r.sha[:12], done, r.reason)
         if error:
             log.error("pull request %s#%d: the refusal could not be posted: %s", r.repo, r.pr, error)
 
@@ -346,13 +388,22 @@ class RunStarter:
             return
         if job.recheck and not self._still_trusted(job):
             return
-        if job.lookup:
+        approval: PullApproval | None = None
+        if job.lookup and job.action == Action.APPLY:
+            approval = self._pull_request_apply(job)
+            if approval is None:
+                return
+            job = approval.job
+        elif job.lookup:
             found = self._pull_request_head(job)
             if found is None:
                 return
             job = found
         mirror = self.cfg.resolve(served.mirror)
         git.mirror_sync(served.remote_url, mirror, self._git_token(job.repo))
+        if approval is not None:
+            self._apply_from_comment(job, approval, mirror, served)
+            return
         checkout = mirror.parent / "checkouts" / job.run_id
         shutil.rmtree(checkout, ignore_errors=True)  # left by a webhook that died while running this job
         git.checkout(mirror, job.sha, checkout)
@@ -426,11 +477,111 @@ class RunStarter:
             return None
         return replace(job, sha=pull.head_sha, base=pull.base_sha, lookup=False)
 
-    def _start(self, job: Job, checkout: Path, served: ServedRepository) -> None:
+    def _pull_request_apply(self, job: Job) -> PullApproval | None:
+        """`/tfo apply`: whether it may run now, and on what; None when not (the refusal said on the PR)."""
+        assert job.pr is not None
+        client = notify.github_client(self.cfg)
+        if client is None:
+            raise GitHubError("/tfo apply needs GitHub credentials to look up the pull request")
+        # The comment as GitHub has it: an event signed with the shared secret could name any commenter.
+        author, body = client.comment(job.repo, job.comment_id) if job.comment_id else ("", "")
+        first = body.strip().splitlines()[:1]
+        if author.lower() != job.sender.lower() or not first or APPLY_COMMAND.fullmatch(first[0]) is None:
+            log.error("run %s: /tfo apply on %s#%s dropped: GitHub has no such comment by %s", job.run_id, job.repo,
+                      job.pr, job.sender)
+            return None
+        pull = client.pull_request(job.repo, job.pr)
+        w = self.cfg.webhook
+        why, unmet = "", []
+        plan_run = ""
+        approvers: tuple[str, ...] = ()
+        if w.apply_on == "merge":
+            why = "applies from comments are off here (webhook.apply_on = merge)"
+        elif pull.state != "open":
+            why = f"pull request #{job.pr} is {pull.state or 'not open'}"
+        elif client.role(job.repo, job.sender) not in WRITE_ROLES:
+            why = f"/tfo apply was asked by {job.sender}, who has no write access to {job.repo}"
+        elif untrusted := untrusted_reason(self.cfg, job.repo, pull.head_repo, pull.author_association):
+            why = untrusted + "; such pull requests are not applied from comments"
+        else:
+            approvers = client.approvers(job.repo, job.pr, pull.head_sha, pull.author)
+            if "approved" in w.apply_requirements and len(approvers) < w.approvals:
+                unmet.append(f"{w.approvals} approving review(s) of `{pull.head_sha[:12]}` by others than its author "
+                             f"(it has {len(approvers)})")
+            if "mergeable" in w.apply_requirements and pull.mergeable is not True:
+                unmet.append("GitHub has not yet worked out whether it merges cleanly: try again in a moment"
+                             if pull.mergeable is None else "it has merge conflicts")
+            plan_run, problem = self._plan_of(job, pull.head_sha)
+            if problem:
+                unmet.append(problem)
+        if unmet:
+            why = "it needs " + "; ".join(unmet)
+        if why:
+            self._post_refusal(Refusal(job.repo, pull.head_sha, job.pr, why, "apply"))
+            return None
+        return PullApproval(replace(job, sha=pull.head_sha, base=pull.base_sha, lookup=False), plan_run,
+                            approvers, pull.base_ref)
+
+    def _plan_of(self, job: Job, sha: str) -> tuple[str, str]:
+        """The finished plan run of this pull request's commit, or why there is none to apply."""
+        assert job.pr is not None
+        store = open_store(self.cfg)
+        try:
+            run_id = str(store.get_json(keys.pull_plan(job.repo, job.pr, sha))["run_id"])
+        except (KeyError, TypeError):
+            return "", f"a plan of `{sha[:12]}` first: comment `/tfo plan`, or push, and wait for its report"
+        try:
+            status = store.get_json(keys.run_summary(run_id)).get("status")
+        except KeyError:
+            return "", f"its plan (run `{run_id}`) to finish first"
+        if status not in (RunStatus.SUCCEEDED, RunStatus.BLOCKED):
+            return "", f"a plan that succeeded: run `{run_id}` was {status}; fix it and plan again"
+        return run_id, ""
+
+    def _apply_from_comment(self, job: Job, approval: PullApproval, mirror: Path, served: ServedRepository) -> None:
+        assert job.pr is not None
+        w = self.cfg.webhook
+        base_tip = git.branch_head(mirror, approval.base_ref)
+        if "undiverged" in w.apply_requirements and not git.is_ancestor(mirror, base_tip, job.sha):
+            self._post_refusal(Refusal(job.repo, job.sha, job.pr, f"it needs the latest commit of "
+                                       f"`{approval.base_ref}` merged in (it has diverged): update it and plan again",
+                                       "apply"))
+            return
+        checkout = mirror.parent / "checkouts" / job.run_id
+        shutil.rmtree(checkout, ignore_errors=True)
+        git.checkout(mirror, job.sha, checkout)
+        try:
+            cfg = self._run_config(job, checkout, served)
+        finally:
+            shutil.rmtree(checkout, ignore_errors=True)
+        if cfg is None:
+            return
+        store = open_store(cfg)
+        planned = service.planned_deployments(store, approval.plan_run)
+        chosen = list(planned.deployments)
+        if job.paths:
+            chosen = [s for s in chosen if s.id in job.paths or s.tfvars_path in job.paths]
+            named = {s.id for s in chosen} | {s.tfvars_path for s in chosen}
+            unknown = [p for p in job.paths if p not in named]
+            if unknown:
+                self._post_refusal(Refusal(job.repo, job.sha, job.pr, f"its plan (run `{approval.plan_run}`) has no "
+                                           f"deployment {', '.join(unknown)}", "apply"))
+                return
+        # An approved pull request is the waiver the CLI's --allow-destroy and --approved-by give: its
+        # approvers are on record in the audit.
+        request = RunRequest(Action.APPLY, RollbackStrategy(cfg.rollback), actor=f"github:{job.sender}",
+                             git_sha=job.sha, notify=job.target, run_id=job.run_id, from_plan=approval.plan_run,
+                             approved_by=tuple(f"github:{a}" for a in approval.approvers),
+                             allow_destroy=bool(approval.approvers))
+        run = service.start(cfg, store, chosen, request, _Enqueue(self, job, cfg))
+        log.info("run %s: apply of %s#%s@%s from plan run %s, %d deployment(s), approved by %s", run.run_id, job.repo,
+                 job.pr, job.sha[:12], approval.plan_run, len(chosen), ", ".join(approval.approvers) or "nobody")
+
+    def _run_config(self, job: Job, checkout: Path, served: ServedRepository) -> TfoConfig | None:
+        """The repository's settings with the server's (where things run and live, the policy); None when
+        the repository pins another namespace (said on GitHub)."""
         repo_cfg_file = checkout / "tfo.toml"
         repo_cfg = load_config(repo_cfg_file if repo_cfg_file.is_file() else None, repo_root=checkout, environ={})
-        # The repository decides paths and layout; the server decides where things run and live, and
-        # the policy its plans are judged by.
         store = replace(self.cfg.store, path=str(self.cfg.resolve(self.cfg.store.path)))
         cfg = replace(repo_cfg, store=store, celery=self.cfg.celery, github=self.cfg.github,
                       webhook=self.cfg.webhook, workdir=str(self.cfg.workdir_path),
@@ -439,15 +590,23 @@ class RunStarter:
                       accounts=self.cfg.accounts, policy=self.cfg.policy,
                       # never the repository's choice: another namespace would be another repository's state
                       namespace=served.namespace)
-        target = job.target
         if repo_cfg.namespace and repo_cfg.namespace != served.namespace:
             # Said, not ignored: the repository pins it for its CLI and CI runs, which would then
             # work on other states than the webhook's.
             problem = Problem("tfo.toml", f"namespace = {repo_cfg.namespace!r}, but this webhook keeps "
                                           f"{served.name}'s state under {served.namespace!r}")
-            notify.post_invalid(cfg, target, job.action.value, job.run_id, [problem])
+            notify.post_invalid(cfg, job.target, job.action.value, job.run_id, [problem])
             self._record_failure(job, RunStatus.INVALID, str(problem))
+            return None
+        return cfg
+
+    def _start(self, job: Job, checkout: Path, served: ServedRepository) -> None:
+        cfg = self._run_config(job, checkout, served)
+        if cfg is None:
             return
+        target = job.target
+        if job.pr is not None and job.action == Action.PLAN:
+            target["github"]["apply_hint"] = apply_hint(cfg, job.sha)
         found = discover(cfg, git_diff=f"{job.base}..{job.sha}" if job.base else None)
         try:
             specs = list(build_deployments(cfg, found).specs)
@@ -458,9 +617,23 @@ class RunStarter:
             return
         request = RunRequest(job.action, RollbackStrategy(cfg.rollback), actor=f"github:{job.sender}",
                              git_sha=job.sha, notify=target, run_id=job.run_id)
-        run = service.start(cfg, open_store(cfg), specs, request, _Enqueue(self, job, cfg))
+        store = open_store(cfg)
+        if job.pr is not None and job.action == Action.PLAN:
+            # What `/tfo apply` on this commit applies (its plans are saved with the run).
+            store.put_json(keys.pull_plan(job.repo, job.pr, job.sha), {"run_id": job.run_id, "at": time.time()})
+        run = service.start(cfg, store, specs, request, _Enqueue(self, job, cfg))
         log.info("run %s: %s of %s@%s, %d deployment(s)", run.run_id, job.action.value, job.repo, job.sha[:12],
                  len(specs))
+
+
+@dataclass(frozen=True)
+class PullApproval:
+    """A `/tfo apply` that may run: on the pull request's head, from its plan run, with its approvers."""
+
+    job: Job
+    plan_run: str
+    approvers: tuple[str, ...]
+    base_ref: str
 
 
 class _Enqueue:

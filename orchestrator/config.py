@@ -129,6 +129,14 @@ class WebhookConfig:
     # Anything else (a fork, an outside contributor) waits for `/tfo plan SHA` from such a person.
     pr_authors: tuple[str, ...] = ("OWNER", "MEMBER", "COLLABORATOR")
     plan_forks: bool = False
+    # What applies: "merge" (a push to apply_branch), "comment" (`/tfo apply` on a pull request, applying
+    # the plans saved for its head commit), or "both".
+    apply_on: str = "merge"
+    # What a `/tfo apply` needs besides a commenter with write access: "approved" (`approvals` approving
+    # reviews of the head commit, not by its author), "mergeable" (GitHub says it merges cleanly),
+    # "undiverged" (the base branch's head is in the pull request).
+    apply_requirements: tuple[str, ...] = ("approved", "mergeable", "undiverged")
+    approvals: int = 1
 
     def served(self, namespace: str = "") -> dict[str, ServedRepository]:
         """Every repository whose events run, by lower-cased OWNER/NAME (GitHub's names are case-insensitive).
@@ -438,6 +446,15 @@ def _check(cfg: TfoConfig, where: str) -> None:
         raise ConfigError(f"{where}: namespace {ns_problem}")
     _check_webhook_repositories(cfg, where)
     w = cfg.webhook
+    if w.apply_on not in ("merge", "comment", "both"):
+        raise ConfigError(f"{where}: webhook.apply_on = {w.apply_on!r}; expected 'merge', 'comment' or 'both'")
+    unknown_requirements = sorted(set(w.apply_requirements) - {"approved", "mergeable", "undiverged"})
+    if unknown_requirements:
+        raise ConfigError(f"{where}: webhook.apply_requirements has {', '.join(unknown_requirements)}; expected "
+                          "approved, mergeable, undiverged")
+    if w.approvals < 0:
+        raise ConfigError(f"{where}: webhook.approvals cannot be negative")
+    w = cfg.webhook
     associations = {"OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR",
                     "FIRST_TIMER", "MANNEQUIN", "NONE"}
     unknown = [a for a in w.pr_authors if a not in associations]
@@ -545,7 +562,7 @@ def namespace_problem(namespace: str) -> str:
         reason = unsafe_name_reason(part)
         if reason:
             return f"{namespace!r}: a part {reason}"
-    if namespace.split("/")[0] in ("backups", "bundles", "last-good", "runs", "audit", "locks"):
+    if namespace.split("/")[0] in ("backups", "bundles", "last-good", "runs", "audit", "locks", "pulls"):
         return f"{namespace!r} starts with one of tfo's own store prefixes"
     if namespace.count("/") < 2:
         # A state key without a namespace has at most 4 parts before terraform.tfstate; with 3 or more

@@ -121,3 +121,13 @@ def is_ancestor(repo: Path, sha: str, ref: str) -> bool:
     except GitError:
         return False
     return True
+
+
+def branch_head(repo: Path, branch: str) -> str:
+    """The commit a branch points at, or "" when there is no such branch."""
+    if not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", branch) or ".." in branch:
+        return ""
+    try:
+        return _git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}").strip()
+    except GitError:
+        return ""

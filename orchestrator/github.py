@@ -69,6 +69,8 @@ class PullRequest:
     author_association: str
     state: str
     author: str = ""  # the login that opened it
+    mergeable: bool | None = None  # None: GitHub has not worked it out yet
+    base_ref: str = ""  # the branch it merges into
 
 
 WRITE_ROLES = ("admin", "maintain", "write")
@@ -257,9 +259,40 @@ class GitHubClient:
     def pull_request(self, repo: str, number: int) -> PullRequest:
         data = self.request("GET", f"/repos/{repo}/pulls/{number}", repo=repo)
         head, base = data.get("head") or {}, data.get("base") or {}
+        mergeable = data.get("mergeable")
         return PullRequest(number, str(head.get("sha", "")), str(base.get("sha", "")),
                            str((head.get("repo") or {}).get("full_name", "")), str(data.get("author_association", "")),
-                           str(data.get("state", "")), str((data.get("user") or {}).get("login", "")))
+                           str(data.get("state", "")), str((data.get("user") or {}).get("login", "")),
+                           mergeable if isinstance(mergeable, bool) else None, str(base.get("ref", "")))
+
+    def approvers(self, repo: str, number: int, head_sha: str, author: str) -> tuple[str, ...]:
+        """Who approves the pull request's head commit: each reviewer's latest deciding review (approve,
+        request changes, dismissed) is an approval of exactly that commit; its author never counts."""
+        latest: dict[str, tuple[str, str]] = {}
+        page = 1
+        while True:
+            reviews = self.request("GET", f"/repos/{repo}/pulls/{number}/reviews?per_page=100&page={page}", repo=repo)
+            if not isinstance(reviews, list) or not reviews:
+                break
+            for r in reviews:
+                login, state = str((r.get("user") or {}).get("login", "")), str(r.get("state", ""))
+                if login and state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+                    latest[login.lower()] = (state, str(r.get("commit_id", "")))
+            if len(reviews) < 100 or page >= 30:
+                break
+            page += 1
+        return tuple(sorted(login for login, (state, commit) in latest.items()
+                            if state == "APPROVED" and commit == head_sha and login != author.lower()))
+
+    def comment(self, repo: str, comment_id: int) -> tuple[str, str]:
+        """(author login, body) of an issue comment, as GitHub has it; ("", "") when there is none."""
+        try:
+            data = self.request("GET", f"/repos/{repo}/issues/comments/{comment_id}", repo=repo)
+        except GitHubError as e:
+            if "failed with 404" in str(e):
+                return "", ""
+            raise
+        return str((data.get("user") or {}).get("login", "")), str(data.get("body", ""))
 
     def role(self, repo: str, login: str) -> str:
         """The person's role on the repository (admin, maintain, write, triage, read), "none" if they have none."""

@@ -13,6 +13,7 @@ means (encrypted at rest, kept in the audit bucket). Callers never choose either
   runs/{run_id}/plans/{slug}.tfplan, .json, .applied.json     a plan run's saved plans: the file, what encrypted
                                                               it was made against, who applied it
   runs/{run_id}/cancel                                        `tfo runs cancel` was asked
+  pulls/{owner}/{name}/{pr}/{sha}.json                        the plan run of a pull request's commit
   audit/year=YYYY/month=MM/day=DD/run_id={id}/...             full, unredacted records (audit bucket) encrypted
 """
 
@@ -26,6 +27,7 @@ BUNDLES = "bundles/sha256/"
 LAST_GOOD = "last-good/"
 RUNS = "runs/"
 AUDIT = "audit/"
+PULLS = "pulls/"
 
 # A run id is the UTC time it was made plus a random suffix: `YYYYMMDDTHHMMSSZ-xxxxxx`.
 RUN_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]{6}")
@@ -95,6 +97,11 @@ def saved_plan(run_id: str, deployment_id: str, part: str = "tfplan") -> str:
     """A plan run's saved plan of one deployment: `tfplan` (terraform's plan file), `json` (what it was
     made against), `applied.json` (the apply that used it: a plan is applied once)."""
     return f"{RUNS}{run_id}/plans/{slug(deployment_id)}.{part}"
+
+
+def pull_plan(repo: str, pr: int, sha: str) -> str:
+    """Which run planned a pull request's commit (the webhook): what `/tfo apply` on it applies."""
+    return f"{PULLS}{repo.lower()}/{pr}/{sha}.json"
 
 
 def cancel(run_id: str) -> str:

@@ -70,8 +70,12 @@ def post_result(cfg: TfoConfig, result: RunResult, client: GitHubClient | None =
                           f"run {run.run_id}: {result.status}, {len(result.results)} deployment(s), "
                           f"{changes} change(s)", run_url(cfg, run.run_id))
         if target.get("pr"):
-            client.upsert_report(target["repo"], int(target["pr"]),
-                                 report_parts(result, REPORT_LIMIT, cfg.github.max_comments))
+            # What applies this pull request's plans (the webhook's words), under the first part.
+            hint = str(target.get("apply_hint") or "")[:1000] if result.status != RunStatus.INVALID else ""
+            parts = report_parts(result, REPORT_LIMIT - len(hint) - 2, cfg.github.max_comments)
+            if hint and parts:
+                parts[0] = f"{parts[0]}\n\n{hint}"
+            client.upsert_report(target["repo"], int(target["pr"]), parts)
     except GitHubError as e:
         return str(e)
     return ""

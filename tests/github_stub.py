@@ -43,6 +43,7 @@ class GitHubStub:
     rate_limit_posts: int = 0  # this many comment POSTs are refused: a secondary rate limit, Retry-After 1
     minted: int = 0
     roles: dict[str, str] = field(default_factory=dict)  # login -> role on the repository (default none)
+    reviews: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # GET /repos/O/R/pulls/N/reviews
     _next_id: int = 100
 
     def start(self) -> str:
@@ -95,6 +96,12 @@ class GitHubStub:
                     role = stub.roles.get(parts[4], "none")
                     self._reply(200, {"permission": {"maintain": "write", "triage": "read"}.get(role, role),
                                       "role_name": role})
+                elif self.command == "GET" and len(parts) == 6 and parts[3] == "pulls" and parts[5] == "reviews":
+                    page = int((self.path.split("page=")[-1].split("&")[0]) if "&page=" in self.path else 1)
+                    self._reply(200, stub.reviews.get(int(parts[4]), []) if page == 1 else [])
+                elif self.command == "GET" and len(parts) == 6 and parts[3:5] == ["issues", "comments"]:
+                    c = stub.comments.get(int(parts[5]))
+                    self._reply(200 if c else 404, c or {"message": "Not Found"})
                 elif self.command == "GET" and len(parts) == 5 and parts[3] == "pulls":
                     pull = stub.pulls.get(int(parts[4]))
                     self._reply(200 if pull else 404, pull or {"message": "Not Found"})

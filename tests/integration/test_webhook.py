@@ -107,6 +107,7 @@ remote_url = "{remote}"
 mirror_dir = "{tmp_path}/mirror"
 apply_branch = "main"
 max_body_bytes = 200000
+apply_on = "both"
 
 [tfo.github]
 api_url = "{api}"
@@ -538,3 +539,77 @@ def test_two_repositories_with_the_same_deployment_keep_their_own_state(stack: S
     forged = _summary(server, body["run_id"])
     assert forged["status"] == "failed" and "not on refs/heads/main" in forged["error"], forged
     assert "iam.acct-b.us-east-1.platform.intruder" not in server.world_state()
+
+
+def test_a_pull_request_is_applied_from_its_saved_plan_by_comment_once_reviewed(stack: Stack) -> None:
+    server, hook, stub, work, refs = stack
+    git(work, "checkout", "-q", "-b", "lake")
+    p = work / "Accounts/acct-a/data-lake.tfvars"
+    p.write_text(p.read_text().replace("curated = { versioning = true }", "curated = { versioning = false }"))
+    git(work, "commit", "-qam", "curated without versioning")
+    git(work, "push", "-q", "origin", "lake")
+    head = git(work, "rev-parse", "HEAD")
+    code, body = hook.send("pull_request", _pr("opened", 31, head, refs["base"]))
+    assert code == 202, body
+    plan_id = body["run_id"]
+    assert _summary(server, plan_id)["status"] == "succeeded"
+    sticky = next(c for c in stub.comments.values() if c["issue"] == 31)
+    assert "To apply the plans above" in sticky["body"] and "/tfo apply" in sticky["body"]
+    stub.pulls[31] = {"number": 31, "state": "open", "author_association": "MEMBER", "user": {"login": "dev"},
+                      "mergeable": True, "head": {"sha": head, "repo": {"full_name": "org/infra"}},
+                      "base": {"sha": refs["base"], "ref": "main"}}
+    stub.roles.update({"reader": "read", "maint": "write"})
+
+    def comment(login: str, text: str = "/tfo apply", comment_id: int | None = None) -> tuple[int, dict[str, Any]]:
+        cid = comment_id or 9000 + len(stub.comments)
+        if comment_id is None:  # the comment exists on GitHub, as the event says
+            stub.comments[cid] = {"id": cid, "issue": 31, "body": text, "user": {"login": login, "type": "User"}}
+        return hook.send("issue_comment", {
+            "action": "created", "repository": {"full_name": "org/infra"}, "sender": {"login": login},
+            "issue": {"number": 31, "pull_request": {}},
+            "comment": {"id": cid, "body": text, "author_association": "MEMBER"}})
+
+    def refused(login: str, words: str) -> None:
+        sticky["body"] = "<!-- tfo:sticky-report -->\n"  # each refusal rewrites the sticky comment
+        code, body = comment(login)
+        assert (code, body["action"]) == (202, "apply")
+        _wait_for(words, lambda: words in sticky["body"])
+        assert "tfo apply: not run" in sticky["body"] and "To apply the plans above" in sticky["body"]
+
+    refused("reader", "who has no write access to org/infra")
+    refused("maint", "by others than its author (it has 0)")
+    stub.reviews[31] = [{"user": {"login": "dev"}, "state": "APPROVED", "commit_id": head}]  # its author's own
+    refused("maint", "by others than its author (it has 0)")
+    stub.reviews[31].append({"user": {"login": "bob"}, "state": "APPROVED", "commit_id": refs["base"]})  # old commit
+    refused("maint", "by others than its author (it has 0)")
+    stub.reviews[31].append({"user": {"login": "alice"}, "state": "APPROVED", "commit_id": head})
+    stub.pulls[31]["mergeable"] = False
+    refused("maint", "it has merge conflicts")
+    # a forged event: signed with the webhook's secret, naming a comment GitHub does not have
+    stub.pulls[31]["mergeable"] = True
+    code, forged = comment("maint", comment_id=424242)
+    assert code == 202
+    assert server.world_state() == {}
+
+    code, body = comment("maint")
+    assert code == 202, body
+    summary = _summary(server, body["run_id"])
+    assert summary["status"] == "succeeded", summary
+    assert {d["id"] for d in summary["deployments"]} == {"s3/acct-a/us-west-2/data-lake",
+                                                         "kms/acct-a/us-west-2/data-lake"}
+    assert json.loads(server.world_state()["s3.acct-a.us-west-2.data-lake.curated"]["content"])["versioning"] is False
+    records = json.loads(server.tfo("audit", "show", body["run_id"]).stdout)
+    assert {r["record"]["from_plan"] for r in records} == {plan_id}
+    assert {tuple(r["record"]["approved_by"]) for r in records} == {("github:alice",)}
+    assert not (server.root / ".tfo/store/runs" / f"{forged['run_id']}.json").exists()  # the forged one never ran
+    # applied once: the same plan again is stale
+    code, body = comment("maint")
+    again = _summary(server, body["run_id"])
+    assert again["status"] == "failed" and {d["status"] for d in again["deployments"]} == {"stale"}
+    # main moves on without the pull request: it has diverged
+    git(work, "checkout", "-q", "main")
+    (work / "README.md").write_text("moved on\n")
+    git(work, "add", "README.md")
+    git(work, "commit", "-qm", "main moves on")
+    git(work, "push", "-q", "origin", "main")
+    refused("maint", "it needs the latest commit of `main` merged in (it has diverged)")

@@ -14,8 +14,18 @@ from typing import Any
 
 import pytest
 
-from cli.webhook import Deliveries, EnqueueUncertain, Job, Refusal, RunStarter, create_app, verify_signature
+from cli.webhook import (
+    Deliveries,
+    EnqueueUncertain,
+    Job,
+    Refusal,
+    RunStarter,
+    apply_hint,
+    create_app,
+    verify_signature,
+)
 from orchestrator.config import load_config
+from orchestrator.errors import ConfigError
 from orchestrator.models import Action
 
 SECRET = b"s3cr3t-hook"
@@ -376,3 +386,45 @@ def test_a_lone_remote_url_and_the_repositories_table_in_the_environment_are_ref
     (tmp_path / "tfo.toml").write_text(SEVERAL)
     cfg = load_config(repo_root=tmp_path, environ={"TFO_WEBHOOK_REPOSITORIES": "x"})  # not settable: ignored
     assert set(cfg.webhook.served()) == {"o/r", "o/second", "team/legacy"}
+
+
+def test_apply_command_names_deployments_and_apply_on_decides_what_applies(tmp_path: Path) -> None:
+    def app_with(apply_on: str) -> tuple[Any, RecordingStarter]:
+        (tmp_path / "tfo.toml").write_text(f'[tfo.webhook]\napply_branch = "main"\nrepository = "o/r"\n'
+                                           f'apply_on = "{apply_on}"\n')
+        starter = RecordingStarter()
+        return create_app(load_config(repo_root=tmp_path, environ={}), SECRET, starter).test_client(), starter
+
+    client, starter = app_with("both")
+    body = comment("/tfo apply Accounts/acct-a/lake.tfvars s3/acct-a/us-west-2/lake")
+    body["comment"]["id"] = 77
+    assert post(client, "issue_comment", body, delivery="a1").status_code == 202
+    job = starter.jobs[-1]
+    assert (job.action, job.lookup, job.pr, job.comment_id, job.sha) == (Action.APPLY, True, 5, 77, "")
+    assert job.paths == ("Accounts/acct-a/lake.tfvars", "s3/acct-a/us-west-2/lake")
+    assert Job.from_dict(json.loads(json.dumps(job.to_dict()))) == job  # survives the spool
+    for i, ignored in enumerate((comment("/tfo apply ../../etc/passwd"), comment("/tfo apply $(id)"),
+                                 comment("/tfo apply", "CONTRIBUTOR"), comment("/tfo applyall"))):
+        r = post(client, "issue_comment", ignored, delivery=f"i{i}")
+        assert r.get_json()["status"] == "ignored", (ignored, r.get_json())
+    assert post(client, "push", push(), delivery="p1").status_code == 202  # both: merging applies too
+
+    client, starter = app_with("comment")
+    r = post(client, "push", push(), delivery="p2")
+    assert r.get_json()["status"] == "ignored" and "apply_on = comment" in r.get_json()["reason"]
+    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nrepository = "o/r"\napply_on = "always"\n')
+    with pytest.raises(ConfigError, match="apply_on"):
+        load_config(repo_root=tmp_path, environ={})
+    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nrepository = "o/r"\napply_requirements = ["green"]\n')
+    with pytest.raises(ConfigError, match="apply_requirements has green"):
+        load_config(repo_root=tmp_path, environ={})
+
+
+def test_the_apply_hint_says_what_each_setting_needs(tmp_path: Path) -> None:
+    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nrepository = "o/r"\napply_on = "comment"\napprovals = 2\n'
+                                       'apply_requirements = ["approved"]\n')
+    hint = apply_hint(load_config(repo_root=tmp_path, environ={}), "a" * 40)
+    assert "`/tfo apply`" in hint and "2 approving review(s) of `aaaaaaaaaaaa`" in hint
+    assert "merge conflict" not in hint and "Or merging" not in hint
+    (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nrepository = "o/r"\n')
+    assert apply_hint(load_config(repo_root=tmp_path, environ={}), "a" * 40).startswith("**To apply:** merging")
