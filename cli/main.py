@@ -217,6 +217,15 @@ def backups_list(g: GlobalOptions, deployment: str, as_json: bool) -> int:
     return records.backups_list(g, deployment, as_json)
 
 
+@cli.command("unlock")
+@click.argument("deployment")
+@click.pass_obj
+def unlock_cmd(g: GlobalOptions, deployment: str) -> int:
+    """Release DEPLOYMENT from the pull request that reserved it by planning it (the webhook's reservations)."""
+    from cli.commands import records
+    return records.unlock(g, deployment)
+
+
 @cli.command("rollback")
 @click.argument("deployment")
 @click.option("--to", "to", metavar="BACKUP_KEY", help="Backup to restore (default: the newest).")

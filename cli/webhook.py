@@ -28,7 +28,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from orchestrator import git, keys, notify, service
+from orchestrator import git, keys, notify, reservations, service
 from orchestrator.config import ServedRepository, TfoConfig, load_config
 from orchestrator.discovery import discover
 from orchestrator.errors import EnqueueUncertain, Problem, SelectorError, TfoError, ValidationError
@@ -142,6 +142,14 @@ class Ignored:
     reason: str
 
 
+@dataclass(frozen=True)
+class Release:
+    """A pull request merged or closed: the deployments reserved for it are free again."""
+
+    repo: str
+    pr: int
+
+
 # The whole commit hash: a prefix could be matched by a second commit the pull request's author made.
 PLAN_COMMAND = re.compile(r"/tfo plan(?:[ \t]+([0-9a-f]{40}))?[ \t]*")
 # `/tfo apply [tfvars path or deployment id ...]`
@@ -190,7 +198,7 @@ def apply_hint(cfg: TfoConfig, sha: str) -> str:
     return text + (f" Or {merge}." if merge else "")
 
 
-def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) -> Job | Refusal | Ignored:
+def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) -> Job | Refusal | Ignored | Release:
     """What an event asks for: a run, a refusal to explain on GitHub, or nothing (and why)."""
     repo = str((payload.get("repository") or {}).get("full_name", ""))
     sender = str((payload.get("sender") or {}).get("login", ""))
@@ -213,6 +221,8 @@ def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) 
                    "" if before == ZERO_SHA else before, None, delivery, sender)
     if event == "pull_request":
         action = str(payload.get("action", ""))
+        if action == "closed":
+            return Release(repo, int(payload.get("number") or (payload.get("pull_request") or {}).get("number") or 0))
         if action not in PR_ACTIONS:
             return Ignored(f"pull_request {action} ignored")
         pr = payload.get("pull_request") or {}
@@ -290,6 +300,29 @@ class RunStarter:
         log.info("pull request %s#%d (%s) not %s: %s", r.repo, r.pr, r.sha[:12], done, r.reason)
         if error:
             log.error("pull request %s#%d: the refusal could not be posted: %s", r.repo, r.pr, error)
+
+    def release(self, r: Release) -> None:
+        """Free what a merged or closed pull request reserved (in the background: the store may be slow)."""
+        self.notices.submit(self._release, r)
+
+    def _release(self, r: Release) -> None:
+        try:
+            dropped = reservations.release(open_store(self.cfg), r.repo, r.pr)
+        except Exception as e:  # said in the log; `tfo unlock` frees them by hand
+            log.error("pull request %s#%d: its reservations could not be released: %s", r.repo, r.pr,
+                      type(e).__name__)
+            return
+        if dropped:
+            log.info("pull request %s#%d closed: %d reservation(s) released", r.repo, r.pr, len(dropped))
+
+    def _still_open(self, holder: reservations.Reservation) -> bool:
+        client = notify.github_client(self.cfg)
+        if client is None:
+            return True
+        try:
+            return client.pull_request(holder.repo, holder.pr).state == "open"
+        except GitHubError:
+            return True  # cannot tell: the reservation stands
 
     def start(self, job: Job) -> None:
         """Spool the job (raises OSError when it cannot), then start it in the background."""
@@ -559,6 +592,12 @@ class RunStarter:
         store = open_store(cfg)
         planned = service.planned_deployments(store, approval.plan_run)
         chosen = list(planned.deployments)
+        taken = {s.id: h for s in chosen if (h := reservations.held(store, s)) and not h.same_pull(job.repo, job.pr)}
+        if taken:
+            self._post_refusal(Refusal(job.repo, job.sha, job.pr, "another pull request holds " + ", ".join(
+                f"`{d}` ({h})" for d, h in sorted(taken.items())) + ": it is released when that one is merged or "
+                "closed, or by `tfo unlock`", "apply"))
+            return
         if job.paths:
             chosen = [s for s in chosen if s.id in job.paths or s.tfvars_path in job.paths]
             named = {s.id for s in chosen} | {s.tfvars_path for s in chosen}
@@ -615,9 +654,23 @@ class RunStarter:
             self._record_failure(job, RunStatus.INVALID,
                                  f"{len(e.problems)} problem(s): " + "; ".join(map(str, e.problems)))
             return
+        store = open_store(cfg)
+        if job.pr is not None and job.action == Action.PLAN:
+            claim = reservations.Reservation(job.repo, job.pr, job.sha, job.run_id)
+            taken = reservations.reserve(store, specs, claim, self._still_open)
+            if taken:
+                specs = [s for s in specs if s.id not in taken]
+                target["github"]["reserved"] = {d: str(h) for d, h in sorted(taken.items())}
+                if not specs:
+                    text = ("## tfo plan: not run 🔒\n\nEvery deployment this pull request changes is reserved by "
+                            "another one, which planned it first:\n\n"
+                            + reservations.note(target["github"]["reserved"]))
+                    notify.post_not_run(cfg, target, "plan", text, "reserved by another pull request",
+                                        run_id=job.run_id)
+                    self._record_failure(job, RunStatus.FAILED, "every deployment is reserved by another pull request")
+                    return
         request = RunRequest(job.action, RollbackStrategy(cfg.rollback), actor=f"github:{job.sender}",
                              git_sha=job.sha, notify=target, run_id=job.run_id)
-        store = open_store(cfg)
         if job.pr is not None and job.action == Action.PLAN:
             # What `/tfo apply` on this commit applies (its plans are saved with the run).
             store.put_json(keys.pull_plan(job.repo, job.pr, job.sha), {"run_id": job.run_id, "at": time.time()})
@@ -725,6 +778,9 @@ def create_app(cfg: TfoConfig, secret: bytes, starter: RunStarter) -> Flask:
         decision = job_for(event, payload, cfg, delivery)
         if isinstance(decision, Ignored):
             return answer(200, status="ignored", reason=decision.reason)
+        if isinstance(decision, Release):
+            starter.release(decision)
+            return answer(200, status="released", pr=decision.pr)
         if isinstance(decision, Refusal):
             if _valid_sha(decision.sha) and decision.pr > 0:
                 starter.refuse(decision)

@@ -562,7 +562,8 @@ def namespace_problem(namespace: str) -> str:
         reason = unsafe_name_reason(part)
         if reason:
             return f"{namespace!r}: a part {reason}"
-    if namespace.split("/")[0] in ("backups", "bundles", "last-good", "runs", "audit", "locks", "pulls"):
+    if namespace.split("/")[0] in ("backups", "bundles", "last-good", "runs", "audit", "locks", "pulls",
+                                   "reservations"):
         return f"{namespace!r} starts with one of tfo's own store prefixes"
     if namespace.count("/") < 2:
         # A state key without a namespace has at most 4 parts before terraform.tfstate; with 3 or more

@@ -14,6 +14,7 @@ means (encrypted at rest, kept in the audit bucket). Callers never choose either
                                                               it was made against, who applied it
   runs/{run_id}/cancel                                        `tfo runs cancel` was asked
   pulls/{owner}/{name}/{pr}/{sha}.json                        the plan run of a pull request's commit
+  reservations/[{namespace}/]{deployment id}.json             the pull request a deployment is reserved for
   audit/year=YYYY/month=MM/day=DD/run_id={id}/...             full, unredacted records (audit bucket) encrypted
 """
 
@@ -28,6 +29,7 @@ LAST_GOOD = "last-good/"
 RUNS = "runs/"
 AUDIT = "audit/"
 PULLS = "pulls/"
+RESERVATIONS = "reservations/"
 
 # A run id is the UTC time it was made plus a random suffix: `YYYYMMDDTHHMMSSZ-xxxxxx`.
 RUN_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]{6}")
@@ -102,6 +104,10 @@ def saved_plan(run_id: str, deployment_id: str, part: str = "tfplan") -> str:
 def pull_plan(repo: str, pr: int, sha: str) -> str:
     """Which run planned a pull request's commit (the webhook): what `/tfo apply` on it applies."""
     return f"{PULLS}{repo.lower()}/{pr}/{sha}.json"
+
+
+def reservation(deployment_id: str, namespace: str = "") -> str:
+    return f"{RESERVATIONS}{namespace + '/' if namespace else ''}{deployment_id}.json"
 
 
 def cancel(run_id: str) -> str:

@@ -6,6 +6,7 @@ import os
 import threading
 from typing import Any
 
+from orchestrator import reservations
 from orchestrator.config import TfoConfig
 from orchestrator.errors import Problem
 from orchestrator.github import REPORT_LIMIT, GitHubAuth, GitHubClient, GitHubError
@@ -70,8 +71,12 @@ def post_result(cfg: TfoConfig, result: RunResult, client: GitHubClient | None =
                           f"run {run.run_id}: {result.status}, {len(result.results)} deployment(s), "
                           f"{changes} change(s)", run_url(cfg, run.run_id))
         if target.get("pr"):
-            # What applies this pull request's plans (the webhook's words), under the first part.
+            # What applies this pull request's plans, and what another one reserved (the webhook's words),
+            # under the first part.
             hint = str(target.get("apply_hint") or "")[:1000] if result.status != RunStatus.INVALID else ""
+            reserved = target.get("reserved")
+            if isinstance(reserved, dict) and reserved:
+                hint = "**Not planned here:**\n" + reservations.note(reserved) + (f"\n\n{hint}" if hint else "")
             parts = report_parts(result, REPORT_LIMIT - len(hint) - 2, cfg.github.max_comments)
             if hint and parts:
                 parts[0] = f"{parts[0]}\n\n{hint}"

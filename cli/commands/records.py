@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cli.options import GlobalOptions
-from orchestrator import keys
+from orchestrator import keys, reservations
 from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_OK, EXIT_POLICY, UnknownDeploymentError, UserError
 from orchestrator.models import RunStatus
 from orchestrator.names import unsafe_name_reason
@@ -103,6 +103,18 @@ def backups_list(g: GlobalOptions, deployment: str, as_json: bool) -> int:
     for b in backups:
         empty = " (no state existed)" if b.metadata.get("tfo-empty") == "true" else ""
         click.echo(f"{b.key}\t{b.last_modified}\trun={b.metadata.get('run-id', '?')}\t{b.encrypted}{empty}")
+    return EXIT_OK
+
+
+def unlock(g: GlobalOptions, deployment: str) -> int:
+    """Free a deployment a pull request reserved (the holder was abandoned, or must give way)."""
+    cfg = g.load()
+    state_key_of(deployment, cfg.namespace)  # a well-formed id, or a clear refusal
+    holder = reservations.unlock(open_store(cfg), deployment, cfg.namespace)
+    if holder is None:
+        click.echo(f"{deployment} is not reserved by any pull request")
+    else:
+        click.echo(f"{deployment}: released (was reserved by {holder}, planned at {holder.sha[:12] or '?'})")
     return EXIT_OK
 
 

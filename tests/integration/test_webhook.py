@@ -613,3 +613,37 @@ def test_a_pull_request_is_applied_from_its_saved_plan_by_comment_once_reviewed(
     git(work, "commit", "-qm", "main moves on")
     git(work, "push", "-q", "origin", "main")
     refused("maint", "it needs the latest commit of `main` merged in (it has diverged)")
+
+
+def test_a_deployment_planned_by_one_pull_request_is_reserved_until_it_closes(stack: Stack) -> None:
+    server, hook, stub, work, refs = stack
+
+    def branch(name: str, change: str) -> str:
+        git(work, "checkout", "-q", "main")
+        git(work, "checkout", "-q", "-b", name)
+        p = work / "Accounts/acct-a/data-lake.tfvars"
+        p.write_text(p.read_text().replace("lake = { rotation = true }", change))
+        git(work, "commit", "-qam", name)
+        git(work, "push", "-q", "origin", name)
+        return git(work, "rev-parse", "HEAD")
+
+    first = branch("first", "lake = { rotation = false }")
+    stub.pulls[41] = {"number": 41, "state": "open", "head": {"sha": first}}
+    code, body = hook.send("pull_request", _pr("opened", 41, first, refs["base"]))
+    assert code == 202 and _summary(server, body["run_id"])["status"] == "succeeded"
+    second = branch("second", "lake = { rotation = true, deletion_window = 7 }")
+    code, body = hook.send("pull_request", _pr("opened", 42, second, refs["base"]))
+    assert code == 202
+    _wait_for("the refusal on #42", lambda: any(c["issue"] == 42 and "reserved by org/infra#41" in c["body"]
+                                                for c in stub.comments.values()))
+    comment = next(c for c in stub.comments.values() if c["issue"] == 42)
+    assert "tfo plan: not run" in comment["body"] and "`kms/acct-a/us-west-2/data-lake`" in comment["body"]
+    assert not (server.root / ".tfo/store/runs" / body["run_id"] / "spec.json").exists()  # nothing ran
+    # #41 is merged or closed: its reservations go, and #42 plans
+    assert hook.send("pull_request", {**_pr("closed", 41, first, refs["base"])})[1]["status"] == "released"
+    _wait_for("the release", lambda: not list((server.root / ".tfo/store/reservations").rglob("*.json")))
+    code, body = hook.send("pull_request", _pr("synchronize", 42, second, refs["base"]))
+    assert code == 202 and _summary(server, body["run_id"])["status"] == "succeeded"
+    held = [json.loads(p.read_text()) for p in (server.root / ".tfo/store/reservations").rglob("*.json")
+            if not p.name.endswith(".tfo-meta.json")]
+    assert {h["pr"] for h in held} == {42} and len(held) == 2

@@ -19,6 +19,7 @@ from cli.webhook import (
     EnqueueUncertain,
     Job,
     Refusal,
+    Release,
     RunStarter,
     apply_hint,
     create_app,
@@ -428,3 +429,14 @@ def test_the_apply_hint_says_what_each_setting_needs(tmp_path: Path) -> None:
     assert "merge conflict" not in hint and "Or merging" not in hint
     (tmp_path / "tfo.toml").write_text('[tfo.webhook]\nrepository = "o/r"\n')
     assert apply_hint(load_config(repo_root=tmp_path, environ={}), "a" * 40).startswith("**To apply:** merging")
+
+
+def test_a_closed_pull_request_releases_its_reservations(app: tuple[Any, RecordingStarter]) -> None:
+    client, starter = app
+    released: list[Release] = []
+    starter.release = released.append  # type: ignore[method-assign]
+    closed = {"action": "closed", "number": 9, "repository": {"full_name": "o/r"}, "sender": {"login": "dev"},
+              "pull_request": {"number": 9, "merged": True}}
+    r = post(client, "pull_request", closed, delivery="close-1")
+    assert r.status_code == 200 and r.get_json() == {"status": "released", "pr": 9}
+    assert released == [Release("o/r", 9)] and starter.jobs == []
