@@ -139,12 +139,12 @@ def _parse_file(path: Path | str, shown: str, file_keys: tuple[str, ...], readin
     if not json_syntax and (quick := _read_compiled(text, shown, file_keys)) is not None:
         return quick  # faster than fetching a cached reading: the cache is for the files it cannot read
     if readings is None:
-        return parse_tfvars_text(text, shown, json_syntax, file_keys)
+        return parse_tfvars_text(text, shown, json_syntax, file_keys, compiled=False)
     key = f"{_PARSE_VERSION}:{__version__}:{json_syntax}:{','.join(file_keys)}:" + \
         hashlib.sha256(text.encode("utf-8")).hexdigest()
     raw = readings.get(key)
     if raw is None:
-        raw = _to_json(parse_tfvars_text(text, shown, json_syntax, file_keys))
+        raw = _to_json(parse_tfvars_text(text, shown, json_syntax, file_keys, compiled=False))
         readings.put(key, raw)
     return _from_json(raw, shown, text, json_syntax)
 

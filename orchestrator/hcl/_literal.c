@@ -3,9 +3,9 @@
  * Reading 3,600 realistic files takes the Python line reader ~8 s on a slow 2-core host; this takes a
  * fraction of that. It accepts a subset of what the Python line reader accepts and returns exactly what
  * it returns: (name, start, end, value, []) per attribute, offsets in characters, plus the set of every
- * name and key it read (the caller decides whether one names a file). Anything else (a \u escape, a
- * template, a repeated or keyword key, a lone carriage return, a character outside ASCII where syntax is
- * expected, nesting deeper than MAX_DEPTH, ...) makes it return None and the Python readers decide, so
+ * name and key it read (the caller decides whether one names a file). Anything else (an invalid escape,
+ * a template, a repeated or keyword key, a lone carriage return, a character outside ASCII where syntax
+ * is expected, nesting deeper than MAX_DEPTH, ...) makes it return None and the Python readers decide, so
  * every refusal keeps its words and its line. tests/unit/test_literal_c.py checks that it agrees with
  * the full reader or steps aside.
  *
@@ -215,10 +215,12 @@ static PyObject *number_at(R *r, Py_ssize_t i, Py_ssize_t line_end, Py_ssize_t *
     *end = j;
     PyObject *s = PyUnicode_Substring(r->text, i, j);
     if (s == NULL) return NULL;
-    PyObject *v = digits_only ? PyLong_FromUnicodeObject(s, 10) : PyObject_CallOneArg(r->number, s);
+    /* int() of a short integer; anything else (fractions, exponents, thousands of digits) as the Python
+     * readers convert it, through `number`. */
+    PyObject *v = digits_only && j - i <= 4000 ? PyLong_FromUnicodeObject(s, 10) : PyObject_CallOneArg(r->number, s);
     Py_DECREF(s);
-    if (v == NULL) {
-        PyErr_Clear(); /* e.g. more digits than int() takes: the Python reader says what happens */
+    if (v == NULL && (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_ArithmeticError))) {
+        PyErr_Clear(); /* the Python reader says what happens */
         return fallback(r);
     }
     return v;

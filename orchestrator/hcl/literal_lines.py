@@ -59,7 +59,7 @@ def _scalar(text: str, pos: int) -> Any:
         return decode_string(text[1:-1], pos + 1)
     if c in "tfn":
         return _KEYWORDS[text]
-    return int(text) if text.isdigit() else plain(number(text))
+    return int(text) if text.isdigit() and len(text) <= 4000 else plain(number(text))
 
 
 def _key(text: str, pos: int) -> str:

@@ -187,7 +187,8 @@ _KEYWORDS = {"true": True, "false": False, "null": None}
 
 
 def number(text: str) -> int | Decimal:
-    return int(text) if text.isdigit() else Decimal(text)
+    # int() refuses more than 4300 digits; a Decimal holds any number Terraform does.
+    return int(text) if text.isdigit() and len(text) <= 4000 else Decimal(text)
 
 
 class _Parser:

@@ -58,9 +58,16 @@ def evaluate(expr: Expr) -> Any:
     return plain(_eval(expr, {}))
 
 
+MAX_INT_DIGITS = 4000  # below int()'s own limit on digits (4300)
+
+
 def plain(value: Any) -> Any:
     """Whole numbers as int, others as float, inside lists and dicts too."""
     if isinstance(value, Decimal):
+        if not value.is_finite() or value.adjusted() > MAX_INT_DIGITS:
+            # Beyond any whole number tfo's own decisions need (Terraform reads the text itself); an int
+            # of a million digits would take a hostile file's reader minutes.
+            return float(value)
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, list):
         return [plain(v) for v in value]
@@ -201,7 +208,8 @@ def _eval(e: Expr, scope: Mapping[str, Any]) -> Any:
         if e.op == "!":
             return not _bool(value, e.operand.start, "operand")
         number = _number(value, e.operand.start, "operand")
-        return -number
+        # Exactly, as Terraform negates: `-` on a Decimal rounds to the context's 28 digits.
+        return number.copy_negate() if isinstance(number, Decimal) else -number
     if isinstance(e, Binary):
         return _binary(e, scope)
     if isinstance(e, Conditional):

@@ -119,8 +119,24 @@ def test_numbers_are_the_full_readers_numbers() -> None:
     for n in ["0", "007", "-0", "-007", "12345678901234567890123", "1.0", "2.50e1", "1e3", "1E-3", "-1.5e-3", "0.1",
               "1e+2", "123456789.123456789"]:
         assert agrees(f"a = {n}\nb = [{n}, {n}]\n"), n
-    huge = "1" * 5000  # more digits than int() takes: left to the Python readers
-    assert read(f"a = {huge}\n") is None
+    # negated exactly, as Terraform does (Decimal's `-` rounds to 28 digits)
+    for n in ["-1.00000000000000000000000000001", "-12345678901234567890123456789012e0"]:
+        assert agrees(f"a = {n}\n"), n
+
+
+@pytest.mark.parametrize("n", ["1" * 5000, "1e1000000", "-1e1000000", "1e-1000000", "-1e3000000000"])
+def test_absurd_numbers_are_read_at_once_by_every_reader(n: str) -> None:
+    """A hostile file must not stall tfo: an int of a million digits took minutes; beyond 4,000 digits tfo
+    keeps a float for its own decisions (Terraform reads the text itself)."""
+    import time
+
+    start = time.monotonic()
+    text = f"a = {n}\nb = [{n}]\n"
+    full = parse_tfvars_text(text, "x.tfvars", fast=False)
+    assert full.problems == () and isinstance(full.attributes[0].value, float)
+    assert agrees(text)
+    assert parse_tfvars_text(text, "x.tfvars", compiled=False) == full
+    assert time.monotonic() - start < 5
 
 
 def test_random_literal_files_agree() -> None:
