@@ -125,6 +125,25 @@ def apply(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, g
                                  allow_destroy=allow_destroy, approved_by=approved_by, from_plan=from_plan)
 
 
+@cli.command()
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report.")
+@click.option("--markdown-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the Markdown report.")
+@click.option("--executor", type=click.Choice(["local", "celery"]), help="Default: celery when a broker is configured.")
+@click.option("--max-workers", type=click.IntRange(min=1), help="Parallel deployments (local executor).")
+@click.option("--remediate", is_flag=True, help="Re-apply every drifted deployment whose configuration is the one "
+                                                "last applied ([tfo.drift] remediate for less).")
+@selector_options
+@click.pass_obj
+def drift(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None,
+          json_out: Path | None, markdown_out: Path | None, executor: str | None, max_workers: int | None,
+          remediate: bool) -> int:
+    """Compare deployments with their last apply (exit 0 in sync, 5 drift found, 1 a remediation failed)."""
+    from cli.commands import drift as drift_cmd
+    return drift_cmd.run_drift(g, read_selectors(paths, changed_files, git_diff), json_out=json_out,
+                               markdown_out=markdown_out, executor=executor, max_workers=max_workers,
+                               remediate=remediate)
+
+
 @cli.group()
 def runs() -> None:
     """Recorded runs."""

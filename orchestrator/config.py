@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
-from orchestrator.models import AccountPolicy, PolicyConfig, RollbackStrategy
+from orchestrator.models import AccountPolicy, DriftConfig, PolicyConfig, RollbackStrategy
 from orchestrator.names import unsafe_name_reason
 
 DEFAULT_SERVICES: dict[str, str] = {
@@ -211,6 +211,7 @@ class TfoConfig:
     github: GitHubConfig = field(default_factory=GitHubConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def resolve(self, relative: str) -> Path:
         """A configured path, relative to the repo root unless absolute."""
@@ -251,7 +252,7 @@ class TfoConfig:
 
 
 _SCALAR_SECTIONS: dict[str, type] = {"store": StoreConfig, "celery": CeleryConfig, "github": GitHubConfig,
-                                     "webhook": WebhookConfig}
+                                     "webhook": WebhookConfig, "drift": DriftConfig}
 _MAP_SECTIONS = ("services", "modules", "backend_config")
 
 
@@ -389,6 +390,7 @@ def load_config(
         celery=CeleryConfig(**sections["celery"]),
         github=GitHubConfig(**sections["github"]),
         webhook=WebhookConfig(**sections["webhook"], repositories=repositories),
+        drift=DriftConfig(**sections["drift"]),
         accounts=accounts,
         policy=policy,
         **maps,
@@ -445,6 +447,8 @@ def _check(cfg: TfoConfig, where: str) -> None:
     if ns_problem:
         raise ConfigError(f"{where}: namespace {ns_problem}")
     _check_webhook_repositories(cfg, where)
+    if cfg.drift.remediate not in ("none", "high", "all"):
+        raise ConfigError(f"{where}: drift.remediate = {cfg.drift.remediate!r}; expected 'none', 'high' or 'all'")
     w = cfg.webhook
     if w.apply_on not in ("merge", "comment", "both"):
         raise ConfigError(f"{where}: webhook.apply_on = {w.apply_on!r}; expected 'merge', 'comment' or 'both'")

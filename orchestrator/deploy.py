@@ -14,6 +14,7 @@ import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from fnmatch import fnmatchcase
 from typing import Any
 
 from orchestrator import audit, keys
@@ -22,6 +23,7 @@ from orchestrator.models import (
     Action,
     DeploymentResult,
     DeploymentSpec,
+    DriftedResource,
     PlanSummary,
     RunOptions,
     RunSpec,
@@ -63,6 +65,8 @@ class Outcome:
     previous_bundle_key: str = ""
     keep_lease: bool = False
     violations: tuple[Violation, ...] = ()
+    drift: tuple[DriftedResource, ...] = ()
+    severity: str = ""
 
 
 @dataclass(kw_only=True)
@@ -361,10 +365,113 @@ class ApplyChanges:
         return result
 
 
+DRIFT_PLAN = "drift.tfplan"
+
+
+def _changed_attributes(before: Any, after: Any) -> tuple[str, ...]:
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return ()
+    return tuple(sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)))
+
+
+def outside_changes(plan: dict[str, Any]) -> list[DriftedResource]:
+    """What a refresh-only plan found changed outside Terraform (`resource_drift`): deleted or updated,
+    with the names of the attributes that differ."""
+    found = []
+    for rc in plan.get("resource_drift") or []:
+        if rc.get("mode", "managed") != "managed":
+            continue
+        change = rc.get("change") or {}
+        actions = list(change.get("actions") or [])
+        if "delete" in actions:
+            found.append(DriftedResource(str(rc.get("address", "?")), str(rc.get("type", "?")), "deleted"))
+        elif "update" in actions:
+            found.append(DriftedResource(str(rc.get("address", "?")), str(rc.get("type", "?")), "updated",
+                                         _changed_attributes(change.get("before"), change.get("after"))))
+    return found
+
+
+@dataclass(frozen=True)
+class OutsideChanges:
+    """`plan -refresh-only` of the last applied bundle: what changed outside Terraform. Never applied, so
+    the state is not written."""
+
+    name: str = "drift"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        args = ["plan", "-refresh-only", "-input=false", "-no-color", ctx.lock_timeout, "-detailed-exitcode",
+                f"-out={DRIFT_PLAN}", *(f"-var-file={v}" for v in ctx.var_files)]
+        plan = ctx.execute(self.name, args, ok=(0, 2))
+        if not plan.ok:
+            return ctx.result(plan)
+        ctx.out.plan_text = ctx.redactor.redact(plan.output)
+        if plan.exit_code != 2:
+            return StepResult(self.name, StepStatus.OK, command=plan)
+        show = ctx.execute(self.name, ["show", "-json", "-no-color", DRIFT_PLAN])
+        if not show.ok:
+            return ctx.result(show)
+        try:
+            found = outside_changes(json.loads(show.output))
+        except (json.JSONDecodeError, AttributeError):
+            return StepResult(self.name, StepStatus.FAILED, "terraform show -json printed no plan document", show)
+        # The audit keeps what was found (names), not the plan document, which holds values in the clear.
+        ctx.log[-1] = replace(show, output=json.dumps({"resource_drift": [d.to_dict() for d in found]}))
+        ctx.out.drift = tuple(found)
+        return StepResult(self.name, StepStatus.OK, command=show)
+
+
+@dataclass(frozen=True)
+class NotConverged:
+    """A normal plan of the same bundle: what an apply would still do, beyond what drifted outside."""
+
+    name: str = "plan"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        plan = PlanStep().run(ctx)
+        if not plan.ok or not ctx.has_changes:
+            return plan
+        show = ctx.execute("show", ["show", "-json", "-no-color", PLAN_FILE])
+        if not show.ok:
+            return ctx.result(show)
+        try:
+            document = json.loads(show.output)
+        except json.JSONDecodeError:
+            return StepResult(self.name, StepStatus.FAILED, "terraform show -json printed no plan document", show)
+        known = {d.address for d in ctx.out.drift}
+        pending = [DriftedResource(address, kind, "pending", actions=tuple(actions))
+                   for address, kind, actions in changed_resources(document) if address not in known]
+        ctx.log[-1] = replace(show, output=json.dumps({"pending": [d.to_dict() for d in pending]}))
+        ctx.out.drift += tuple(pending)
+        if ctx.plan is not None and ctx.plan.output:
+            ctx.out.plan_text = f"{ctx.out.plan_text}\n{ctx.redactor.redact(ctx.plan.output)}".strip()
+        return StepResult(self.name, StepStatus.OK, command=show)
+
+
+@dataclass(frozen=True)
+class DriftVerdict:
+    """in_sync or drifted, and how bad: high when something was deleted outside Terraform or its type is
+    one of [tfo.drift] critical_types."""
+
+    name: str = "verdict"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        drift = ctx.out.drift
+        ctx.out.status = Status.DRIFTED if drift else Status.IN_SYNC
+        critical = ctx.run.drift.critical_types
+        high = any(d.change == "deleted" or any(fnmatchcase(d.type, p) for p in critical) for d in drift)
+        ctx.out.severity = ("high" if high else "low") if drift else ""
+        if drift:
+            ctx.out.error = f"drifted ({ctx.out.severity}): " + "; ".join(map(str, drift[:20])) + (
+                f"; and {len(drift) - 20} more" if len(drift) > 20 else "")
+        return StepResult(self.name, StepStatus.DONE)
+
+
 PIPELINES: dict[Action, tuple[Step[DeployContext], ...]] = {
     Action.PLAN: (InitStep(), PlanChanges(), ShowPlanStep(), SavePlan(), PolicyGate(), ChangesGate()),
     Action.APPLY: (InitStep(), PlanChanges(), ShowPlanStep(), AfterLostApply(), PolicyGate(), ChangesGate(),
                    BackupStep(), ApplyChanges()),
+    # The last applied bundle (the run prepared it), planned twice; nothing is applied or locked by tfo.
+    Action.DRIFT: (InitStep(), OutsideChanges(), NotConverged(), DriftVerdict()),
 }
 # `tfo apply --from-plan`: the reviewed plan, not a new one; judged by the policy again.
 FROM_PLAN: tuple[Step[DeployContext], ...] = (InitStep(), LoadSavedPlan(), ShowPlanStep(), AfterLostApply(),
@@ -376,7 +483,7 @@ def pipeline(options: RunOptions) -> tuple[Step[DeployContext], ...]:
     return FROM_PLAN if options.from_plan else PIPELINES[options.action]
 # The steps whose start is shown as the deployment's phase (progress, Flower); policy, backup and apply
 # announce themselves, once they know they will run.
-ANNOUNCED = ("init", "plan")
+ANNOUNCED = ("init", "plan", "drift")
 
 
 def run_pipeline(steps: Sequence[Step[DeployContext]], ctx: DeployContext) -> None:
@@ -414,6 +521,9 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
         if rt.cancel.cancelled:
             out.status, out.error = Status.CANCELLED, f"not started: {rt.cancel.reason}"
             return _finish(spec, run, rt, record, out, log, start, held)
+        if run.options.action == Action.DRIFT and not spec.bundle_key:
+            out.status, out.error = Status.UNMANAGED, "never applied by tfo: no configuration to compare with"
+            return _finish(spec, run, rt, record, out, log, start, held)
         rt.event(spec.id, "preparing")
         resume_from = prior if prior is not None and prior.phase.resumable else None
         if resume_from is not None:
@@ -446,6 +556,8 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
             if resume_from is None:
                 record.write(Phase.STARTED)
         run_pipeline(pipeline(run.options), ctx)
+        if run.options.action == Action.DRIFT and out.status == Status.FAILED:
+            out.status = Status.ERROR  # detection could not run: said as drift reports say it
     except TfoError as e:
         out.status, out.error = Status.FAILED, redactor.redact(str(e))
     except rt.stop_exceptions as e:
@@ -500,6 +612,8 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, record: DeploymentR
         "previous_bundle_key": out.previous_bundle_key,
         "duration_s": round(duration, 3),
         "policy": [v.to_dict() for v in out.violations],
+        "drift": [d.to_dict() for d in out.drift],
+        "severity": out.severity,
         "steps": [audit.command_record(r) for r in log],
     }
     audit_key, audit_error = audit.write(rt.store, keys.audit_deployment(run.run_id, run.started_at, spec.id),
@@ -524,6 +638,7 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, record: DeploymentR
         backup_key=out.backup_key, audit_key=audit_key, plan_text=out.plan_text, error=error,
         duration_s=duration, host=rt.host, applied=out.applied, state_serial=out.state_serial,
         previous_bundle_key=out.previous_bundle_key, lease_held=keep, violations=out.violations,
+        drift=out.drift, severity=out.severity,
     )
     try:
         record.finish(result)

@@ -14,6 +14,7 @@ EXIT_DEPLOYMENT_FAILED = 1
 EXIT_INVALID_INPUT = 2
 EXIT_PLATFORM = 3
 EXIT_POLICY = 4  # a policy rule refused a deployment (and nothing failed)
+EXIT_DRIFT = 5  # `tfo drift` found drift it did not remediate
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, as a shell reports it
 

@@ -19,6 +19,7 @@ from orchestrator import codec, keys
 class Action(StrEnum):
     PLAN = "plan"
     APPLY = "apply"
+    DRIFT = "drift"  # detection: plans of the last applied bundle, nothing changed
 
 
 class Status(StrEnum):
@@ -31,10 +32,15 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
     BLOCKED = "blocked"  # refused by a policy rule before apply: nothing was changed
     STALE = "stale"  # its saved plan no longer applies (the state moved, too old, applied already)
+    # Drift detection (`tfo drift`):
+    IN_SYNC = "in_sync"  # infrastructure matches the last applied configuration
+    DRIFTED = "drifted"  # changed outside Terraform, or the last apply did not converge
+    UNMANAGED = "unmanaged"  # never applied by tfo: nothing to compare with
+    ERROR = "error"  # detection could not run
 
     @property
     def ok(self) -> bool:
-        return self in (Status.SUCCEEDED, Status.NO_CHANGES)
+        return self in (Status.SUCCEEDED, Status.NO_CHANGES, Status.IN_SYNC, Status.UNMANAGED)
 
 
 class RunStatus(StrEnum):
@@ -46,6 +52,7 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
     INVALID = "invalid"  # never started: its input did not validate
     BLOCKED = "blocked"  # a policy rule refused a deployment (and nothing failed)
+    DRIFTED = "drifted"  # drift detection found drift (and nothing failed)
 
 
 class RollbackStrategy(StrEnum):
@@ -150,6 +157,22 @@ class Violation(Record):
 
 
 @dataclass(frozen=True)
+class DriftedResource(Record):
+    """A resource that does not match the last applied configuration. Names only, never values."""
+
+    address: str
+    type: str
+    change: str  # "deleted" or "updated" outside Terraform; "pending" (the last apply did not converge)
+    attributes: tuple[str, ...] = ()  # updated: which attributes differ
+    actions: tuple[str, ...] = ()  # pending: what an apply would do
+
+    def __str__(self) -> str:
+        detail = f" ({', '.join(self.attributes)})" if self.attributes else ""
+        detail += f" (apply would {'+'.join(self.actions)})" if self.actions else ""
+        return f"{self.address}: {self.change}{detail}"
+
+
+@dataclass(frozen=True)
 class DeploymentResult(Record):
     spec: DeploymentSpec
     action: Action
@@ -170,6 +193,8 @@ class DeploymentResult(Record):
     lease_held: bool = False
     rollback: RollbackRecord | None = None
     violations: tuple[Violation, ...] = ()  # the policy rules that refused it (status blocked)
+    drift: tuple[DriftedResource, ...] = ()  # what drift detection found (status drifted)
+    severity: str = ""  # of the drift: high (deleted outside Terraform, or a critical type) or low
 
     def public_dict(self) -> dict[str, Any]:
         """`to_dict` without the variables' values: safe for a result backend and Flower."""
@@ -197,6 +222,8 @@ class DeploymentResult(Record):
             "error": self.error or None,
             "host": self.host,
             "policy": [v.to_dict() for v in self.violations],
+            **({"drift": [d.to_dict() for d in self.drift], "severity": self.severity or None}
+               if self.action == Action.DRIFT else {}),
         }
 
 
@@ -255,6 +282,16 @@ class PolicyConfig(Record):
 
 
 @dataclass(frozen=True)
+class DriftConfig(Record):
+    # Resource types (globs) whose drift is high severity, like a deletion outside Terraform.
+    critical_types: tuple[str, ...] = ()
+    # What `tfo drift` re-applies on its own: "none", "high" (severity), "all". `--remediate` = all.
+    remediate: str = "none"
+    # When `tfo beat` runs drift detection (crontab: minute hour day-of-month month day-of-week).
+    schedule: str = ""
+
+
+@dataclass(frozen=True)
 class RunOptions:
     action: Action
     rollback: RollbackStrategy = RollbackStrategy.REAPPLY
@@ -281,6 +318,8 @@ class RunSpec(Record):
     # The rules its plans are judged by, fixed by the producer (the webhook: the server's, never the
     # repository's), so every executor and worker judges the run alike.
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    # For a drift run: what counts as high severity.
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
 
 @dataclass(frozen=True)
@@ -298,6 +337,8 @@ class RunResult:
             return RunStatus.SUCCEEDED
         if all(r.status.ok or r.status == Status.BLOCKED for r in self.results):
             return RunStatus.BLOCKED
+        if all(r.status.ok or r.status == Status.DRIFTED for r in self.results):
+            return RunStatus.DRIFTED
         return RunStatus.FAILED
 
     def report_dict(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from orchestrator.models import (
     RunSpec,
 )
 from orchestrator.modules import ModuleGraph
+from orchestrator.record import DeploymentRecord
 from orchestrator.runtime import Runtime
 from orchestrator.store.base import Store
 
@@ -87,7 +88,11 @@ def actor(cfg: TfoConfig) -> str:
 def prepare(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], request: RunRequest, *,
             distributed: bool) -> RunSpec:
     """Upload one content-addressed bundle per deployment and record everything the run needs."""
-    if request.from_plan:
+    if request.action == Action.DRIFT:
+        # Drift is judged against what was applied last, not the working tree: the last-good bundle
+        # (none: never applied, the deployment is `unmanaged`).
+        bundled = tuple(replace(s, bundle_key=DeploymentRecord(store, "", s).last_good()) for s in specs)
+    elif request.from_plan:
         missing = [s.id for s in specs if not s.bundle_key or store.head(s.bundle_key) is None]
         if missing:
             raise UserError(f"run {request.from_plan}'s bundles are gone from the store for: {', '.join(missing)}; "
@@ -107,6 +112,7 @@ def prepare(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], reque
         git_sha=request.git_sha or git.head_sha(cfg.repo_root),
         notify=dict(request.notify),
         policy=cfg.policy,
+        drift=cfg.drift,
     )
     save_run_spec(store, run, per_deployment=distributed)
     return run

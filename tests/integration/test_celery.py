@@ -434,3 +434,22 @@ def test_a_saved_plan_is_applied_by_workers_and_only_once(celery_repo: tuple[Rep
     again = repo.tfo("apply", "--from-plan", planned, "--json-out", str(out), timeout=180)
     assert again.returncode == 1, again.stdout + again.stderr
     assert {d["status"] for d in _report(out)["deployments"]} == {"stale"}
+
+
+def test_drift_detection_and_remediation_fan_out_to_workers(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    workers.start("w1")
+    workers.start("w2")
+    write_sample(repo)
+    assert repo.tfo("apply", timeout=180).returncode == 0
+    (repo.world / "s3.acct-a.us-west-2.data-lake.raw.json").unlink()
+    out = tmp_path / "drift.json"
+    found = repo.tfo("drift", "--json-out", str(out), timeout=180)
+    assert found.returncode == 5, found.stdout + found.stderr
+    statuses = {d["id"]: (d["status"], d["severity"]) for d in _report(out)["deployments"]}
+    assert statuses["s3/acct-a/us-west-2/data-lake"] == ("drifted", "high")
+    assert {s for i, s in statuses.items() if not i.startswith("s3/")} == {("in_sync", None)}
+    assert "s3.acct-a.us-west-2.data-lake.raw" not in repo.world_state()  # detection changed nothing
+    fixed = repo.tfo("drift", "--remediate", "--json-out", str(out), timeout=180)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD

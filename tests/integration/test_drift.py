@@ -1,0 +1,111 @@
+"""Drift detection and remediation with the real terraform and the project's provider, whose resources are
+files: deleted or edited behind Terraform's back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import FIRST_APPLY_WORLD, Repo, write_sample
+
+pytestmark = pytest.mark.integration
+
+LAKE = "s3/acct-a/us-west-2/data-lake"
+
+
+def _tamper(repo: Repo) -> None:
+    (repo.world / "s3.acct-a.us-west-2.data-lake.raw.json").unlink()
+    curated = repo.world / "s3.acct-a.us-west-2.data-lake.curated.json"
+    doc = json.loads(curated.read_text())
+    content = json.loads(doc["content"])
+    content["versioning"] = False
+    doc["content"] = json.dumps(content)
+    curated.write_text(json.dumps(doc))
+
+
+def _states(repo: Repo) -> dict[str, bytes]:
+    root = repo.root / ".tfo" / "store"
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.glob("*/*/*/*/terraform.tfstate")}
+
+
+def _drift(repo: Repo, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    out = tmp_path / "drift.json"
+    r = repo.tfo("drift", "--json-out", str(out), *args)
+    return r.returncode, json.loads(out.read_text()) if out.exists() else {}, r.stdout + r.stderr
+
+
+def test_drift_is_found_exactly_changes_nothing_and_is_remediated(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    assert repo.tfo("apply").returncode == 0
+    code, report, out = _drift(repo, tmp_path)
+    assert code == 0, out
+    assert {d["id"]: d["status"] for d in report["deployments"]} == {
+        LAKE: "in_sync", "kms/acct-a/us-west-2/data-lake": "in_sync", "iam/acct-b/us-east-1/platform": "in_sync"}
+
+    _tamper(repo)
+    world, states = repo.world_state(), _states(repo)
+    backups = set((repo.root / ".tfo/store").glob("backups/**/*"))
+    code, report, out = _drift(repo, tmp_path)
+    assert code == 5, out
+    by_id = {d["id"]: d for d in report["deployments"]}
+    lake = by_id[LAKE]
+    assert (lake["status"], lake["severity"]) == ("drifted", "high")  # a deletion outside Terraform
+    found = {d["address"]: (d["change"], d["attributes"]) for d in lake["drift"]}
+    assert found == {'tfotest_thing.bucket["raw"]': ("deleted", []),
+                     'tfotest_thing.bucket["curated"]': ("updated", ["content"])}
+    assert {d["status"] for i, d in by_id.items() if i != LAKE} == {"in_sync"}
+    assert report["status"] == "drifted" and report["remediation"] is None
+    # detection changed nothing: no apply, no state written, no lease, no backup
+    assert repo.world_state() == world and _states(repo) == states
+    assert list((repo.root / ".tfo/store/locks").glob("*.lease")) == []
+    assert set((repo.root / ".tfo/store").glob("backups/**/*")) == backups
+    assert "Pa55-in-Tags" not in out  # values are not reported
+
+    code, report, out = _drift(repo, tmp_path, "--remediate")
+    assert code == 0, out
+    fixed = report["remediation"]["deployments"]
+    assert [(d["id"], d["status"]) for d in fixed] == [(LAKE, "succeeded")] and fixed[0]["backup_key"]
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD
+    curated = json.loads(repo.world_state()["s3.acct-a.us-west-2.data-lake.curated"]["content"])
+    assert curated["versioning"] is True
+    assert _drift(repo, tmp_path)[0] == 0
+
+
+def test_a_pending_change_is_not_remediated_and_never_applied_deployments_are_unmanaged(repo: Repo,
+                                                                                        tmp_path: Path) -> None:
+    write_sample(repo)
+    assert repo.tfo("apply").returncode == 0
+    _tamper(repo)
+    lake = repo.root / "Accounts/acct-a/data-lake.tfvars"
+    lake.write_text(lake.read_text().replace("curated = { versioning = true }", "curated = { versioning = false }"))
+    repo.write("Accounts/acct-c/new.tfvars", 's3_buckets = {\n  fresh = {}\n}\n')
+    world = repo.world_state()
+    code, report, out = _drift(repo, tmp_path, "--remediate")
+    assert code == 5, out
+    by_id = {d["id"]: d["status"] for d in report["deployments"]}
+    assert by_id[LAKE] == "drifted" and by_id["s3/acct-c/us-east-1/new"] == "unmanaged"
+    assert report["remediation"] is None
+    assert report["not_remediated"] == [{"id": LAKE, "reason": report["not_remediated"][0]["reason"]}]
+    assert "pending change" in report["not_remediated"][0]["reason"]
+    assert repo.world_state() == world
+
+
+def test_remediate_high_leaves_low_severity_drift_alone(repo: Repo, tmp_path: Path) -> None:
+    write_sample(repo)
+    assert repo.tfo("apply").returncode == 0
+    curated = repo.world / "s3.acct-a.us-west-2.data-lake.curated.json"
+    doc = json.loads(curated.read_text())
+    doc["content"] = doc["content"].replace('"versioning":true', '"versioning":false')
+    curated.write_text(json.dumps(doc))
+    repo.config('\n[tfo.drift]\nremediate = "high"\n')
+    code, report, out = _drift(repo, tmp_path)
+    assert code == 5 and report["remediation"] is None, out
+    assert next(d for d in report["deployments"] if d["id"] == LAKE)["severity"] == "low"
+    repo.config('\n[tfo.drift]\nremediate = "high"\ncritical_types = ["tfotest_*"]\n')
+    code, report, out = _drift(repo, tmp_path)
+    assert code == 0, out
+    assert next(d for d in report["deployments"] if d["id"] == LAKE)["severity"] == "high"
+    assert [d["status"] for d in report["remediation"]["deployments"]] == ["succeeded"]
