@@ -132,13 +132,20 @@ def apply(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, g
 @click.option("--max-workers", type=click.IntRange(min=1), help="Parallel deployments (local executor).")
 @click.option("--remediate", is_flag=True, help="Re-apply every drifted deployment whose configuration is the one "
                                                 "last applied ([tfo.drift] remediate for less).")
+@click.option("--json", "as_json", is_flag=True, help="`tfo drift history`: machine-readable.")
 @selector_options
 @click.pass_obj
 def drift(g: GlobalOptions, paths: tuple[str, ...], changed_files: str | None, git_diff: str | None,
           json_out: Path | None, markdown_out: Path | None, executor: str | None, max_workers: int | None,
-          remediate: bool) -> int:
-    """Compare deployments with their last apply (exit 0 in sync, 5 drift found, 1 a remediation failed)."""
+          remediate: bool, as_json: bool) -> int:
+    """Compare deployments with their last apply (exit 0 in sync, 5 drift found, 1 a remediation failed).
+
+    `tfo drift history [DEPLOYMENT] [--json]`: when each deployment drifted and was fixed."""
     from cli.commands import drift as drift_cmd
+    if paths[:1] == ("history",):
+        if len(paths) > 2:
+            raise click.UsageError("tfo drift history takes at most one DEPLOYMENT")
+        return drift_cmd.show_history(g, paths[1] if len(paths) == 2 else "", as_json)
     return drift_cmd.run_drift(g, read_selectors(paths, changed_files, git_diff), json_out=json_out,
                                markdown_out=markdown_out, executor=executor, max_workers=max_workers,
                                remediate=remediate)

@@ -83,6 +83,14 @@ class GitHubConfig:
     rate_limit_wait_s: int = 900
 
 
+@dataclass(frozen=True)
+class AlertsConfig:
+    # Drift alerts (transitions only): a Slack incoming webhook (or TFO_ALERTS_SLACK_WEBHOOK_URL, to keep
+    # it out of the file), and a repository (OWNER/NAME) where tfo opens an issue per drifted deployment.
+    slack_webhook_url: str = ""
+    github_repo: str = ""
+
+
 # A served repository's default store namespace: its deployments' state keys and last-good pointers
 # live under it, so two repositories with the same deployment ids never share a state.
 DEFAULT_NAMESPACE = "repos/{repository}"
@@ -212,6 +220,7 @@ class TfoConfig:
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def resolve(self, relative: str) -> Path:
         """A configured path, relative to the repo root unless absolute."""
@@ -252,7 +261,7 @@ class TfoConfig:
 
 
 _SCALAR_SECTIONS: dict[str, type] = {"store": StoreConfig, "celery": CeleryConfig, "github": GitHubConfig,
-                                     "webhook": WebhookConfig, "drift": DriftConfig}
+                                     "webhook": WebhookConfig, "drift": DriftConfig, "alerts": AlertsConfig}
 _MAP_SECTIONS = ("services", "modules", "backend_config")
 
 
@@ -391,6 +400,7 @@ def load_config(
         github=GitHubConfig(**sections["github"]),
         webhook=WebhookConfig(**sections["webhook"], repositories=repositories),
         drift=DriftConfig(**sections["drift"]),
+        alerts=AlertsConfig(**sections["alerts"]),
         accounts=accounts,
         policy=policy,
         **maps,
@@ -567,7 +577,7 @@ def namespace_problem(namespace: str) -> str:
         if reason:
             return f"{namespace!r}: a part {reason}"
     if namespace.split("/")[0] in ("backups", "bundles", "last-good", "runs", "audit", "locks", "pulls",
-                                   "reservations"):
+                                   "reservations", "drift"):
         return f"{namespace!r} starts with one of tfo's own store prefixes"
     if namespace.count("/") < 2:
         # A state key without a namespace has at most 4 parts before terraform.tfstate; with 3 or more

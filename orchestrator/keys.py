@@ -15,6 +15,7 @@ means (encrypted at rest, kept in the audit bucket). Callers never choose either
   runs/{run_id}/cancel                                        `tfo runs cancel` was asked
   pulls/{owner}/{name}/{pr}/{sha}.json                        the plan run of a pull request's commit
   reservations/[{namespace}/]{deployment id}.json             the pull request a deployment is reserved for
+  drift/[{namespace}/]{deployment id}.json                    its drift history (names, never values)
   audit/year=YYYY/month=MM/day=DD/run_id={id}/...             full, unredacted records (audit bucket) encrypted
 """
 
@@ -30,6 +31,7 @@ RUNS = "runs/"
 AUDIT = "audit/"
 PULLS = "pulls/"
 RESERVATIONS = "reservations/"
+DRIFT = "drift/"
 
 # A run id is the UTC time it was made plus a random suffix: `YYYYMMDDTHHMMSSZ-xxxxxx`.
 RUN_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]{6}")
@@ -108,6 +110,11 @@ def pull_plan(repo: str, pr: int, sha: str) -> str:
 
 def reservation(deployment_id: str, namespace: str = "") -> str:
     return f"{RESERVATIONS}{namespace + '/' if namespace else ''}{deployment_id}.json"
+
+
+def drift_record(deployment_id: str, namespace: str = "") -> str:
+    """A deployment's drift history: when it drifted, what, when it was fixed."""
+    return f"{DRIFT}{namespace + '/' if namespace else ''}{deployment_id}.json"
 
 
 def cancel(run_id: str) -> str:

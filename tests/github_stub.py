@@ -44,6 +44,7 @@ class GitHubStub:
     minted: int = 0
     roles: dict[str, str] = field(default_factory=dict)  # login -> role on the repository (default none)
     reviews: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # GET /repos/O/R/pulls/N/reviews
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)  # POST /repos/O/R/issues, PATCH .../N
     _next_id: int = 100
 
     def start(self) -> str:
@@ -121,6 +122,13 @@ class GitHubStub:
                         self._reply(502, {"message": "bad gateway"})
                         return
                     self._reply(201, c)
+                elif self.command == "POST" and len(parts) == 4 and parts[3] == "issues":
+                    number = 1000 + len(stub.issues)
+                    stub.issues[number] = {"number": number, "state": "open", **json.loads(body)}
+                    self._reply(201, stub.issues[number])
+                elif self.command == "PATCH" and len(parts) == 5 and parts[3] == "issues":
+                    stub.issues[int(parts[4])].update(json.loads(body))
+                    self._reply(200, stub.issues[int(parts[4])])
                 elif self.command == "PATCH" and "/issues/comments/" in path:
                     c = stub.comments[int(parts[-1])]
                     c["body"] = json.loads(body)["body"]

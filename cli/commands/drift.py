@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from cli.commands.records import state_key_of
 from cli.commands.run import _launch, print_summary, write_reports
 from cli.options import GlobalOptions, Selectors, select
-from orchestrator import service
+from orchestrator import drift, notify, service
 from orchestrator.bundle import build_bundle, bundle_key
 from orchestrator.cancel import CancelToken
 from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_DRIFT, EXIT_INTERRUPTED, EXIT_OK, UserError
@@ -27,6 +29,7 @@ from orchestrator.modules import ModuleGraph
 from orchestrator.progress import Progress
 from orchestrator.report import to_markdown
 from orchestrator.runtime import build_runtime
+from orchestrator.store import open_store
 
 
 def remediable(result: RunResult, mode: str) -> list[DeploymentSpec]:
@@ -86,6 +89,9 @@ def run_drift(g: GlobalOptions, sel: Selectors, *, json_out: Path | None, markdo
     finally:
         progress.close()
         rt.leases.close()
+    # History and alerts: what changed since the last drift run (transitions only).
+    changes = drift.record_run(rt.store, detected, remediation)
+    drift.send_alerts(cfg, rt.store, changes, notify.github_client(cfg))
     _reports(detected, remediation, pending, json_out, markdown_out)
     print_summary(detected)
     for deployment, why in sorted(pending.items()):
@@ -123,3 +129,27 @@ def _reports(detected: RunResult, remediation: RunResult | None, pending: dict[s
         report["remediation"] = remediation.report_dict() if remediation is not None else None
         report["not_remediated"] = [{"id": d, "reason": why} for d, why in sorted(pending.items())]
         json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def show_history(g: GlobalOptions, deployment: str, as_json: bool) -> int:
+    """`tfo drift history [DEPLOYMENT]`: when each deployment drifted, what, and when it was fixed."""
+    cfg = g.load()
+    if deployment:
+        state_key_of(deployment)  # a well-formed id, or a clear refusal (exit 2)
+    records = drift.history(open_store(cfg), deployment, cfg.namespace)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        return EXIT_OK
+    if not records:
+        click.echo(f"no drift recorded{' for ' + deployment if deployment else ''}", err=True)
+    for r in records:
+        now = f"drifting since {_when(r.since)} ({r.severity})" if r.drifted else "in sync"
+        click.echo(f"{r.deployment}: {now}" + (f", issue #{r.issue}" if r.issue else ""))
+        for e in r.events[-20:]:
+            click.echo(f"  {_when(e.at)}  {e.event:<10} run {e.run_id}" + (f"  {len(e.resources)} resource(s)"
+                                                                           if e.resources else ""))
+    return EXIT_OK
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if at else "?"

@@ -109,3 +109,68 @@ def test_remediate_high_leaves_low_severity_drift_alone(repo: Repo, tmp_path: Pa
     assert code == 0, out
     assert next(d for d in report["deployments"] if d["id"] == LAKE)["severity"] == "high"
     assert [d["status"] for d in report["remediation"]["deployments"]] == ["succeeded"]
+
+
+class SlackStub:
+    """A Slack incoming webhook on loopback: records every message."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.messages: list[str] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                stub.messages.append(json.loads(body)["text"])
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000/XXXX"
+
+
+def test_alerts_and_history_follow_transitions_only(repo: Repo, tmp_path: Path) -> None:
+    from tests.github_stub import GitHubStub
+
+    slack, github = SlackStub(), GitHubStub()
+    api = github.start()
+    try:
+        repo.config(f'\n[tfo.alerts]\ngithub_repo = "org/infra"\n\n[tfo.github]\napi_url = "{api}"\n')
+        repo.env.update({"GITHUB_TOKEN": "ghp_stubtoken0123456789abcdefghijklmnopqr",
+                         "TFO_ALERTS_SLACK_WEBHOOK_URL": slack.url})  # the URL is a secret: not in the file
+        write_sample(repo)
+        assert repo.tfo("apply").returncode == 0
+        assert _drift(repo, tmp_path)[0] == 0
+        assert slack.messages == [] and github.issues == {}  # in sync: nothing to say
+        _tamper(repo)
+        assert _drift(repo, tmp_path)[0] == 5
+        assert len(slack.messages) == 1 and f"`{LAKE}` started drifting (severity high)" in slack.messages[0]
+        assert 'tfotest_thing.bucket["raw"]: deleted' in slack.messages[0]
+        (issue,) = github.issues.values()
+        assert (issue["title"], issue["state"]) == (f"Drift: {LAKE}", "open")
+        assert _drift(repo, tmp_path)[0] == 5
+        assert len(slack.messages) == 1 and len(github.issues) == 1  # still drifted: no new alert
+        assert _drift(repo, tmp_path, "--remediate")[0] == 0
+        assert len(slack.messages) == 2 and "was remediated" in slack.messages[1]
+        assert issue["state"] == "closed"
+        assert "Pa55-in-Tags" not in "".join(slack.messages) + json.dumps(github.issues)
+
+        shown = repo.tfo("drift", "history", LAKE, "--json")
+        assert shown.returncode == 0, shown.stderr
+        (record,) = json.loads(shown.stdout)
+        assert [e["event"] for e in record["events"]] == ["drifted", "remediated"] and not record["drifted"]
+        text = repo.tfo("drift", "history")
+        assert text.returncode == 0 and f"{LAKE}: in sync" in text.stdout and "remediated" in text.stdout
+        assert repo.tfo("drift", "history", "../../etc").returncode == 2
+    finally:
+        github.stop()
+        slack.server.shutdown()
