@@ -516,13 +516,24 @@ class RunStarter:
         client = notify.github_client(self.cfg)
         if client is None:
             raise GitHubError("/tfo apply needs GitHub credentials to look up the pull request")
-        # The comment as GitHub has it: an event signed with the shared secret could name any commenter.
-        author, body = client.comment(job.repo, job.comment_id) if job.comment_id else ("", "")
+        # The comment as GitHub has it, on this pull request, used once: an event signed with the shared
+        # secret could name any commenter, replay an old command, or carry other paths than the comment.
+        author, body, number = client.comment(job.repo, job.comment_id) if job.comment_id else ("", "", 0)
         first = body.strip().splitlines()[:1]
-        if author.lower() != job.sender.lower() or not first or APPLY_COMMAND.fullmatch(first[0]) is None:
-            log.error("run %s: /tfo apply on %s#%s dropped: GitHub has no such comment by %s", job.run_id, job.repo,
-                      job.pr, job.sender)
+        command = APPLY_COMMAND.fullmatch(first[0]) if first else None
+        if author.lower() != job.sender.lower() or number != job.pr or command is None:
+            log.error("run %s: /tfo apply on %s#%s dropped: GitHub has no such comment by %s on it", job.run_id,
+                      job.repo, job.pr, job.sender)
             return None
+        job = replace(job, paths=tuple(command.group(1).split()))
+        assert job.pr is not None
+        store = open_store(self.cfg)
+        used = keys.pull_comment(job.repo, job.pr, job.comment_id)
+        if store.head(used) is not None:
+            log.error("run %s: /tfo apply comment %s on %s#%s was used already: dropped", job.run_id, job.comment_id,
+                      job.repo, job.pr)
+            return None
+        store.put_json(used, {"run_id": job.run_id, "at": time.time()})  # one start thread: no race here
         pull = client.pull_request(job.repo, job.pr)
         w = self.cfg.webhook
         why, unmet = "", []
@@ -537,10 +548,12 @@ class RunStarter:
         elif untrusted := untrusted_reason(self.cfg, job.repo, pull.head_repo, pull.author_association):
             why = untrusted + "; such pull requests are not applied from comments"
         else:
-            approvers = client.approvers(job.repo, job.pr, pull.head_sha, pull.author)
+            # Only reviewers who could merge it count: on a public repository anyone may approve.
+            approvers = tuple(a for a in client.approvers(job.repo, job.pr, pull.head_sha, pull.author)
+                              if client.role(job.repo, a) in WRITE_ROLES)
             if "approved" in w.apply_requirements and len(approvers) < w.approvals:
-                unmet.append(f"{w.approvals} approving review(s) of `{pull.head_sha[:12]}` by others than its author "
-                             f"(it has {len(approvers)})")
+                unmet.append(f"{w.approvals} approving review(s) of `{pull.head_sha[:12]}` by people with write "
+                             f"access other than its author (it has {len(approvers)})")
             if "mergeable" in w.apply_requirements and pull.mergeable is not True:
                 unmet.append("GitHub has not yet worked out whether it merges cleanly: try again in a moment"
                              if pull.mergeable is None else "it has merge conflicts")
@@ -592,12 +605,6 @@ class RunStarter:
         store = open_store(cfg)
         planned = service.planned_deployments(store, approval.plan_run)
         chosen = list(planned.deployments)
-        taken = {s.id: h for s in chosen if (h := reservations.held(store, s)) and not h.same_pull(job.repo, job.pr)}
-        if taken:
-            self._post_refusal(Refusal(job.repo, job.sha, job.pr, "another pull request holds " + ", ".join(
-                f"`{d}` ({h})" for d, h in sorted(taken.items())) + ": it is released when that one is merged or "
-                "closed, or by `tfo unlock`", "apply"))
-            return
         if job.paths:
             chosen = [s for s in chosen if s.id in job.paths or s.tfvars_path in job.paths]
             named = {s.id for s in chosen} | {s.tfvars_path for s in chosen}
@@ -606,6 +613,12 @@ class RunStarter:
                 self._post_refusal(Refusal(job.repo, job.sha, job.pr, f"its plan (run `{approval.plan_run}`) has no "
                                            f"deployment {', '.join(unknown)}", "apply"))
                 return
+        taken = {s.id: h for s in chosen if (h := reservations.held(store, s)) and not h.same_pull(job.repo, job.pr)}
+        if taken:
+            self._post_refusal(Refusal(job.repo, job.sha, job.pr, "another pull request holds " + ", ".join(
+                f"`{d}` ({h})" for d, h in sorted(taken.items())) + ": it is released when that one is merged or "
+                "closed, or by `tfo unlock`", "apply"))
+            return
         # An approved pull request is the waiver the CLI's --allow-destroy and --approved-by give: its
         # approvers are on record in the audit.
         request = RunRequest(Action.APPLY, RollbackStrategy(cfg.rollback), actor=f"github:{job.sender}",

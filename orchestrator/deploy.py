@@ -30,7 +30,7 @@ from orchestrator.models import (
     Status,
     Violation,
 )
-from orchestrator.policy import changed_resources, custom_rules, evaluate
+from orchestrator.policy import changed_resources, custom_rules, evaluate, sensitive_values
 from orchestrator.procs import host_name, processes_in, wait_until_idle
 from orchestrator.record import UNRECORDED, Checkpoint, DeploymentRecord, Phase
 from orchestrator.runtime import Runtime
@@ -151,7 +151,9 @@ class PolicyGate:
         ctx.log[-1] = replace(show, output=json.dumps({"resource_changes": judged}))
         violations = evaluate(plan, ctx.spec, policy, ctx.run.options)
         violations += custom_rules(show.output, plan, ctx.spec, policy, ctx.workdir)
-        # A rule's words may quote the plan's values: shown only redacted, like everything else.
+        # A rule's words may quote the plan's values, the sensitive ones included (a generated password in
+        # the state): shown only redacted, like everything else.
+        ctx.redactor.add(sorted(sensitive_values(plan)))
         violations = tuple(replace(v, message=ctx.redactor.redact(v.message)) for v in violations)
         if not violations:
             return StepResult(self.name, StepStatus.OK, command=show)
@@ -283,8 +285,9 @@ def _applied_by(ctx: DeployContext) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class ClaimSavedPlan:
-    """A saved plan is applied once: the apply that uses it says so before it backs up and applies. The
-    lease on the state is held, so two applies of one plan cannot both get past here."""
+    """A saved plan is applied once: checked again under the lease, just before the backup. The apply
+    that uses it records itself when it starts applying (ApplyChanges), so a refused backup or a stop
+    before the apply leaves the plan usable."""
 
     name: str = "claim-plan"
 
@@ -295,9 +298,13 @@ class ClaimSavedPlan:
             ctx.out.error = (f"stale: the plan was applied already, by run {applied.get('run_id')}; "
                              "plan again (`tfo plan`) and apply that plan")
             return StepResult(self.name, StepStatus.DONE, ctx.out.error)
+        return StepResult(self.name, StepStatus.OK)
+
+
+def _mark_applied(ctx: DeployContext) -> None:
+    if ctx.run.options.from_plan:
         ctx.rt.store.put_json(keys.saved_plan(ctx.run.options.from_plan, ctx.spec.id, "applied.json"),
                               {"run_id": ctx.run.run_id, "actor": ctx.run.actor, "at": time.time()})
-        return StepResult(self.name, StepStatus.OK)
 
 
 @dataclass(frozen=True)
@@ -353,6 +360,7 @@ class ApplyChanges:
         out.applied = True
         ctx.record.write(Phase.APPLYING, backup_key=out.backup_key, backup_version=out.backup_version,
                          previous_bundle_key=out.previous_bundle_key)
+        _mark_applied(ctx)
         result = ApplyStep().run(ctx)
         out.state_serial = state_serial(ctx.rt.state_store(spec.account, ctx.run.run_id), spec.state_key)
         if result.ok:

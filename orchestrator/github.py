@@ -284,15 +284,18 @@ class GitHubClient:
         return tuple(sorted(login for login, (state, commit) in latest.items()
                             if state == "APPROVED" and commit == head_sha and login != author.lower()))
 
-    def comment(self, repo: str, comment_id: int) -> tuple[str, str]:
-        """(author login, body) of an issue comment, as GitHub has it; ("", "") when there is none."""
+    def comment(self, repo: str, comment_id: int) -> tuple[str, str, int]:
+        """(author login, body, issue or pull request number) of an issue comment, as GitHub has it;
+        ("", "", 0) when there is none."""
         try:
             data = self.request("GET", f"/repos/{repo}/issues/comments/{comment_id}", repo=repo)
         except GitHubError as e:
             if "failed with 404" in str(e):
-                return "", ""
+                return "", "", 0
             raise
-        return str((data.get("user") or {}).get("login", "")), str(data.get("body", ""))
+        number = str(data.get("issue_url", "")).rstrip("/").rsplit("/", 1)[-1]
+        return (str((data.get("user") or {}).get("login", "")), str(data.get("body", "")),
+                int(number) if number.isdigit() else 0)
 
     def role(self, repo: str, login: str) -> str:
         """The person's role on the repository (admin, maintain, write, triage, read), "none" if they have none."""

@@ -108,6 +108,11 @@ def pull_plan(repo: str, pr: int, sha: str) -> str:
     return f"{PULLS}{repo.lower()}/{pr}/{sha}.json"
 
 
+def pull_comment(repo: str, pr: int, comment_id: int) -> str:
+    """A `/tfo apply` comment that started an apply: each is used once."""
+    return f"{PULLS}{repo.lower()}/{pr}/comments/{comment_id}.json"
+
+
 def reservation(deployment_id: str, namespace: str = "") -> str:
     return f"{RESERVATIONS}{namespace + '/' if namespace else ''}{deployment_id}.json"
 

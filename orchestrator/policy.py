@@ -13,7 +13,9 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 from orchestrator.models import AccountPolicy, DeploymentSpec, PolicyConfig, RunOptions, Violation
 
 __all__ = ["AccountPolicy", "PolicyConfig", "changed_resources", "custom_rules", "describe", "evaluate",
-           "rule_problems"]
+           "rule_problems", "sensitive_values"]
 
 COMMAND_TIMEOUT_S = 300
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -101,6 +103,11 @@ def rule_problems(policy: PolicyConfig) -> list[str]:
             continue
         if not argv:
             problems.append("commands: an empty command")
+        elif "/" in argv[0] and not Path(argv[0]).is_absolute():
+            problems.append(f"commands = {command!r}: the program is a name on PATH or an absolute path, never "
+                            "one relative to the repository being judged")
+    if policy.checkov and "/" in policy.checkov_bin and not Path(policy.checkov_bin).is_absolute():
+        problems.append(f"checkov_bin = {policy.checkov_bin!r}: a name on PATH or an absolute path")
     return problems
 
 
@@ -218,14 +225,17 @@ def _checkov(plan_path: Path, spec: DeploymentSpec, policy: PolicyConfig) -> lis
 def custom_rules(plan_text: str, plan: Mapping[str, Any], spec: DeploymentSpec, policy: PolicyConfig,
                  workdir: Path) -> tuple[Violation, ...]:
     """The configured Python rules, commands and Checkov on one plan. Commands get the plan document in
-    a file (owner-only, removed after), as conftest and OPA take it; their exit code is the verdict."""
+    a file, as conftest and OPA take it; their exit code is the verdict. They run in a directory of their
+    own (owner-only, under `workdir`'s parent, removed after), never in the workspace: the repository's
+    files there (a `.checkov.yaml` that skips every check, a `conftest.toml`) must not judge it."""
     found: list[Violation] = []
     for ref in policy.python:
         found += _python_rule(ref, plan, spec)
     if policy.commands or policy.checkov:
-        plan_path = workdir / "tfo-plan.json"
-        fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        judge = Path(tempfile.mkdtemp(prefix="tfo-policy-", dir=workdir.parent))  # 0700
+        plan_path = judge / "plan.json"
         try:
+            fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with open(fd, "w", encoding="utf-8") as f:
                 f.write(plan_text)
             for command in policy.commands:
@@ -233,5 +243,55 @@ def custom_rules(plan_text: str, plan: Mapping[str, Any], spec: DeploymentSpec, 
             if policy.checkov:
                 found += _checkov(plan_path, spec, policy)
         finally:
-            plan_path.unlink(missing_ok=True)
+            shutil.rmtree(judge, ignore_errors=True)
     return tuple(found)
+
+
+def sensitive_values(plan: Mapping[str, Any]) -> set[str]:
+    """The values a plan document marks sensitive (before, after, the prior state, outputs), to be redacted
+    from whatever quotes the plan: a rule's words, a command's output."""
+    found: set[str] = set()
+
+    def walk(value: Any, mask: Any) -> None:
+        if mask is True:
+            collect(value)
+        elif isinstance(mask, dict) and isinstance(value, dict):
+            for k, m in mask.items():
+                walk(value.get(k), m)
+        elif isinstance(mask, list) and isinstance(value, list):
+            for v, m in zip(value, mask, strict=False):
+                walk(v, m)
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) >= 4:
+            found.add(str(value))
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    for rc in plan.get("resource_changes") or []:
+        change = rc.get("change") or {}
+        walk(change.get("before"), change.get("before_sensitive"))
+        walk(change.get("after"), change.get("after_sensitive"))
+    for oc in (plan.get("output_changes") or {}).values():
+        if isinstance(oc, dict) and (oc.get("before_sensitive") or oc.get("after_sensitive")):
+            collect(oc.get("before"))
+            collect(oc.get("after"))
+
+    def state_module(module: Any) -> None:
+        if not isinstance(module, dict):
+            return
+        for res in module.get("resources") or []:
+            walk(res.get("values"), res.get("sensitive_values"))
+        for child in module.get("child_modules") or []:
+            state_module(child)
+
+    prior = (plan.get("prior_state") or {}).get("values") or {}
+    state_module(prior.get("root_module"))
+    for out in (prior.get("outputs") or {}).values():
+        if isinstance(out, dict) and out.get("sensitive"):
+            collect(out.get("value"))
+    return found

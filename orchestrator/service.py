@@ -160,12 +160,22 @@ def planned_deployments(store: Store, plan_run_id: str, ids: set[str] | None = N
         raise UserError(f"--from-plan {plan_run_id}: no such run in {store.describe()}") from None
     if planned.options.action != Action.PLAN:
         raise UserError(f"--from-plan {plan_run_id}: that run was an {planned.options.action.value}, not a plan")
-    if ids is None:
-        return planned
-    unplanned = sorted(ids - {s.id for s in planned.deployments})
-    if unplanned:
-        raise UserError(f"--from-plan {plan_run_id}: not planned by that run: {', '.join(unplanned)}")
-    return replace(planned, deployments=tuple(s for s in planned.deployments if s.id in ids))
+    try:
+        results = {str(r["spec"]["id"]): str(r["status"]) for r in store.get_json(keys.run_results(plan_run_id))}
+    except KeyError:
+        raise UserError(f"--from-plan {plan_run_id}: that run has not finished (see `tfo runs show "
+                        f"{plan_run_id}`): its verdicts are not known yet") from None
+    if ids is not None:
+        unplanned = sorted(ids - {s.id for s in planned.deployments})
+        if unplanned:
+            raise UserError(f"--from-plan {plan_run_id}: not planned by that run: {', '.join(unplanned)}")
+        planned = replace(planned, deployments=tuple(s for s in planned.deployments if s.id in ids))
+    unusable = sorted(f"{s.id} ({results.get(s.id, 'no result')})" for s in planned.deployments
+                      if results.get(s.id) not in ("succeeded", "no_changes", "blocked"))
+    if unusable:
+        raise UserError(f"--from-plan {plan_run_id}: these were not planned successfully: {', '.join(unusable)}; "
+                        "fix them and plan again, or leave them out with selectors")
+    return planned
 
 
 def load_deployment(store: Store, run_id: str, deployment_id: str) -> tuple[RunSpec, DeploymentSpec]:

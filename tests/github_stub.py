@@ -102,6 +102,9 @@ class GitHubStub:
                     self._reply(200, stub.reviews.get(int(parts[4]), []) if page == 1 else [])
                 elif self.command == "GET" and len(parts) == 6 and parts[3:5] == ["issues", "comments"]:
                     c = stub.comments.get(int(parts[5]))
+                    if c is not None:
+                        c = {"issue_url": f"https://api.github.com/repos/{parts[1]}/{parts[2]}/issues/{c['issue']}",
+                             **c}
                     self._reply(200 if c else 404, c or {"message": "Not Found"})
                 elif self.command == "GET" and len(parts) == 5 and parts[3] == "pulls":
                     pull = stub.pulls.get(int(parts[4]))

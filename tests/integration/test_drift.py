@@ -125,7 +125,7 @@ class SlackStub:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 stub.messages.append(json.loads(body)["text"])
                 self.send_response(200)

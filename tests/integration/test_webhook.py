@@ -577,12 +577,17 @@ def test_a_pull_request_is_applied_from_its_saved_plan_by_comment_once_reviewed(
         assert "tfo apply: not run" in sticky["body"] and "To apply the plans above" in sticky["body"]
 
     refused("reader", "who has no write access to org/infra")
-    refused("maint", "by others than its author (it has 0)")
+    refused("maint", "by people with write access other than its author (it has 0)")
     stub.reviews[31] = [{"user": {"login": "dev"}, "state": "APPROVED", "commit_id": head}]  # its author's own
-    refused("maint", "by others than its author (it has 0)")
+    refused("maint", "by people with write access other than its author (it has 0)")
     stub.reviews[31].append({"user": {"login": "bob"}, "state": "APPROVED", "commit_id": refs["base"]})  # old commit
-    refused("maint", "by others than its author (it has 0)")
+    stub.roles["bob"] = "write"
+    refused("maint", "by people with write access other than its author (it has 0)")
+    stub.reviews[31].append({"user": {"login": "carol"}, "state": "APPROVED", "commit_id": head})  # read only
+    stub.roles["carol"] = "read"
+    refused("maint", "by people with write access other than its author (it has 0)")
     stub.reviews[31].append({"user": {"login": "alice"}, "state": "APPROVED", "commit_id": head})
+    stub.roles["alice"] = "write"
     stub.pulls[31]["mergeable"] = False
     refused("maint", "it has merge conflicts")
     # a forged event: signed with the webhook's secret, naming a comment GitHub does not have
@@ -591,8 +596,14 @@ def test_a_pull_request_is_applied_from_its_saved_plan_by_comment_once_reviewed(
     assert code == 202
     assert server.world_state() == {}
 
+    # a real comment of the maintainer on another pull request, replayed onto this one
+    stub.comments[8800] = {"id": 8800, "issue": 77, "body": "/tfo apply", "user": {"login": "maint", "type": "User"}}
+    code, elsewhere = comment("maint", comment_id=8800)
+    assert code == 202
+
     code, body = comment("maint")
     assert code == 202, body
+    applied_comment = max(stub.comments)
     summary = _summary(server, body["run_id"])
     assert summary["status"] == "succeeded", summary
     assert {d["id"] for d in summary["deployments"]} == {"s3/acct-a/us-west-2/data-lake",
@@ -602,6 +613,11 @@ def test_a_pull_request_is_applied_from_its_saved_plan_by_comment_once_reviewed(
     assert {r["record"]["from_plan"] for r in records} == {plan_id}
     assert {tuple(r["record"]["approved_by"]) for r in records} == {("github:alice",)}
     assert not (server.root / ".tfo/store/runs" / f"{forged['run_id']}.json").exists()  # the forged one never ran
+    assert not (server.root / ".tfo/store/runs" / f"{elsewhere['run_id']}.json").exists()  # nor the misplaced one
+    code, replayed = comment("maint", comment_id=applied_comment)  # the same comment, a new delivery: used once
+    assert code == 202
+    time.sleep(3)
+    assert not (server.root / ".tfo/store/runs" / f"{replayed['run_id']}.json").exists()
     # applied once: the same plan again is stale
     code, body = comment("maint")
     again = _summary(server, body["run_id"])

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError
 from orchestrator.models import Action, RunOptions
-from orchestrator.policy import AccountPolicy, PolicyConfig, changed_resources, custom_rules, evaluate
+from orchestrator.policy import AccountPolicy, PolicyConfig, changed_resources, custom_rules, evaluate, sensitive_values
 from tests.unit.test_report_bundle import spec
 
 
@@ -216,3 +216,37 @@ def test_checkov_settings_are_checked_when_the_config_is_read(tmp_path: Path) ->
         (tmp_path / "tfo.toml").write_text(f"[tfo.policy]\ncheckov = true\n{bad}\n")
         with pytest.raises(ConfigError, match=words):
             load_config(repo_root=tmp_path, environ={})
+
+
+def test_the_repository_s_files_never_judge_it(tmp_path: Path) -> None:
+    """Rules run in a directory of their own: a .checkov.yaml or conftest.toml in the module is not read."""
+    workdir = tmp_path / "ws" / "terraform"
+    workdir.mkdir(parents=True)
+    (workdir / ".checkov.yaml").write_text("skip-check:\n  - CKV_AWS*\n  - CKV2_AWS*\n")
+    text = PUBLIC_BUCKET.read_text()
+    found = custom_rules(text, json.loads(text), spec(), PolicyConfig(checkov=True, checkov_bin=checkov_bin()),
+                         workdir)
+    assert len(found) >= 3
+    script = tmp_path / "cwd.py"
+    script.write_text("import os, sys\nprint(os.getcwd())\nsys.exit(1)\n")
+    [v] = custom_rules("{}", {}, spec(), PolicyConfig(commands=(f"{sys.executable} {script}",)), workdir)
+    assert str(workdir) not in v.message and "tfo-policy-" in v.message
+    assert not list((tmp_path / "ws").glob("tfo-policy-*"))  # removed afterwards
+    (tmp_path / "tfo.toml").write_text('[tfo.policy]\ncommands = ["scripts/check {plan}"]\n')
+    with pytest.raises(ConfigError, match="never one relative to the repository"):
+        load_config(repo_root=tmp_path, environ={})
+
+
+def test_values_a_plan_marks_sensitive_are_collected_for_redaction() -> None:
+    plan = {
+        "resource_changes": [{"change": {"before": None, "after": {"name": "db", "password": "hunter2-generated",
+                                                                   "tags": {"k": "v-secret-tag"}},
+                                         "after_sensitive": {"password": True, "tags": {"k": True}}}}],
+        "output_changes": {"pw": {"after": "out-secret-1", "after_sensitive": True},
+                           "plain": {"after": "visible", "after_sensitive": False}},
+        "prior_state": {"values": {"root_module": {"child_modules": [{"resources": [
+            {"values": {"result": "Zq9-random-password", "id": "none"}, "sensitive_values": {"result": True}}]}]},
+            "outputs": {"token": {"sensitive": True, "value": "state-output-token"}}}},
+    }
+    assert sensitive_values(plan) == {"hunter2-generated", "v-secret-tag", "out-secret-1", "Zq9-random-password",
+                                      "state-output-token"}

@@ -73,3 +73,26 @@ def test_a_plan_run_saves_its_plans_and_an_apply_from_them_never_plans_again() -
     assert order.index(LoadSavedPlan) < order.index(ClaimSavedPlan) < [s.name for s in from_plan].index("backup")
     assert pipeline(RunOptions(Action.APPLY)) is PIPELINES[Action.APPLY]
     assert SavePlan not in map(type, PIPELINES[Action.APPLY])
+
+
+def test_from_plan_needs_a_finished_plan_run_whose_deployments_were_planned(tmp_path: Path) -> None:
+    from orchestrator import service
+    from orchestrator.errors import UserError
+    from orchestrator.models import RunSpec
+    from orchestrator.store.local import LocalStore
+    from tests.unit.test_report_bundle import spec
+
+    store = LocalStore(tmp_path / "store")
+    run_id = "20261128T010203Z-abcdef"
+    ok, bad = spec(0), spec(1)
+    run = RunSpec(run_id, RunOptions(Action.PLAN), (ok, bad), "2026-11-28T01:02:03+00:00")
+    store.put_json(keys.run_spec(run_id), run.to_dict())
+    with pytest.raises(UserError, match="has not finished"):
+        service.planned_deployments(store, run_id)
+    store.put_json(keys.run_results(run_id), [{"spec": {"id": ok.id}, "status": "succeeded"},
+                                              {"spec": {"id": bad.id}, "status": "failed"}])
+    with pytest.raises(UserError, match=r"not planned successfully: s3/acct/us-east-1/p1 \(failed\)"):
+        service.planned_deployments(store, run_id)
+    assert [s.id for s in service.planned_deployments(store, run_id, {ok.id}).deployments] == [ok.id]
+    with pytest.raises(UserError, match="not a run id"):
+        service.planned_deployments(store, "../../x")
