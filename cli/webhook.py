@@ -151,7 +151,7 @@ class Release:
 
 
 # The whole commit hash: a prefix could be matched by a second commit the pull request's author made.
-PLAN_COMMAND = re.compile(r"/tfo plan(?:[ \t]+([0-9a-f]{40}))?[ \t]*")
+PLAN_COMMAND = re.compile(r"/tfo plan(?:[ \t]+([0-9a-f]{40}))?((?:[ \t]+[A-Za-z0-9_.@/-]{1,200}){0,50})[ \t]*")
 # `/tfo apply [tfvars path or deployment id ...]`
 APPLY_COMMAND = re.compile(r"/tfo apply((?:[ \t]+[A-Za-z0-9_.@/-]{1,200}){0,50})[ \t]*")
 
@@ -174,6 +174,11 @@ def explain_refusal(cfg: TfoConfig, repo: str, sha: str, reason: str) -> str:
             f"`{repo}` opened by its {allowed}.\n\nAfter reviewing the code, someone with write access to "
             f"`{repo}` (not the pull request's author) can start the plan of exactly this commit by "
             f"commenting:\n\n```\n/tfo plan {sha}\n```\n")
+
+
+def _names_a_deployment(word: str) -> bool:
+    """A tfvars path or a deployment id (SERVICE/ACCOUNT/...): anything else in a command is a typo."""
+    return ".." not in word.split("/") and ("/" in word or word.endswith((".tfvars", ".tfvars.json")))
 
 
 def explain_apply_refusal(cfg: TfoConfig, repo: str, sha: str, reason: str) -> str:
@@ -250,13 +255,16 @@ def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) 
             return Ignored(f"/tfo {what} by {sender} ignored: their association with {repo} is {association}")
         if apply is not None:
             paths = tuple(apply.group(1).split())
-            if any(".." in p.split("/") for p in paths):
-                return Ignored("/tfo apply: a path with '..' is not a deployment")
+            if not all(_names_a_deployment(p) for p in paths):
+                return Ignored("/tfo apply: name tfvars paths or deployment ids")
             return Job(new_run_id(), Action.APPLY, repo, "", "", int(issue.get("number") or 0), delivery, sender,
                        lookup=True, paths=paths, comment_id=int(comment.get("id") or 0))
         assert command is not None
+        paths = tuple(command.group(2).split())
+        if not all(_names_a_deployment(p) for p in paths):
+            return Ignored("/tfo plan: name the whole commit hash, then tfvars paths or deployment ids")
         return Job(new_run_id(), Action.PLAN, repo, command.group(1) or "", "", int(issue.get("number") or 0),
-                   delivery, sender, lookup=True)
+                   delivery, sender, lookup=True, paths=paths)
     return Ignored(f"{event} events are not handled (tfo takes push, pull_request and issue_comment)")
 
 
@@ -659,9 +667,17 @@ class RunStarter:
         target = job.target
         if job.pr is not None and job.action == Action.PLAN:
             target["github"]["apply_hint"] = apply_hint(cfg, job.sha)
-        found = discover(cfg, git_diff=f"{job.base}..{job.sha}" if job.base else None)
+        # `/tfo plan PATH...` plans what it names, changed by the pull request or not; otherwise what changed.
+        found = discover(cfg, git_diff=f"{job.base}..{job.sha}" if job.base and not job.paths else None)
         try:
             specs = list(build_deployments(cfg, found).specs)
+            if job.paths:
+                specs = [s for s in specs if s.id in job.paths or s.tfvars_path in job.paths]
+                named = {s.id for s in specs} | {s.tfvars_path for s in specs}
+                unknown = [p for p in job.paths if p not in named]
+                if unknown:
+                    raise ValidationError([Problem(p, "is not a deployment id or tfvars path of this commit")
+                                           for p in unknown])
         except ValidationError as e:
             notify.post_invalid(cfg, target, job.action.value, job.run_id, list(e.problems))
             self._record_failure(job, RunStatus.INVALID,

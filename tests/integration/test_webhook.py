@@ -663,3 +663,15 @@ def test_a_deployment_planned_by_one_pull_request_is_reserved_until_it_closes(st
     held = [json.loads(p.read_text()) for p in (server.root / ".tfo/store/reservations").rglob("*.json")
             if not p.name.endswith(".tfo-meta.json")]
     assert {h["pr"] for h in held} == {42} and len(held) == 2
+    # `/tfo plan PATH` plans what it names, even what the pull request does not change
+    stub.pulls[42] = {"number": 42, "state": "open", "author_association": "MEMBER", "user": {"login": "dev"},
+                      "head": {"sha": second, "repo": {"full_name": "org/infra"}},
+                      "base": {"sha": refs["base"], "ref": "main"}}
+    stub.roles["maint"] = "write"
+    code, body = hook.send("issue_comment", {
+        "action": "created", "repository": {"full_name": "org/infra"}, "sender": {"login": "maint"},
+        "issue": {"number": 42, "pull_request": {}},
+        "comment": {"id": 7001, "body": "/tfo plan Accounts/acct-b/platform.tfvars", "author_association": "MEMBER"}})
+    assert code == 202, body
+    summary = _summary(server, body["run_id"])
+    assert [d["id"] for d in summary["deployments"]] == ["iam/acct-b/us-east-1/platform"]

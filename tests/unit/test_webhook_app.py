@@ -440,3 +440,15 @@ def test_a_closed_pull_request_releases_its_reservations(app: tuple[Any, Recordi
     r = post(client, "pull_request", closed, delivery="close-1")
     assert r.status_code == 200 and r.get_json() == {"status": "released", "pr": 9}
     assert released == [Release("o/r", 9)] and starter.jobs == []
+
+
+def test_plan_command_may_name_deployments(app: tuple[Any, RecordingStarter]) -> None:
+    client, starter = app
+    sha = "4" * 40
+    r = post(client, "issue_comment", comment(f"/tfo plan {sha} Accounts/a/x.tfvars s3/a/us-east-1/x"), delivery="pp")
+    assert r.status_code == 202
+    assert (starter.jobs[-1].sha, starter.jobs[-1].paths) == (sha, ("Accounts/a/x.tfvars", "s3/a/us-east-1/x"))
+    assert post(client, "issue_comment", comment("/tfo plan Accounts/a/x.tfvars"), delivery="p2").status_code == 202
+    assert (starter.jobs[-1].sha, starter.jobs[-1].paths) == ("", ("Accounts/a/x.tfvars",))
+    for i, text in enumerate(("/tfo plan Accounts/../../etc/x.tfvars", "/tfo plan 4444444", "/tfo plan everything")):
+        assert post(client, "issue_comment", comment(text), delivery=f"q{i}").get_json()["status"] == "ignored", text
