@@ -138,13 +138,10 @@ class PolicyGate:
         if not policy.active or not ctx.has_changes:
             return StepResult(self.name, StepStatus.OK)
         ctx.rt.event(ctx.spec.id, self.name)
-        show = ctx.execute(self.name, ["show", "-json", "-no-color", PLAN_FILE])
-        if not show.ok:
-            return ctx.result(show)
-        try:
-            plan = json.loads(show.output)
-        except json.JSONDecodeError:
-            return StepResult(self.name, StepStatus.FAILED, "terraform show -json printed no plan document", show)
+        plan, shown = plan_document(ctx, self.name)
+        if plan is None or shown.command is None:
+            return shown
+        show = shown.command
         # The audit keeps what was judged, not the plan document: it holds every value in the clear
         # (prior state, before and after), which `tfo audit show` could not mask.
         judged = [{"address": a, "type": t, "actions": acts} for a, t, acts in changed_resources(plan)]
@@ -161,6 +158,21 @@ class PolicyGate:
         ctx.out.status = Status.BLOCKED
         ctx.out.error = ctx.redactor.redact("refused by policy: " + "; ".join(map(str, violations)))
         return StepResult(self.name, StepStatus.DONE, ctx.out.error, show)
+
+
+def plan_document(ctx: StepContext, step: str, plan_file: str = PLAN_FILE) -> tuple[dict[str, Any] | None,
+                                                                                    StepResult]:
+    """`terraform show -json` of a plan file: the document and an OK result, or None and the failure."""
+    show = ctx.execute(step, ["show", "-json", "-no-color", plan_file])
+    if not show.ok:
+        return None, ctx.result(show)
+    try:
+        document = json.loads(show.output)
+    except json.JSONDecodeError:
+        document = None
+    if not isinstance(document, dict):
+        return None, StepResult(step, StepStatus.FAILED, "terraform show -json printed no plan document", show)
+    return document, StepResult(step, StepStatus.OK, command=show)
 
 
 def planned_against(plan_file: bytes) -> tuple[int, str] | None:
@@ -415,13 +427,11 @@ class OutsideChanges:
         ctx.out.plan_text = ctx.redactor.redact(plan.output)
         if plan.exit_code != 2:
             return StepResult(self.name, StepStatus.OK, command=plan)
-        show = ctx.execute(self.name, ["show", "-json", "-no-color", DRIFT_PLAN])
-        if not show.ok:
-            return ctx.result(show)
-        try:
-            found = outside_changes(json.loads(show.output))
-        except (json.JSONDecodeError, AttributeError):
-            return StepResult(self.name, StepStatus.FAILED, "terraform show -json printed no plan document", show)
+        document, shown = plan_document(ctx, self.name, DRIFT_PLAN)
+        if document is None or shown.command is None:
+            return shown
+        show = shown.command
+        found = outside_changes(document)
         # The audit keeps what was found (names), not the plan document, which holds values in the clear.
         ctx.log[-1] = replace(show, output=json.dumps({"resource_drift": [d.to_dict() for d in found]}))
         ctx.out.drift = tuple(found)
@@ -438,13 +448,10 @@ class NotConverged:
         plan = PlanStep().run(ctx)
         if not plan.ok or not ctx.has_changes:
             return plan
-        show = ctx.execute("show", ["show", "-json", "-no-color", PLAN_FILE])
-        if not show.ok:
-            return ctx.result(show)
-        try:
-            document = json.loads(show.output)
-        except json.JSONDecodeError:
-            return StepResult(self.name, StepStatus.FAILED, "terraform show -json printed no plan document", show)
+        document, shown = plan_document(ctx, "show")
+        if document is None or shown.command is None:
+            return shown
+        show = shown.command
         known = {d.address for d in ctx.out.drift}
         pending = [DriftedResource(address, kind, "pending", actions=tuple(actions))
                    for address, kind, actions in changed_resources(document) if address not in known]

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,14 +136,20 @@ def test_atomic_rolls_back_every_deployment(repo: Repo, tmp_path: Path) -> None:
     assert repo.world_state() == before
 
 
-def test_atomic_applies_nothing_when_a_plan_is_refused_by_policy(repo: Repo, tmp_path: Path) -> None:
-    """Every deployment is planned and judged before any applies: a blocked one leaves the others untouched."""
+def _applied_then_a_protected_destroy(repo: Repo) -> tuple[dict[str, Any], Path]:
+    """The sample applied, destroys of its resources protected, and a change that removes a bucket."""
     write_sample(repo)
     assert repo.tfo("apply").returncode == 0
     before = repo.world_state()
     repo.config('\n[tfo.policy]\nprotect_destroy = ["tfotest_*"]\n')
     lake = repo.root / "Accounts/acct-a/data-lake.tfvars"
     lake.write_text("\n".join(ln for ln in lake.read_text().splitlines() if "curated" not in ln) + "\n")
+    return before, lake
+
+
+def test_atomic_applies_nothing_when_a_plan_is_refused_by_policy(repo: Repo, tmp_path: Path) -> None:
+    """Every deployment is planned and judged before any applies: a blocked one leaves the others untouched."""
+    before, lake = _applied_then_a_protected_destroy(repo)
     lake.write_text(lake.read_text().replace("lake = { rotation = true }", "lake = { rotation = false }"))
     out = tmp_path / "r.json"
     r = repo.tfo("apply", "--atomic", "--json-out", str(out))
@@ -226,12 +233,7 @@ def test_manual_rollback_restores_a_chosen_backup_and_audit_show_redacts(repo: R
 
 
 def test_policy_blocks_a_protected_destroy_and_too_many_changes_until_waived(repo: Repo, tmp_path: Path) -> None:
-    write_sample(repo)
-    assert repo.tfo("apply").returncode == 0
-    before = repo.world_state()
-    repo.config('\n[tfo.policy]\nprotect_destroy = ["tfotest_*"]\n')
-    lake = repo.root / "Accounts/acct-a/data-lake.tfvars"
-    lake.write_text("\n".join(ln for ln in lake.read_text().splitlines() if "curated" not in ln) + "\n")
+    before, lake = _applied_then_a_protected_destroy(repo)
 
     plan = repo.tfo("plan", "--json-out", str(tmp_path / "plan.json"))
     assert plan.returncode == 4, plan.stdout + plan.stderr  # the reviewer sees the verdict before any apply
