@@ -264,7 +264,7 @@ def job_for(event: str, payload: dict[str, Any], cfg: TfoConfig, delivery: str) 
         if not all(_names_a_deployment(p) for p in paths):
             return Ignored("/tfo plan: name the whole commit hash, then tfvars paths or deployment ids")
         return Job(new_run_id(), Action.PLAN, repo, command.group(1) or "", "", int(issue.get("number") or 0),
-                   delivery, sender, lookup=True, paths=paths)
+                   delivery, sender, lookup=True, paths=paths, comment_id=int(comment.get("id") or 0))
     return Ignored(f"{event} events are not handled (tfo takes push, pull_request and issue_comment)")
 
 
@@ -498,6 +498,17 @@ class RunStarter:
         client = notify.github_client(self.cfg)
         if client is None:
             raise GitHubError("/tfo plan needs GitHub credentials to look up the pull request")
+        # The comment as GitHub has it, on this pull request: an event signed with the shared secret alone
+        # could name any commenter and any commit (a fork's, planned with the accounts' credentials).
+        author, body, number = client.comment(job.repo, job.comment_id) if job.comment_id else ("", "", 0)
+        first = body.strip().splitlines()[:1]
+        command = PLAN_COMMAND.fullmatch(first[0]) if first else None
+        if author.lower() != job.sender.lower() or number != job.pr or command is None:
+            log.error("run %s: /tfo plan on %s#%s dropped: GitHub has no such comment by %s on it", job.run_id,
+                      job.repo, job.pr, job.sender)
+            return None
+        job = replace(job, sha=command.group(1) or "", paths=tuple(command.group(2).split()))
+        assert job.pr is not None
         pull = client.pull_request(job.repo, job.pr)
         untrusted = untrusted_reason(self.cfg, job.repo, pull.head_repo, pull.author_association)
         role = client.role(job.repo, job.sender)

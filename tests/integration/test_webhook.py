@@ -290,6 +290,13 @@ def _runs(server: Repo) -> list[Path]:
     return [p for p in (server.root / ".tfo/store/runs").glob("*.json") if not p.name.endswith("meta.json")]
 
 
+def _said(stub: GitHubStub, pr: int, login: str, body: str, association: str = "MEMBER") -> dict[str, Any]:
+    """A comment that exists on GitHub (tfo reads it back), as an issue_comment event carries it."""
+    cid = 5000 + len(stub.comments)
+    stub.comments[cid] = {"id": cid, "issue": pr, "body": body, "user": {"login": login, "type": "User"}}
+    return {"id": cid, "body": body, "author_association": association}
+
+
 def _fork_branch(work: Path, remote_ref: str) -> str:
     """A commit that exists in the repository only as a pull request's head (as a fork's does on GitHub)."""
     git(work, "checkout", "-q", "-b", f"fork-{uuid.uuid4().hex[:8]}")
@@ -334,8 +341,7 @@ def test_fork_and_outside_contributor_prs_are_not_planned_until_a_member_names_t
     sticky = stub.comments[min(stub.comments)]
     # an organisation member with read access only: their association is MEMBER, their role is not enough
     stub.roles["reader"] = "read"
-    reader = {**drive_by, "sender": {"login": "reader"},
-              "comment": {"body": f"/tfo plan {head}", "author_association": "MEMBER"}}
+    reader = {**drive_by, "sender": {"login": "reader"}, "comment": _said(stub, 21, "reader", f"/tfo plan {head}")}
     assert hook.send("issue_comment", reader)[0] == 202
     _wait_for("the refusal of a reader's command", lambda: "whose role on org/infra is read" in sticky["body"])
     # a prefix of the commit is not enough (a second commit can share it)
@@ -348,14 +354,18 @@ def test_fork_and_outside_contributor_prs_are_not_planned_until_a_member_names_t
 
     # nobody approves their own untrusted pull request, whatever their role
     stub.roles["mallory"] = "write"
-    own = {**drive_by, "comment": {"body": f"/tfo plan {head}", "author_association": "COLLABORATOR"}}
+    own = {**drive_by, "comment": _said(stub, 21, "mallory", f"/tfo plan {head}", "COLLABORATOR")}
     assert hook.send("issue_comment", own)[0] == 202
     _wait_for("the refusal of a self-approval", lambda: "mallory opened it" in sticky["body"])
     assert _runs(server) == []
 
     # a maintainer reviewed the fork's commit and names it: that commit is planned, nothing is applied
     review = {**drive_by, "sender": {"login": "maintainer"},
-              "comment": {"body": f"/tfo plan {head}", "author_association": "MEMBER"}}
+              "comment": _said(stub, 21, "maintainer", f"/tfo plan {head}")}
+    # the same command as a signed event, but no such comment on GitHub: dropped
+    forged = {**review, "comment": {"id": 999999, "body": f"/tfo plan {head}", "author_association": "MEMBER"}}
+    code, dropped = hook.send("issue_comment", forged)
+    assert code == 202
     code, body = hook.send("issue_comment", review)
     assert code == 202 and body["action"] == "plan", body
     summary = _summary(server, body["run_id"])
@@ -363,6 +373,7 @@ def test_fork_and_outside_contributor_prs_are_not_planned_until_a_member_names_t
     assert {d["id"] for d in summary["deployments"]} == {"s3/acct-a/us-west-2/data-lake",
                                                          "kms/acct-a/us-west-2/data-lake"}  # the file's
     assert server.world_state() == {}
+    assert not (server.root / ".tfo/store/runs" / f"{dropped['run_id']}.json").exists()
     assert body["run_id"] in stub.comments[min(stub.comments)]["body"]  # the same sticky comment, now the plan
 
     # the fork pushes again after the review: the old command no longer matches the head
@@ -671,7 +682,7 @@ def test_a_deployment_planned_by_one_pull_request_is_reserved_until_it_closes(st
     code, body = hook.send("issue_comment", {
         "action": "created", "repository": {"full_name": "org/infra"}, "sender": {"login": "maint"},
         "issue": {"number": 42, "pull_request": {}},
-        "comment": {"id": 7001, "body": "/tfo plan Accounts/acct-b/platform.tfvars", "author_association": "MEMBER"}})
+        "comment": _said(stub, 42, "maint", "/tfo plan Accounts/acct-b/platform.tfvars")})
     assert code == 202, body
     summary = _summary(server, body["run_id"])
     assert [d["id"] for d in summary["deployments"]] == ["iam/acct-b/us-east-1/platform"]
