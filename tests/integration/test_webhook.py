@@ -219,7 +219,7 @@ def test_pull_request_plans_and_keeps_one_sticky_comment(
     code, body = hook.send("pull_request", pr("synchronize"))
     assert code == 202
     _summary(server, body["run_id"])
-    assert hook.send("pull_request", {**pr("closed")})[1]["status"] == "ignored"
+    assert hook.send("pull_request", {**pr("closed")})[1]["status"] == "released"  # its reservations go
 
     comment_calls = [r.method for r in stub.requests if "/comments" in r.path and r.method != "GET"]
     assert comment_calls == ["POST", "PATCH"]  # created once, then edited in place
