@@ -188,6 +188,18 @@ def worker(g: GlobalOptions, queues: str, concurrency: int | None, hostname: str
 
 
 @cli.command()
+@click.option("--schedule-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where beat keeps when each entry last ran (default: WORKDIR/beat-schedule).")
+@click.option("-n", "--hostname", default="tfo-beat@%h", show_default=True, help="Node name of its drift consumer.")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_obj
+def beat(g: GlobalOptions, schedule_file: Path | None, hostname: str, loglevel: str) -> int:
+    """Run drift detection on [tfo.drift] schedule (Celery beat); one drift run per firing across the cluster."""
+    from cli.commands import worker as worker_cmd
+    return worker_cmd.run_beat(g, schedule_file, hostname, loglevel)
+
+
+@cli.command()
 @click.option("--basic-auth", envvar="TFO_FLOWER_BASIC_AUTH", required=True, metavar="USER:PASSWORD",
               help="Required; also from TFO_FLOWER_BASIC_AUTH.")
 @click.option("--address", default="127.0.0.1", show_default=True)

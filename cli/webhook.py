@@ -29,7 +29,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from orchestrator import git, keys, notify, reservations, service
-from orchestrator.config import ServedRepository, TfoConfig, load_config
+from orchestrator.config import ServedRepository, TfoConfig, checkout_config
 from orchestrator.discovery import discover
 from orchestrator.errors import EnqueueUncertain, Problem, SelectorError, TfoError, ValidationError
 from orchestrator.fsutil import atomic_write
@@ -477,12 +477,7 @@ class RunStarter:
 
     def _git_token(self, repo: str) -> str:
         """$GITHUB_TOKEN, or with a GitHub App the installation's token (cached by the client)."""
-        if self.token:
-            return self.token
-        client = notify.github_client(self.cfg)
-        if client is None or not client.is_app:
-            return ""
-        token = client.token(repo)
+        token = self.token or notify.git_token(self.cfg, repo)
         self.secrets.add(token)
         return token
 
@@ -651,20 +646,11 @@ class RunStarter:
     def _run_config(self, job: Job, checkout: Path, served: ServedRepository) -> TfoConfig | None:
         """The repository's settings with the server's (where things run and live, the policy); None when
         the repository pins another namespace (said on GitHub)."""
-        repo_cfg_file = checkout / "tfo.toml"
-        repo_cfg = load_config(repo_cfg_file if repo_cfg_file.is_file() else None, repo_root=checkout, environ={})
-        store = replace(self.cfg.store, path=str(self.cfg.resolve(self.cfg.store.path)))
-        cfg = replace(repo_cfg, store=store, celery=self.cfg.celery, github=self.cfg.github,
-                      webhook=self.cfg.webhook, workdir=str(self.cfg.workdir_path),
-                      plugin_cache_dir=self.cfg.plugin_cache_dir, terraform_bin=self.cfg.terraform_bin,
-                      terraform_env=self.cfg.terraform_env, cache_dir=self.cfg.cache_dir,
-                      accounts=self.cfg.accounts, policy=self.cfg.policy,
-                      # never the repository's choice: another namespace would be another repository's state
-                      namespace=served.namespace)
-        if repo_cfg.namespace and repo_cfg.namespace != served.namespace:
+        cfg, pinned = checkout_config(self.cfg, checkout, served.namespace)
+        if pinned and pinned != served.namespace:
             # Said, not ignored: the repository pins it for its CLI and CI runs, which would then
             # work on other states than the webhook's.
-            problem = Problem("tfo.toml", f"namespace = {repo_cfg.namespace!r}, but this webhook keeps "
+            problem = Problem("tfo.toml", f"namespace = {pinned!r}, but this webhook keeps "
                                           f"{served.name}'s state under {served.namespace!r}")
             notify.post_invalid(cfg, job.target, job.action.value, job.run_id, [problem])
             self._record_failure(job, RunStatus.INVALID, str(problem))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator import schedule
 from orchestrator.errors import ConfigError
 from orchestrator.models import AccountPolicy, DriftConfig, PolicyConfig, RollbackStrategy
 from orchestrator.names import unsafe_name_reason
@@ -459,6 +460,11 @@ def _check(cfg: TfoConfig, where: str) -> None:
     _check_webhook_repositories(cfg, where)
     if cfg.drift.remediate not in ("none", "high", "all"):
         raise ConfigError(f"{where}: drift.remediate = {cfg.drift.remediate!r}; expected 'none', 'high' or 'all'")
+    if cfg.drift.schedule:
+        try:
+            schedule.parse(cfg.drift.schedule)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from e
     w = cfg.webhook
     if w.apply_on not in ("merge", "comment", "both"):
         raise ConfigError(f"{where}: webhook.apply_on = {w.apply_on!r}; expected 'merge', 'comment' or 'both'")
@@ -584,3 +590,23 @@ def namespace_problem(namespace: str) -> str:
         # in front, a namespaced key can never equal one that has none.
         return f"{namespace!r} has fewer than 3 parts (e.g. repos/OWNER/NAME)"
     return ""
+
+
+def checkout_config(server: TfoConfig, checkout: Path, namespace: str) -> tuple[TfoConfig, str]:
+    """A checkout's settings (its own tfo.toml, read without the environment) under a server's (the webhook's,
+    `tfo beat`'s): where things run and live, credentials, accounts, policy and the namespace are the
+    server's. Also the namespace the checkout pins, which the caller must refuse if it is another."""
+    own = checkout / "tfo.toml"
+    repo_cfg = load_config(own if own.is_file() else None, repo_root=checkout, environ={})
+    store = replace(server.store, path=str(server.resolve(server.store.path)))
+    cfg = replace(repo_cfg, store=store, celery=server.celery, github=server.github, webhook=server.webhook,
+                  workdir=str(server.workdir_path), plugin_cache_dir=server.plugin_cache_dir,
+                  terraform_bin=server.terraform_bin, terraform_env=server.terraform_env, cache_dir=server.cache_dir,
+                  accounts=server.accounts, policy=server.policy, alerts=server.alerts,
+                  # the schedule and what is remediated are the server's; a repository may only name more
+                  # of its resource types as critical
+                  drift=replace(server.drift, critical_types=tuple(dict.fromkeys(
+                      server.drift.critical_types + repo_cfg.drift.critical_types))),
+                  # never the repository's choice: another namespace would be another repository's state
+                  namespace=namespace)
+    return cfg, repo_cfg.namespace

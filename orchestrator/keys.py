@@ -16,6 +16,7 @@ means (encrypted at rest, kept in the audit bucket). Callers never choose either
   pulls/{owner}/{name}/{pr}/{sha}.json                        the plan run of a pull request's commit
   reservations/[{namespace}/]{deployment id}.json             the pull request a deployment is reserved for
   drift/[{namespace}/]{deployment id}.json                    its drift history (names, never values)
+  drift-runs/[{namespace}/]scheduled.json                     the last scheduled drift run (its slot)
   audit/year=YYYY/month=MM/day=DD/run_id={id}/...             full, unredacted records (audit bucket) encrypted
 """
 
@@ -32,6 +33,7 @@ AUDIT = "audit/"
 PULLS = "pulls/"
 RESERVATIONS = "reservations/"
 DRIFT = "drift/"
+DRIFT_RUNS = "drift-runs/"
 
 # A run id is the UTC time it was made plus a random suffix: `YYYYMMDDTHHMMSSZ-xxxxxx`.
 RUN_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]{6}")
@@ -120,6 +122,16 @@ def reservation(deployment_id: str, namespace: str = "") -> str:
 def drift_record(deployment_id: str, namespace: str = "") -> str:
     """A deployment's drift history: when it drifted, what, when it was fixed."""
     return f"{DRIFT}{namespace + '/' if namespace else ''}{deployment_id}.json"
+
+
+def drift_schedule(namespace: str = "") -> str:
+    """The last scheduled drift run of a namespace: which firing of the schedule it was, how it ended."""
+    return f"{DRIFT_RUNS}{namespace + '/' if namespace else ''}scheduled.json"
+
+
+def drift_lock(namespace: str = "") -> str:
+    """The lease key (not a store key) one drift run of a namespace holds from detection to its alerts."""
+    return f"{DRIFT_RUNS}{namespace + '/' if namespace else ''}lock"
 
 
 def cancel(run_id: str) -> str:

@@ -33,6 +33,15 @@ def github_client(cfg: TfoConfig, max_wait_s: float | None = None) -> GitHubClie
         return _clients[key]
 
 
+def git_token(cfg: TfoConfig, repo: str) -> str:
+    """What fetches `repo` (OWNER/NAME) over https: the token variable, or a GitHub App's installation token."""
+    token = os.environ.get(cfg.github.token_env, "")
+    if token:
+        return token
+    client = github_client(cfg)
+    return client.token(repo) if client is not None and client.is_app else ""
+
+
 def _target(run: RunSpec) -> dict[str, Any] | None:
     target = run.notify.get("github")
     return target if isinstance(target, dict) and target.get("repo") and target.get("sha") else None

@@ -29,6 +29,7 @@ from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime, build_runtime
 from orchestrator.service import load_deployment, load_run_spec
 from workers.app import FINALIZE_QUEUE, TfoCelery, process_app
+from workers.beat import run_scheduled_drift
 from workers.producer import reconcile_task_id
 
 CANCEL_POLL_S = 2.0
@@ -147,3 +148,9 @@ def run_failed(request: Any, exc: Any, traceback: Any, run_id: str) -> dict[str,
     reconcile_task.apply_async((run_id, redeliver_by), countdown=RECONCILE_INTERVAL_S, queue=FINALIZE_QUEUE,
                                task_id=reconcile_task_id(run_id))
     return {"run_id": run_id, "chord_error": f"{type(exc).__name__}: {exc}"[:500], "redeliver_by": redeliver_by}
+
+
+@shared_task(bind=True, base=TfoTask, name="tfo.drift_scheduled")
+def drift_scheduled_task(self: TfoTask) -> dict[str, Any]:
+    """A firing of `[tfo.drift] schedule`, consumed by `tfo beat` (queue tfo.beat): one drift run per firing."""
+    return run_scheduled_drift(self.tfo_app.tfo_config)

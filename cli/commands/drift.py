@@ -10,6 +10,7 @@ the one last applied: a pending change is not drift, and is refused.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,24 +19,17 @@ from typing import Any
 import click
 
 from cli.commands.records import state_key_of
-from cli.commands.run import _launch, print_summary, write_reports
+from cli.commands.run import SIGINT_REASON, _launch, cancel_on_signals, print_summary, write_reports
 from cli.options import GlobalOptions, Selectors, select
-from orchestrator import drift, notify, service
-from orchestrator.bundle import build_bundle, bundle_key
+from orchestrator import drift, drift_run, service
 from orchestrator.cancel import CancelToken
-from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_DRIFT, EXIT_INTERRUPTED, EXIT_OK, UserError
-from orchestrator.models import Action, DeploymentSpec, RollbackStrategy, RunResult, RunStatus, Status
-from orchestrator.modules import ModuleGraph
+from orchestrator.errors import EXIT_DEPLOYMENT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LockError, UserError
+from orchestrator.models import DeploymentSpec, RunResult
+from orchestrator.procs import host_name
 from orchestrator.progress import Progress
 from orchestrator.report import to_markdown
 from orchestrator.runtime import build_runtime
 from orchestrator.store import open_store
-
-
-def remediable(result: RunResult, mode: str) -> list[DeploymentSpec]:
-    """The drifted deployments `mode` ("high", "all") asks to re-apply."""
-    return [r.spec for r in result.results
-            if r.status == Status.DRIFTED and (mode == "all" or (mode == "high" and r.severity == "high"))]
 
 
 def run_drift(g: GlobalOptions, sel: Selectors, *, json_out: Path | None, markdown_out: Path | None,
@@ -60,66 +54,38 @@ def run_drift(g: GlobalOptions, sel: Selectors, *, json_out: Path | None, markdo
     for s in specs:
         progress.redactor.add_sensitive_variables(s.variables, s.sensitive_variables)
     mode = "all" if remediate else cfg.drift.remediate
-    remediation: RunResult | None = None
-    pending: dict[str, str] = {}
+
+    def launch(chosen_specs: list[DeploymentSpec], request: service.RunRequest) -> RunResult | int:
+        return _launch(cfg, rt, chosen_specs, request, runner, token, progress, no_wait=False)
+
+    owner = f"drift-{host_name()}-{os.getpid()}"
     try:
-        detected = _launch(cfg, rt, specs, service.RunRequest(Action.DRIFT), runner, token, progress, no_wait=False)
-        if not isinstance(detected, RunResult):
-            return detected
-        wanted = remediable(detected, mode) if mode != "none" else []
-        if wanted and not token.cancelled:
-            # A pending change is not drift: only a deployment whose working tree is what was applied last.
-            last = {r.spec.id: r.spec.bundle_key for r in detected.results}
-            graph = ModuleGraph.for_config(cfg)
-            current = {s.id: s for s in specs}
-            again = []
-            for spec in wanted:
-                now = bundle_key(build_bundle(cfg, current[spec.id], graph))
-                if now == last[spec.id]:
-                    again.append(current[spec.id])
-                else:
-                    pending[spec.id] = ("its configuration in the working tree is not the one last applied: a "
-                                        "pending change, not drift; apply (or revert) it, then run drift again")
-            if again:
-                result = _launch(cfg, rt, again, service.RunRequest(Action.APPLY, RollbackStrategy(cfg.rollback)),
-                                 runner, token, progress, no_wait=False)
-                if not isinstance(result, RunResult):
-                    return result
-                remediation = result
+        with cancel_on_signals(token), drift_run.exclusive(rt.leases, cfg.namespace, owner, cfg.lock_timeout_s,
+                                                           lambda: token.cancelled) as got:
+            if not got.acquired and token.cancelled:  # Ctrl-C (or SIGTERM) while waiting for the lease
+                return EXIT_INTERRUPTED if token.reason == SIGINT_REASON else EXIT_DEPLOYMENT_FAILED
+            if not got.acquired:
+                raise LockError(f"another drift run holds namespace {cfg.namespace or '(default)'}: "
+                                f"{got.holder.describe() if got.holder else 'unknown'}; try again when it ends")
+            outcome = drift_run.detect_and_remediate(cfg, rt.store, specs, mode, launch, lambda: token.cancelled)
     finally:
         progress.close()
         rt.leases.close()
-    # History and alerts: what changed since the last drift run (transitions only).
-    changes = drift.record_run(rt.store, detected, remediation)
-    drift.send_alerts(cfg, rt.store, changes, notify.github_client(cfg))
-    _reports(detected, remediation, pending, json_out, markdown_out)
-    print_summary(detected)
-    for deployment, why in sorted(pending.items()):
+    if not isinstance(outcome, drift_run.DriftOutcome):
+        return outcome
+    _reports(outcome, json_out, markdown_out)
+    print_summary(outcome.detected)
+    for deployment, why in sorted(outcome.not_remediated.items()):
         click.echo(f"  not remediated: {deployment}: {why}")
-    if remediation is not None:
+    if outcome.remediation is not None:
         click.echo("remediation:")
-        print_summary(remediation)
+        print_summary(outcome.remediation)
     sys.stdout.flush()
-    return exit_code(detected, remediation, token)
+    return EXIT_INTERRUPTED if token.reason == SIGINT_REASON else outcome.exit_code()
 
 
-def exit_code(detected: RunResult, remediation: RunResult | None, token: CancelToken) -> int:
-    """0 in sync (or every drift remediated), 5 drift left, 1 a remediation or a detection failed."""
-    if token.reason.startswith("SIGINT"):
-        return EXIT_INTERRUPTED
-    if remediation is not None and remediation.status != RunStatus.SUCCEEDED:
-        return EXIT_DEPLOYMENT_FAILED
-    fixed = {r.spec.id for r in remediation.results} if remediation is not None else set()
-    left = [r for r in detected.results if r.status == Status.DRIFTED and r.spec.id not in fixed]
-    if left:
-        return EXIT_DRIFT
-    if any(not r.status.ok and r.status != Status.DRIFTED for r in detected.results):
-        return EXIT_DEPLOYMENT_FAILED
-    return EXIT_OK
-
-
-def _reports(detected: RunResult, remediation: RunResult | None, pending: dict[str, str], json_out: Path | None,
-             markdown_out: Path | None) -> None:
+def _reports(outcome: drift_run.DriftOutcome, json_out: Path | None, markdown_out: Path | None) -> None:
+    detected, remediation = outcome.detected, outcome.remediation
     write_reports(detected, None, markdown_out)
     if markdown_out and remediation is not None:
         with open(markdown_out, "a", encoding="utf-8") as f:
@@ -127,7 +93,7 @@ def _reports(detected: RunResult, remediation: RunResult | None, pending: dict[s
     if json_out:
         report: dict[str, Any] = detected.report_dict()
         report["remediation"] = remediation.report_dict() if remediation is not None else None
-        report["not_remediated"] = [{"id": d, "reason": why} for d, why in sorted(pending.items())]
+        report["not_remediated"] = [{"id": d, "reason": why} for d, why in sorted(outcome.not_remediated.items())]
         json_out.write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -39,6 +39,16 @@ ROOT = Path(__file__).resolve().parents[2]
 APPLY_SLEEP_S = 2
 
 
+def write_section(path: Path, begin: str, end: str, block: str) -> None:
+    """Put a bench's section (from `begin` to `end`) into the benchmarks page, in place or at its end."""
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
 def median_of(runs: int, fn: Callable[[], float]) -> tuple[float, list[float]]:
     samples = [fn() for _ in range(runs)]
     return statistics.median(samples), samples

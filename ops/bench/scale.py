@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.bench.run import bare_terraform, bench_repo, children, reset_state, write_deployments
+from ops.bench.run import bare_terraform, bench_repo, children, reset_state, write_deployments, write_section
 from tests.cluster import RedisServer, Workers
 from tests.helpers import Repo
 
@@ -167,7 +167,7 @@ def main() -> None:
         redis.stop()
     results["celery_vs_local_pct"] = 100 * (results["celery"]["wall_s"] / results["local"]["wall_s"] - 1)
     print(json.dumps(results, indent=2))
-    update_docs(results, args.out)
+    write_section(args.out, BEGIN, END, section(results))
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -209,16 +209,6 @@ def section(r: dict[str, Any]) -> str:
         END,
     ]
     return "\n".join(lines)
-
-
-def update_docs(r: dict[str, Any], path: Path) -> None:
-    text = path.read_text() if path.exists() else ""
-    block = section(r)
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ops.bench.run import write_section
+
 ROOT = Path(__file__).resolve().parents[2]
 FILES = 3600
 BEGIN, END = "<!-- bench:validate:begin -->", "<!-- bench:validate:end -->"
@@ -153,24 +155,13 @@ def section(r: dict[str, Any]) -> str:
     ])
 
 
-def update_docs(r: dict[str, Any], path: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    new = section(r)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + new + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + new + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tfo-bench-validate-"))
     try:
         r = measure(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    update_docs(r)
+    write_section(ROOT / "docs" / "benchmarks.md", BEGIN, END, section(r))
     print(section(r))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import FIRST_APPLY_WORLD, Repo, write_sample
+from tests.slack_stub import SlackStub
 
 pytestmark = pytest.mark.integration
 
@@ -111,33 +112,6 @@ def test_remediate_high_leaves_low_severity_drift_alone(repo: Repo, tmp_path: Pa
     assert [d["status"] for d in report["remediation"]["deployments"]] == ["succeeded"]
 
 
-class SlackStub:
-    """A Slack incoming webhook on loopback: records every message."""
-
-    def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.messages: list[str] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                stub.messages.append(json.loads(body)["text"])
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000/XXXX"
-
-
 def test_alerts_and_history_follow_transitions_only(repo: Repo, tmp_path: Path) -> None:
     from tests.github_stub import GitHubStub
 
@@ -174,3 +148,62 @@ def test_alerts_and_history_follow_transitions_only(repo: Repo, tmp_path: Path) 
     finally:
         github.stop()
         slack.server.shutdown()
+
+
+def test_a_remediation_that_fails_is_rolled_back_and_stays_drifted(repo: Repo, tmp_path: Path) -> None:
+    repo.config('rollback = "state"')
+    write_sample(repo)
+    assert repo.tfo("apply").returncode == 0
+    applied = _states(repo)
+    _tamper(repo)
+    # A fault in the world, not in the configuration (which would be a pending change): the provider
+    # cannot write the deleted bucket back, so re-applying fails after it restored `curated`.
+    blocker = repo.world / "s3.acct-a.us-west-2.data-lake.raw.tmp"
+    blocker.mkdir()
+    code, report, out = _drift(repo, tmp_path, "--remediate")
+    assert code == 1, out
+    (failed,) = report["remediation"]["deployments"]
+    assert (failed["id"], failed["status"]) == (LAKE, "rolled_back"), out
+    assert failed["backup_key"] and failed["rollback"]["strategy"] == "state"
+    assert failed["rollback"]["status"] == "succeeded", failed["rollback"]
+    assert _states(repo) == applied  # the state as it was before the remediation, from its backup
+    assert list((repo.root / ".tfo/store/locks").glob("*.lease")) == []
+    (record,) = json.loads(repo.tfo("drift", "history", LAKE, "--json").stdout)
+    assert record["drifted"] and [e["event"] for e in record["events"]] == ["drifted"]  # not remediated
+
+    blocker.rmdir()
+    code, report, out = _drift(repo, tmp_path, "--remediate")
+    assert code == 0, out
+    assert set(repo.world_state()) == FIRST_APPLY_WORLD
+
+
+def test_a_drift_run_by_hand_waits_for_the_one_in_progress(repo: Repo, tmp_path: Path) -> None:
+    import signal
+    import threading
+    import time
+
+    from orchestrator import keys
+    from orchestrator.locks import FileLeaseBackend, LeaseManager
+
+    toml = repo.root / "tfo.toml"
+    toml.write_text(toml.read_text().replace("lock_timeout_s = 60", "lock_timeout_s = 2"))
+    write_sample(repo)
+    leases = LeaseManager(FileLeaseBackend(repo.root / ".tfo/store/locks"), ttl_s=30)
+    try:
+        assert leases.acquire(keys.drift_lock(), "drift-beat-elsewhere", 0).acquired  # a scheduled run, say
+        start = time.monotonic()
+        code, _, out = _drift(repo, tmp_path)
+        assert code == 3 and time.monotonic() - start >= 2, out  # waited lock_timeout_s, then said who holds it
+        assert "another drift run holds namespace (default): run drift-beat-elsewhere" in out
+        waiting = repo.popen("drift")  # Ctrl-C while waiting: interrupted, not "could not run"
+        time.sleep(1.0)
+        waiting.send_signal(signal.SIGINT)
+        assert waiting.wait(timeout=30) == 130, waiting.communicate()
+        toml.write_text(toml.read_text().replace("lock_timeout_s = 2", "lock_timeout_s = 30"))
+        threading.Timer(2.0, leases.release, (keys.drift_lock(), "drift-beat-elsewhere")).start()
+        start = time.monotonic()
+        code, report, out = _drift(repo, tmp_path)  # goes ahead once the other run ends
+        assert code == 0 and {d["status"] for d in report["deployments"]} == {"unmanaged"}, out
+        assert time.monotonic() - start >= 2
+    finally:
+        leases.close()

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from cli.main import cli
-from orchestrator.config import CeleryConfig, StoreConfig, TfoConfig, load_config
+from orchestrator.config import CeleryConfig, StoreConfig, TfoConfig, WebhookConfig, load_config
+from orchestrator.models import DriftConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,9 +55,18 @@ def test_commands_exist_in_the_cli() -> None:
     services = compose()["services"]
     for name in ("worker", "flower"):
         assert services[name]["command"][0] in cli.commands, name
-    beat = services["beat"]["entrypoint"]
-    assert beat[:4] == ["celery", "-A", "workers.app", "beat"]
-    assert (ROOT / "workers" / "app.py").exists()
+    beat = services["beat"]
+    assert "entrypoint" not in beat  # the image's: tfo
+    assert beat["command"][:3] == ["-C", "/repo", "beat"] and "beat" in cli.commands
+    assert any(v.endswith(":/repo") for v in beat["volumes"])  # the repository it drifts
+    # every beat container keeps its own schedule file, outside the shared volume
+    schedule_file = beat["command"][beat["command"].index("--schedule-file") + 1]
+    assert not any(schedule_file.startswith(v.rsplit(":", 1)[1]) for v in beat["volumes"])
+    schedule = re.fullmatch(r"\$\{TFO_DRIFT_SCHEDULE:-(.+)\}", beat["environment"]["TFO_DRIFT_SCHEDULE"])
+    assert schedule is not None
+    from orchestrator import schedule as cron
+
+    assert cron.parse(schedule.group(1)).hours == frozenset(range(0, 24, 6))
 
 
 def test_every_tfo_variable_is_one_the_config_reads(tmp_path: Path) -> None:
@@ -68,14 +78,19 @@ def test_every_tfo_variable_is_one_the_config_reads(tmp_path: Path) -> None:
     known = {f"TFO_{f.name.upper()}" for f in fields(TfoConfig)}
     known |= {f"TFO_STORE_{f.name.upper()}" for f in fields(StoreConfig)}
     known |= {f"TFO_CELERY_{f.name.upper()}" for f in fields(CeleryConfig)}
+    known |= {f"TFO_DRIFT_{f.name.upper()}" for f in fields(DriftConfig)}
+    known |= {f"TFO_WEBHOOK_{f.name.upper()}" for f in fields(WebhookConfig)}
+    known.add("TFO_ALERTS_SLACK_WEBHOOK_URL")
     known.add("TFO_FLOWER_BASIC_AUTH")  # read by `tfo flower`
     assert env_names <= known, env_names - known
     # and they really change the config
     env = {"TFO_STORE_KIND": "s3", "TFO_STORE_BUCKET": "b", "TFO_CELERY_BROKER_URL": "redis://r/0",
-           "TFO_WORKDIR": "/w", "TFO_PLUGIN_CACHE_DIR": "/c"}
+           "TFO_WORKDIR": "/w", "TFO_PLUGIN_CACHE_DIR": "/c", "TFO_DRIFT_SCHEDULE": "0 */6 * * *",
+           "TFO_ALERTS_SLACK_WEBHOOK_URL": "https://hooks.example/x"}
     cfg = load_config(repo_root=tmp_path, environ=env)
     assert (cfg.store.kind, cfg.store.bucket, cfg.celery.broker_url, cfg.workdir, cfg.plugin_cache_dir) == (
         "s3", "b", "redis://r/0", "/w", "/c")
+    assert (cfg.drift.schedule, cfg.alerts.slack_webhook_url) == ("0 */6 * * *", "https://hooks.example/x")
 
 
 def test_dockerfile_installs_the_package_and_runs_tfo() -> None:
