@@ -24,7 +24,8 @@ setup: $(BIN)/.installed
 demo: setup
 	bash ops/demo.sh
 
-# redis-server for the distributed tests, systemd-analyze for the units' linter, gcc for the compiled
+# redis-server for the distributed tests, systemd-analyze and docker-compose for the ops kit's linters,
+# gcc for the compiled
 # tfvars reader the tests check: installed with apt-get when missing and we are root.
 system-deps:
 	@command -v gcc >/dev/null 2>&1 || { \
@@ -39,6 +40,10 @@ system-deps:
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
 	  else echo "note: systemd-analyze not found; the ops kit's linter test fails without it"; fi; }
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; \
+	  else echo "note: docker-compose not found; the compose file's linter test fails without it"; fi; }
 
 # Checkov in its own environment (its pins would move tfo's), for the policy tests and for local use:
 # [tfo.policy] checkov_bin = ".venv-checkov/bin/checkov".

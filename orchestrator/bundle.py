@@ -63,7 +63,9 @@ def build_bundle(cfg: TfoConfig, spec: DeploymentSpec, graph: ModuleGraph | None
             _add(tar, rel, full.read_bytes(), mode)
         for name, text in spec.var_files:
             _add(tar, name, text.encode("utf-8"))
-        meta = {k: v for k, v in spec.to_dict().items() if k not in ("bundle_key", "variables", "var_files")}
+        # depends_on: an order, not an input of terraform (the upstream outputs come at run time)
+        meta = {k: v for k, v in spec.to_dict().items()
+                if k not in ("bundle_key", "variables", "var_files", "depends_on", "selected_because")}
         if not spec.namespace:  # as before namespaces existed: the same inputs keep the same digest
             meta.pop("namespace")
         meta |= {"layout": LAYOUT, "workdir": spec.module_dir, "var_files": [n for n, _ in spec.var_files]}

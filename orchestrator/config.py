@@ -213,6 +213,9 @@ class TfoConfig:
     terraform_env: tuple[str, ...] = ()
     services: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SERVICES))
     modules: Mapping[str, str] = field(default_factory=dict)
+    # [tfo.dependencies] s3 = ["kms"]: a deployment of s3 runs after the kms deployment of the same account,
+    # region and project (where the repository has one) and reads its outputs.
+    dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     store: StoreConfig = field(default_factory=StoreConfig)
     backend_config: Mapping[str, str] = field(default_factory=dict)
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
@@ -352,6 +355,11 @@ def load_config(
             if not isinstance(section, dict) or not all(isinstance(v, str | int | bool) for v in section.values()):
                 raise ConfigError(f"{where} [tfo.{name}]: must be a table of strings")
             maps[name] = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in section.items()}
+    dependencies_raw = data.pop("dependencies", None) or {}
+    if not isinstance(dependencies_raw, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in dependencies_raw.values()):
+        raise ConfigError(f'{where} [tfo.dependencies]: must be a table of service lists (s3 = ["kms"])')
+    maps["dependencies"] = {str(k): tuple(dict.fromkeys(v)) for k, v in dependencies_raw.items()}
     policy_raw = data.pop("policy", None) or {}
     if not isinstance(policy_raw, dict) or not isinstance(policy_raw.get("accounts", {}), dict):
         raise ConfigError(f"{where} [tfo.policy]: must be a table (with [tfo.policy.accounts.NAME] tables)")
@@ -460,6 +468,18 @@ def _check(cfg: TfoConfig, where: str) -> None:
     _check_webhook_repositories(cfg, where)
     if cfg.drift.remediate not in ("none", "high", "all"):
         raise ConfigError(f"{where}: drift.remediate = {cfg.drift.remediate!r}; expected 'none', 'high' or 'all'")
+    known_services = set(cfg.services.values())
+    for service, needs in cfg.dependencies.items():
+        unknown = sorted({service, *needs} - known_services)
+        if cfg.shard_by == "file":
+            raise ConfigError(f"{where}: [tfo.dependencies] needs services; with shard_by = \"file\" use "
+                              "tfo_depends_on in the tfvars files")
+        if unknown:
+            raise ConfigError(f"{where}: [tfo.dependencies] names {', '.join(unknown)}, which "
+                              f"{'is no service' if len(unknown) == 1 else 'are no services'} (known: "
+                              f"{', '.join(sorted(known_services))})")
+        if service in needs:
+            raise ConfigError(f"{where}: [tfo.dependencies] {service} cannot depend on itself")
     if cfg.drift.schedule:
         try:
             schedule.parse(cfg.drift.schedule)

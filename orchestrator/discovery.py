@@ -6,7 +6,7 @@ import functools
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from orchestrator import git
@@ -35,6 +35,9 @@ class Discovery:
     # deployments of `candidates` (every deployment file) whose inputs hold them.
     changed_inputs: tuple[str, ...] = ()
     candidates: tuple[TfvarsFile, ...] = ()
+    # Selected by what changed (--changed-files, --git-diff): then what depends on a selected deployment
+    # is selected too (its inputs, the upstream's outputs, may change).
+    by_change: bool = False
 
 
 @functools.lru_cache(maxsize=16)
@@ -241,4 +244,5 @@ def discover(
     if not paths and changed_files is None and not git_diff:
         for tfvars in c.all_tfvars():
             c.add_tfvars(tfvars, tfvars)
-    return c.result()
+    found = c.result()
+    return replace(found, by_change=True) if changed_files is not None or git_diff else found

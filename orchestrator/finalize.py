@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from orchestrator import audit, keys, notify
+from orchestrator import audit, dependencies, keys, notify
 from orchestrator.errors import TfoError
 from orchestrator.models import Action, DeploymentResult, RunResult, RunSpec, Status
 from orchestrator.rollback import rollback
@@ -43,9 +43,16 @@ def finalize(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> 
     targets = needs_rollback(run, results, cancelled)
     strategy = run.options.rollback
     if targets:
-        todo = [r for r in results if r.spec.id in targets]
-        with ThreadPoolExecutor(max_workers=max(1, min(len(todo), rt.cfg.max_workers))) as pool:
-            done = {r.spec.id: r for r in pool.map(lambda r: rollback(r, run, rt, strategy), todo)}
+        # Dependents before what they depend on (a downstream built on an upstream's outputs is taken back
+        # first); the deployments of one level in parallel.
+        by_id = {r.spec.id: r for r in results}
+        done: dict[str, DeploymentResult] = {}
+        for level in reversed(dependencies.graph_of(run.deployments or [r.spec for r in results]).levels()):
+            todo = [by_id[d] for d in level if d in targets and d in by_id]
+            if not todo:
+                continue
+            with ThreadPoolExecutor(max_workers=max(1, min(len(todo), rt.cfg.max_workers))) as pool:
+                done |= {r.spec.id: r for r in pool.map(lambda r: rollback(r, run, rt, strategy), todo)}
         results = [done.get(r.spec.id, r) for r in results]
     # Backstop: whatever this run still holds (a failed apply in a cancelled run, a lost rollback) is freed.
     lease_errors = []

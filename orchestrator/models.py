@@ -32,6 +32,7 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
     BLOCKED = "blocked"  # refused by a policy rule before apply: nothing was changed
     STALE = "stale"  # its saved plan no longer applies (the state moved, too old, applied already)
+    SKIPPED = "skipped"  # not run: a deployment it depends on failed, was blocked, cancelled or skipped
     # Drift detection (`tfo drift`):
     IN_SYNC = "in_sync"  # infrastructure matches the last applied configuration
     DRIFTED = "drifted"  # changed outside Terraform, or the last apply did not converge
@@ -113,6 +114,10 @@ class DeploymentSpec(Record):
     var_files: tuple[tuple[str, str], ...] = ()
     # The store namespace of its repository (`TfoConfig.namespace`): in its state key and last-good key.
     namespace: str = ""
+    # The deployments it needs first (`orchestrator/dependencies.py`): their outputs are its input.
+    depends_on: tuple[str, ...] = ()
+    # Why a change-based selection took it although none of its own inputs changed ("kms/... changed").
+    selected_because: str = ""
 
     @property
     def slug(self) -> str:
@@ -214,6 +219,7 @@ class DeploymentResult(Record):
             "project": s.project,
             "state_key": s.state_key,
             "status": self.status.value,
+            **({"selected_because": s.selected_because} if s.selected_because else {}),
             "backup_key": self.backup_key or None,
             "audit_key": self.audit_key or None,
             "plan": asdict(self.plan),

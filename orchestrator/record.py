@@ -97,6 +97,20 @@ class DeploymentRecord:
             self.store.delete(keys.last_good(self.spec.id, self.spec.namespace))
 
 
+def finished_status(store: Store, run_id: str, deployment_id: str) -> Status | None:
+    """How a deployment of a run ended (its done checkpoint), or None while it has not."""
+    try:
+        cp = Checkpoint.from_dict(store.get_json(keys.checkpoint(run_id, deployment_id)))
+    except (KeyError, ValueError, TypeError):
+        return None
+    if cp.phase != Phase.DONE or not isinstance(cp.result, dict):
+        return None
+    try:
+        return Status(str(cp.result.get("status")))
+    except ValueError:
+        return None
+
+
 def lost_result(spec: DeploymentSpec, run: RunSpec, checkpoint: Checkpoint | None) -> DeploymentResult:
     """A deployment no attempt finished: failed; rolled back by finalize if its apply had started."""
     phase = checkpoint.phase.value if checkpoint else "never started"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from orchestrator.deploy import deploy
+from orchestrator import dependencies
 from orchestrator.finalize import conclude
 from orchestrator.models import DeploymentResult, RunResult, RunSpec
 from orchestrator.record import Checkpoint, DeploymentRecord, lost_result
 from orchestrator.runtime import Runtime
+from orchestrator.service import deploy_after_upstreams
 from orchestrator.store.base import Store
 
 
@@ -54,8 +55,11 @@ def reconcile(rt: Runtime, run: RunSpec, wait_for_redelivery: bool) -> tuple[Run
     if pending and wait_for_redelivery:
         return None
     resumed = sorted(pending)
-    for spec in run.deployments:
-        if spec.id in pending:
-            deploy(spec, run, rt)
+    # In dependency order, each after its upstreams (or skipped for them), as the run would have gone on.
+    by_id = {s.id: s for s in run.deployments}
+    for level in dependencies.graph_of(run.deployments).levels():
+        for deployment in level:
+            if deployment in pending:
+                deploy_after_upstreams(by_id[deployment], run, rt)
     done, pending = collect(rt.store, run)
     return conclude(run, results_in_order(run, done, pending), rt), resumed

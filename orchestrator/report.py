@@ -15,12 +15,12 @@ from orchestrator.models import DeploymentResult, RunResult, Status
 GITHUB_COMMENT_LIMIT = 65536
 _ICON = {"succeeded": "✅", "no_changes": "⏸️", "failed": "❌", "rolled_back": "↩️", "rollback_failed": "🔥",
          "invalid": "⚠️", "cancelled": "⏹️", "blocked": "🛑", "stale": "⌛", "in_sync": "✅", "drifted": "🌊",
-         "unmanaged": "⚪", "error": "❌"}
+         "unmanaged": "⚪", "error": "❌", "skipped": "⏭️"}
 # Rows and details in this order: what needs a person first, so whatever must be left out to fit is the
 # least interesting (unchanged deployments last).
 _RANK = {Status.ROLLBACK_FAILED: 0, Status.FAILED: 1, Status.ERROR: 1, Status.ROLLED_BACK: 2, Status.DRIFTED: 2,
-         Status.BLOCKED: 3, Status.STALE: 4, Status.INVALID: 5, Status.CANCELLED: 6, Status.SUCCEEDED: 7,
-         Status.IN_SYNC: 7, Status.NO_CHANGES: 8, Status.UNMANAGED: 8}
+         Status.BLOCKED: 3, Status.SKIPPED: 3, Status.STALE: 4, Status.INVALID: 5, Status.CANCELLED: 6,
+         Status.SUCCEEDED: 7, Status.IN_SYNC: 7, Status.NO_CHANGES: 8, Status.UNMANAGED: 8}
 _MIN_BODY = 200  # a plan cut shorter than this says nothing: leave the section out instead
 _CUT_MARK = "\n… (truncated)"
 

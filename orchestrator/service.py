@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from orchestrator import git, keys, notify
+from orchestrator import dependencies, git, keys, notify
 from orchestrator.bundle import build_bundle, upload_bundle
 from orchestrator.config import TfoConfig
 from orchestrator.deploy import deploy
@@ -25,14 +25,16 @@ from orchestrator.errors import UserError
 from orchestrator.finalize import conclude
 from orchestrator.models import (
     Action,
+    DeploymentResult,
     DeploymentSpec,
     RollbackStrategy,
     RunOptions,
     RunResult,
     RunSpec,
+    Status,
 )
 from orchestrator.modules import ModuleGraph
-from orchestrator.record import DeploymentRecord
+from orchestrator.record import DeploymentRecord, finished_status
 from orchestrator.runtime import Runtime
 from orchestrator.store.base import Store
 
@@ -207,6 +209,42 @@ class LocalExecutor:
         # `stop` is the runtime's cancel token here: a stopped local run still finishes (cancelled).
         for spec in run.deployments:
             self.rt.event(spec.id, "queued")
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tfo-deploy") as pool:
-            results = list(pool.map(lambda s: deploy(s, run, self.rt), run.deployments))
+        if ordered(run):
+            results = dependencies.run_in_order(run.deployments, lambda s: deploy(s, run, self.rt),
+                                                lambda s, why: skipped(s, run, self.rt, why), self.max_workers)
+        else:
+            with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tfo-deploy") as pool:
+                results = list(pool.map(lambda s: deploy(s, run, self.rt), run.deployments))
         return conclude(run, results, self.rt)
+
+
+ORDERED_ACTIONS = (Action.PLAN, Action.APPLY)
+
+
+def ordered(run: RunSpec) -> bool:
+    """Whether the run follows its deployments' dependencies: plans and applies do (an upstream's outputs are a
+    downstream's input); drift detection reads only and runs everything at once."""
+    return run.options.action in ORDERED_ACTIONS and any(
+        d in {s.id for s in run.deployments} for s in run.deployments for d in s.depends_on)
+
+
+def deploy_after_upstreams(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
+    """`deploy`, unless an upstream in this run did not go through: its done checkpoint decides (a distributed
+    run starts a level once the one before it finished; a reconciled one resumes in order). A deploy task
+    knows its run by its head only: an upstream is in the run when the run stored a spec for it."""
+    if spec.depends_on and run.options.action in ORDERED_ACTIONS:
+        ids = {s.id for s in run.deployments} or {
+            d for d in spec.depends_on if rt.store.head(keys.deployment_spec(run.run_id, d)) is not None}
+        why = dependencies.blocked_by(spec, ids, lambda d: finished_status(rt.store, run.run_id, d))
+        if why:
+            # A redelivered task whose deployment already ended reports that, not a second verdict.
+            return DeploymentRecord(rt.store, run.run_id, spec).finished() or skipped(spec, run, rt, why)
+    return deploy(spec, run, rt)
+
+
+def skipped(spec: DeploymentSpec, run: RunSpec, rt: Runtime, why: str) -> DeploymentResult:
+    """A deployment not run because of one it depends on: a result like any other (recorded, reported)."""
+    result = DeploymentResult(spec, run.options.action, Status.SKIPPED, error=why, host=rt.host)
+    DeploymentRecord(rt.store, run.run_id, spec, rt.host).finish(result)
+    rt.event(spec.id, "skipped", why)
+    return result

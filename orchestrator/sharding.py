@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from orchestrator import dependencies
 from orchestrator.config import PLACEHOLDER, TfoConfig
-from orchestrator.discovery import Discovery, Skipped
+from orchestrator.discovery import Discovery, Skipped, discover
 from orchestrator.errors import Problem, ValidationError
 from orchestrator.models import DeploymentSpec, TfvarsFile
 from orchestrator.modules import ModuleGraph, RootModule, is_module_dir
@@ -50,6 +51,7 @@ class _Sharder:
         self.reader = TfvarsReader(cfg.file_keys, cfg.cache_path)
         self._modules: dict[str, RootModule | None] = {}
         self.needs: dict[str, tuple[RootModule, tuple[str, ...]]] = {}  # spec id -> what it is built from
+        self.explicit: dict[str, tuple[tuple[str, ...], int]] = {}  # spec id -> its tfo_depends_on, line
 
     # inputs ----------------------------------------------------------------------------------------
     def parsed(self, rel: str) -> ParsedTfvars:
@@ -156,6 +158,15 @@ class _Sharder:
         merged: dict[str, TfvarsAttribute] = {}
         for f in files:
             merged.update({a.name: a for a in f.attributes})
+        targets: tuple[tuple[str, ...], int] = ((), 0)
+        reserved = merged.pop(dependencies.RESERVED, None)  # tfo's, never terraform's
+        if reserved is not None:
+            found, problems = dependencies.explicit_targets(reserved.value if reserved.known else None,
+                                                             reserved.line, tf.path)
+            if problems:
+                self.problems.extend(problems)
+                return []
+            targets = (found, reserved.line)
         region = self.region(tf, merged)
         if region is None:
             return []
@@ -187,6 +198,8 @@ class _Sharder:
             spec = self.deployment(tf, service, region, files, groups[service], merged)
             if spec is not None:
                 specs.append(spec)
+                if targets[0]:
+                    self.explicit[spec.id] = targets
         return specs
 
     def region(self, tf: TfvarsFile, merged: dict[str, TfvarsAttribute]) -> str | None:
@@ -281,6 +294,53 @@ def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
             sharder.problems.append(Problem(spec.tfvars_path, f"state key {spec.state_key} is also used by "
                                                               f"{seen_keys[spec.state_key]}"))
         seen_ids[spec.id] = seen_keys[spec.state_key] = spec.tfvars_path
+    if not sharder.problems and (cfg.dependencies or sharder.explicit or (
+            discovery.by_change and _mention(cfg, dependencies.RESERVED))):
+        specs = _with_dependencies(cfg, sharder, discovery, specs)
     if sharder.problems:
         raise ValidationError(list(dict.fromkeys(sharder.problems)), list(dict.fromkeys(sharder.warnings)))
     return Deployments(tuple(specs), tuple(dict.fromkeys(sharder.warnings)), tuple(skipped))
+
+
+def _with_dependencies(cfg: TfoConfig, sharder: _Sharder, discovery: Discovery,
+                       specs: list[DeploymentSpec]) -> list[DeploymentSpec]:
+    """The specs with their `depends_on`, resolved against every deployment of the repository (a target
+    need not be selected). Files not selected are read for their ids and edges only: their problems are
+    not this selection's (they are said when they are selected, and by `tfo validate`)."""
+    selected_files = {tf.path for tf in discovery.files}
+    everything = discover(cfg)
+    repository = list(specs)
+    problems, warnings = list(sharder.problems), list(sharder.warnings)
+    for tf in everything.files:
+        if tf.path not in selected_files:
+            repository.extend(sharder.shard(tf))
+    sharder.problems[:], sharder.warnings[:] = problems, warnings
+    chosen_ids = {s.id for s in specs}
+    others = [s for s in repository if s.id not in chosen_ids]
+    if discovery.by_change:
+        # What depends on a changed deployment reads its outputs, which the change may move: planned too.
+        # (The whole repository's edges; the mistakes of files not selected are not this run's.)
+        edges, _ = dependencies.resolve(cfg, repository, [], sharder.explicit)
+        graph = dependencies.graph_of(edges)
+        by_id = {s.id: s for s in others}
+        for spec in specs:
+            for dependent in sorted(graph.dependents([spec.id]) - chosen_ids):
+                if dependent in by_id:
+                    chosen_ids.add(dependent)
+                    specs.append(replace(by_id.pop(dependent), selected_because=f"{spec.id} changed"))
+        others = list(by_id.values())
+    resolved, found = dependencies.resolve(cfg, specs, others, sharder.explicit)
+    sharder.problems.extend(found)
+    return resolved
+
+
+def _mention(cfg: TfoConfig, word: str) -> bool:
+    """Whether any deployment file of the repository holds `word` (a quick look before reading them all)."""
+    raw = word.encode()
+    for tf in discover(cfg).files:
+        try:
+            if raw in (cfg.repo_root / tf.path).read_bytes():
+                return True
+        except OSError:
+            continue
+    return False

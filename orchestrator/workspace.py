@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+from orchestrator import dependencies
 from orchestrator.bundle import Workspace, extract_bundle, fetch_bundle
 from orchestrator.models import DeploymentSpec
 from orchestrator.redaction import Redactor
@@ -49,6 +51,13 @@ def step_context(rt: Runtime, ws: Workspace, spec: DeploymentSpec, run_id: str,
         # The account's role serves terraform's backend and providers alike.
         env.update(creds.env())
         redactor.add(creds.secrets())
+    if spec.depends_on:
+        # Read when the step context is made, so after the upstreams' applies in this run.
+        by_service = rt.cfg.shard_by != "file"
+        outputs, sensitive = dependencies.dependency_outputs(
+            lambda upstream: rt.state_store(dependencies.account_of(upstream, by_service), run_id), spec)
+        env[f"TF_VAR_{dependencies.OUTPUTS_VARIABLE}"] = json.dumps(outputs, sort_keys=True)
+        redactor.add(sensitive)
     return StepContext(workdir=ws.cwd, client=rt.client, cancel=rt.cancel, timeout_s=rt.cfg.terraform_timeout_s,
                        lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend, env=env,
                        var_files=ws.var_files, redactor=redactor)

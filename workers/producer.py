@@ -1,5 +1,6 @@
 """The celery executor: a run submitted as chord(group(deploy...), finalize), followed from the result backend
-and the store."""
+and the store. A run whose deployments depend on each other is one chord per level of its graph, each
+ending in tfo.advance, which starts the next; the last ends in finalize."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from orchestrator.config import TfoConfig
+from orchestrator.dependencies import graph_of
 from orchestrator.errors import BrokerError, RunNotFinalizedError
 from orchestrator.finalize import load_run_result
 from orchestrator.models import DeploymentSpec, RunResult, RunSpec
 from orchestrator.runtime import EventSink
+from orchestrator.service import ordered
 from orchestrator.store.base import Store
 from workers.app import FINALIZE_QUEUE, make_app, queue_for
 
@@ -35,25 +38,44 @@ def finalize_task_id(run_id: str) -> str:
     return f"{run_id}.finalize"
 
 
+def levels_of(run: RunSpec) -> list[list[DeploymentSpec]]:
+    """The run's deployments as chords: one for a run without dependencies among its deployments, else one
+    per level of its graph (each level's deployments need only deployments of the levels before)."""
+    if not ordered(run):
+        return [list(run.deployments)] if run.deployments else []
+    by_id = {s.id: s for s in run.deployments}
+    return [[by_id[d] for d in level] for level in graph_of(run.deployments).levels()]
+
+
+def level_chord(app: Celery, cfg: TfoConfig, run: RunSpec, level: int, earlier: list[dict[str, Any]]) -> Any:
+    """Level `level`'s deploy tasks, then the next level (tfo.advance) or, after the last, finalize; every
+    body linked to run_failed, so a broken chord at any level is reconciled from the store."""
+    levels = levels_of(run)
+    header = [app.signature("tfo.deploy", args=(run.run_id, s.id), task_id=deploy_task_id(run.run_id, s),
+                            queue=queue_for(cfg, s)) for s in levels[level]] if levels else []
+    if level + 1 < len(levels):
+        body = app.signature("tfo.advance", args=(run.run_id, level + 1), kwargs={"earlier": earlier},
+                             task_id=f"{run.run_id}.advance.{level + 1}", queue=FINALIZE_QUEUE)
+    else:
+        body = app.signature("tfo.finalize", args=(run.run_id,), kwargs={"earlier": earlier} if earlier else {},
+                             task_id=finalize_task_id(run.run_id), queue=FINALIZE_QUEUE)
+    body.link_error(app.signature("tfo.run_failed", args=(run.run_id,), queue=FINALIZE_QUEUE))
+    # Zero deployments: no chord, finalize records an empty run.
+    return chord(header)(body) if header else body.apply_async(args=([],))
+
+
 def submit(cfg: TfoConfig, run: RunSpec) -> Celery:
     app = make_app(cfg)
-    header = [app.signature("tfo.deploy", args=(run.run_id, s.id), task_id=deploy_task_id(run.run_id, s),
-                            queue=queue_for(cfg, s)) for s in run.deployments]
-    body = app.signature("tfo.finalize", args=(run.run_id,), task_id=finalize_task_id(run.run_id),
-                         queue=FINALIZE_QUEUE)
-    body.link_error(app.signature("tfo.run_failed", args=(run.run_id,), queue=FINALIZE_QUEUE))
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=2, timeout=5)
-        # Zero deployments: no chord, finalize records an empty run.
-        handle = chord(header)(body) if header else body.apply_async(args=([],))
-        _release_handles(app, handle)
+        release_handles(app, level_chord(app, cfg, run, 0, []))
     except (OperationalError, OSError, RedisError) as e:
         raise BrokerError(f"broker {redact_url(cfg.celery.broker_url)} unreachable: {e}") from e
     return app
 
 
-def _release_handles(app: Celery, handle: Any) -> None:
+def release_handles(app: Celery, handle: Any) -> None:
     """Unsubscribe the result handles Celery made for the chord, now rather than at interpreter exit.
 
     We follow a run by task ids (so any host can), not through these handles; left alone, their

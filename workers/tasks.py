@@ -22,15 +22,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from orchestrator import keys, recovery
 from orchestrator.cancel import CancelToken
-from orchestrator.deploy import deploy
 from orchestrator.finalize import conclude, load_run_result
 from orchestrator.record import reference, resolve_references
 from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime, build_runtime
-from orchestrator.service import load_deployment, load_run_spec
+from orchestrator.service import deploy_after_upstreams, load_deployment, load_run_spec
 from workers.app import FINALIZE_QUEUE, TfoCelery, process_app
 from workers.beat import run_scheduled_drift
-from workers.producer import reconcile_task_id
+from workers.producer import level_chord, reconcile_task_id, release_handles
 
 CANCEL_POLL_S = 2.0
 RECONCILE_INTERVAL_S = 5
@@ -108,14 +107,28 @@ def ping(*args: Any) -> list[Any]:
 def deploy_task(self: TfoTask, run_id: str, deployment_id: str) -> dict[str, Any]:
     with self.runtime(run_id) as rt:
         run, spec = load_deployment(rt.store, run_id, deployment_id)
-        return reference(deploy(spec, run, rt))
+        return reference(deploy_after_upstreams(spec, run, rt))
+
+
+@shared_task(bind=True, base=TfoTask, name="tfo.advance")
+def advance_task(self: TfoTask, results: list[dict[str, Any]], run_id: str, level: int,
+                 earlier: list[dict[str, Any]]) -> dict[str, Any]:
+    """A level of a run with dependencies has finished: start the next (or, after the last, finalize)."""
+    with self.runtime(run_id) as rt:
+        run = load_run_spec(rt.store, run_id)
+        handle = level_chord(self.tfo_app, self.tfo_app.tfo_config, run, level, [*earlier, *results])
+        release_handles(self.tfo_app, handle)
+        return {"run_id": run_id, "level": level}
 
 
 @shared_task(bind=True, base=TfoTask, name="tfo.finalize")
-def finalize_task(self: TfoTask, results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
+def finalize_task(self: TfoTask, results: list[dict[str, Any]], run_id: str,
+                  earlier: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     with self.runtime(run_id) as rt:
         run = load_run_spec(rt.store, run_id)
-        result = conclude(run, resolve_references(rt.store, run, results), rt)
+        returned = {str(r.get("deployment") or r.get("spec", {}).get("id")): r for r in [*(earlier or []), *results]}
+        in_order = [returned[s.id] for s in run.deployments if s.id in returned]  # earlier levels first otherwise
+        result = conclude(run, resolve_references(rt.store, run, in_order), rt)
         # The summary is in the store (`tfo runs show`); the backend keeps only how the run ended.
         return {"run_id": run_id, "status": result.status.value, "deployments": len(result.results)}
 

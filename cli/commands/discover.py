@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from cli.options import GlobalOptions, Selectors, select
+from orchestrator.dependencies import graph_of
 from orchestrator.discovery import Discovery, discover
 from orchestrator.errors import EXIT_INVALID_INPUT, EXIT_OK, Problem, ValidationError
 from orchestrator.sharding import Deployments, build_deployments
@@ -26,8 +27,17 @@ def run_discover(g: GlobalOptions, sel: Selectors, as_json: bool) -> int:
     cfg = g.load()
     if not as_json:
         found, chosen = select(cfg, sel)
-        for s in chosen.specs:
-            click.echo(f"{s.id}\t{s.state_key}\t{s.tfvars_path}")
+        by_id = {s.id: s for s in chosen.specs}
+        graph = graph_of(chosen.specs)
+        ordered = any(graph.needs.values())
+        for n, level in enumerate(graph.levels() if ordered else [sorted(by_id)]):
+            if ordered:  # the order a run follows: each level after the ones above it
+                click.echo(f"# level {n + 1}")
+            for d in level:
+                s = by_id[d]
+                after = f"\tafter {','.join(s.depends_on)}" if s.depends_on else ""
+                after += f"\tselected because {s.selected_because}" if s.selected_because else ""
+                click.echo(f"{s.id}\t{s.state_key}\t{s.tfvars_path}{after}")
         for k in (*found.skipped, *chosen.skipped):
             click.echo(f"skipped {k.path}: {k.reason}", err=True)
         _echo_warnings(chosen.warnings)
@@ -50,7 +60,9 @@ def _discovery_json(found: Discovery, chosen: Deployments, problems: tuple[Probl
         "deployments": [{"id": s.id, "service": s.service, "account": s.account, "region": s.region,
                          "project": s.project, "state_key": s.state_key, "tfvars": s.tfvars_path,
                          "layers": list(s.layers), "module_dir": s.module_dir, "variables": sorted(s.variables),
-                         "referenced_files": list(s.referenced_files)} for s in chosen.specs],
+                         "referenced_files": list(s.referenced_files), "depends_on": list(s.depends_on),
+                         "selected_because": s.selected_because or None}
+                        for s in chosen.specs],
         "skipped": [{"path": k.path, "reason": k.reason} for k in (*found.skipped, *chosen.skipped)],
         "problems": [_problem(p) for p in problems],
         "warnings": [_problem(w) for w in chosen.warnings],
@@ -66,6 +78,9 @@ def run_validate(g: GlobalOptions, sel: Selectors) -> int:
         raise
     _echo_warnings(chosen.warnings)
     files = {s.tfvars_path for s in chosen.specs}
+    edges = sum(len(s.depends_on) for s in chosen.specs)
     click.echo(f"ok: {len(files)} tfvars file(s), {len(chosen.specs)} deployment(s) valid"
+               + (f", {edges} dependenc{'y' if edges == 1 else 'ies'} in {len(graph_of(chosen.specs).levels())} "
+                  "level(s)" if edges else "")
                + (f", {len(chosen.warnings)} warning(s)" if chosen.warnings else ""))
     return EXIT_OK

@@ -64,6 +64,8 @@ def print_summary(result: RunResult) -> None:
         line = f"  {r.status.value:<16} {r.spec.id}  +{r.plan.add} ~{r.plan.change} -{r.plan.destroy}"
         if r.backup_key:
             line += f"  backup={r.backup_key}"
+        if r.spec.selected_because:
+            line += f"  (selected because {r.spec.selected_because})"
         click.echo(line)
         for v in r.violations:
             click.echo(f"      policy: {str(v)[:500]}")
@@ -130,8 +132,13 @@ def run_terraform(g: GlobalOptions, sel: Selectors, action: Action, *, json_out:
                 click.echo(f"tfo apply --atomic: nothing applied: the plans of run {gate.run.run_id} did not all "
                            f"pass ({gate.status.value})", err=True)
                 return _exit_code(gate, token)
-            request = replace(request, from_plan=gate.run.run_id)
-            specs = list(gate.run.deployments)
+            ids = {s.id for s in specs}
+            if not any(d in ids for s in specs for d in s.depends_on):
+                request = replace(request, from_plan=gate.run.run_id)
+                specs = list(gate.run.deployments)
+            # else a downstream's saved plan holds its upstream's outputs from before that upstream's apply:
+            # each is planned again in order (the policy judges it again), and any failure rolls all back,
+            # dependents first.
         result = _launch(cfg, rt, specs, request, runner, token, progress, no_wait=no_wait)
         if not isinstance(result, RunResult):
             return result

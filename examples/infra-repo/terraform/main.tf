@@ -35,6 +35,13 @@ variable "api_token" {
   sensitive = true
 }
 
+# The outputs of the deployments this one depends on ([tfo.dependencies], tfo_depends_on), set by tfo:
+# { "<service or deployment id>" = { "<output>" = value } }.
+variable "tfo_dependency_outputs" {
+  type    = any
+  default = {}
+}
+
 variable "s3_buckets" {
   type    = any
   default = {}
@@ -53,9 +60,16 @@ locals {
 }
 
 resource "tfotest_thing" "bucket" {
-  for_each      = var.s3_buckets
-  name          = "s3.${local.prefix}.${each.key}"
-  content       = jsonencode({ versioning = lookup(each.value, "versioning", false), tags = var.tags })
+  for_each = var.s3_buckets
+  name     = "s3.${local.prefix}.${each.key}"
+  content = jsonencode(merge(
+    { versioning = lookup(each.value, "versioning", false), tags = var.tags },
+    # kms_key = "NAME": encrypted with that key of the kms deployment it depends on (its id from its outputs;
+    # a plan made before the key's first apply cannot know it yet)
+    { for k in compact([lookup(each.value, "kms_key", "")]) : "kms_key_id" => try(
+      var.tfo_dependency_outputs["kms"]["key_ids"][k], "(not applied yet: kms key ${k})")
+    },
+  ))
   fail          = lookup(each.value, "fail", false)
   delay_seconds = lookup(each.value, "delay_seconds", 0)
 }
@@ -75,6 +89,10 @@ resource "tfotest_thing" "role" {
   content       = file(each.value.policy_file)
   fail          = lookup(each.value, "fail", false)
   delay_seconds = lookup(each.value, "delay_seconds", 0)
+}
+
+output "key_ids" {
+  value = { for k, key in tfotest_thing.key : k => key.id }
 }
 
 output "names" {

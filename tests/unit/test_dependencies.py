@@ -1,0 +1,150 @@
+"""Dependencies between deployments: [tfo.dependencies] service rules, tfo_depends_on edges, the order, and
+the refusals (cycles, unknown targets, self-edges, malformed values)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.dependencies import DependencyGraph, graph_of
+from orchestrator.discovery import discover
+from orchestrator.errors import ConfigError, ValidationError
+from orchestrator.sharding import build_deployments
+from tests.unit.test_discovery_sharding import make
+
+LAKE = 'region = "us-west-2"\ns3_buckets = { raw = {} }\nkms_keys = { lake = {} }\n'
+KMS, S3 = "kms/acct-a/us-west-2/lake", "s3/acct-a/us-west-2/lake"
+IAM = "iam/acct-b/us-east-1/platform"
+RULES = '[tfo.dependencies]\ns3 = ["kms"]\n'
+
+
+def _specs(cfg: object, *paths: str) -> dict[str, object]:
+    return {s.id: s for s in build_deployments(cfg, discover(cfg, paths)).specs}  # type: ignore[arg-type]
+
+
+def test_service_rules_and_explicit_edges_across_accounts(tmp_path: Path) -> None:
+    cfg = make(tmp_path, {
+        "Accounts/acct-a/lake.tfvars": LAKE,
+        "Accounts/acct-b/platform.tfvars": f'tfo_depends_on = ["{KMS}"]\niam_roles = {{ r = {{}} }}\n',
+        "Accounts/acct-c/solo.tfvars": "s3_buckets = { x = {} }\n",  # no kms deployment there: no edge
+    }, RULES)
+    specs = _specs(cfg)
+    assert {i: s.depends_on for i, s in specs.items()} == {  # type: ignore[attr-defined]
+        KMS: (), S3: (KMS,), IAM: (KMS,), "s3/acct-c/us-east-1/solo": ()}
+    iam = specs[IAM]
+    # tfo's variable, never terraform's: not in the values, not in the var files terraform reads
+    assert "tfo_depends_on" not in iam.variables  # type: ignore[attr-defined]
+    assert all("tfo_depends_on" not in text for _, text in iam.var_files)  # type: ignore[attr-defined]
+    graph = graph_of(list(specs.values()))  # type: ignore[arg-type]
+    assert graph.levels() == [[KMS, "s3/acct-c/us-east-1/solo"], [IAM, S3]]
+    assert graph.dependents([KMS]) == {IAM, S3}
+
+
+def test_a_selected_deployment_finds_targets_outside_the_selection(tmp_path: Path) -> None:
+    cfg = make(tmp_path, {
+        "Accounts/acct-a/lake.tfvars": LAKE,
+        "Accounts/acct-b/platform.tfvars": f'tfo_depends_on = ["{KMS}"]\niam_roles = {{ r = {{}} }}\n',
+        # a broken file elsewhere is not this selection's problem
+        "Accounts/acct-c/broken.tfvars": 'tfo_depends_on = "kms"\ns3_buckets = {}\n',
+    }, RULES)
+    specs = _specs(cfg, "Accounts/acct-b/platform.tfvars")
+    assert {i: s.depends_on for i, s in specs.items()} == {IAM: (KMS,)}  # type: ignore[attr-defined]
+    assert graph_of(list(specs.values())).needs == {IAM: ()}  # type: ignore[arg-type]  # KMS is not in this run
+    with pytest.raises(ValidationError, match="tfo_depends_on must be a list of deployment ids"):
+        _specs(cfg)
+
+
+@pytest.mark.parametrize(("files", "why"), [
+    ({"Accounts/acct-a/lake.tfvars": f'tfo_depends_on = ["{S3}"]\n' + LAKE},
+     f"dependency cycle: {KMS} -> {S3} -> {KMS}"),
+    ({"Accounts/acct-a/lake.tfvars": LAKE,
+      "Accounts/acct-b/platform.tfvars": 'tfo_depends_on = ["kms/acct-z/us-west-2/nope"]\niam_roles = {}\n'},
+     "tfo_depends_on: kms/acct-z/us-west-2/nope is no deployment of this repository"),
+    ({"Accounts/acct-b/platform.tfvars": f'tfo_depends_on = ["{IAM}"]\niam_roles = {{}}\n'},
+     f"tfo_depends_on: {IAM} cannot depend on itself"),
+    ({"Accounts/acct-b/platform.tfvars": 'tfo_depends_on = ["kms/../etc/x"]\niam_roles = {}\n'},
+     "is not a deployment id"),
+    ({"Accounts/acct-b/platform.tfvars": 'tfo_depends_on = ["kms"]\niam_roles = {}\n'},
+     "'kms' is not a deployment id (SERVICE/ACCOUNT/REGION[/PROJECT])"),
+    ({"Accounts/acct-b/platform.tfvars": 'tfo_depends_on = [1]\niam_roles = {}\n'},
+     "tfo_depends_on must be a list of deployment ids"),
+])
+def test_refused_with_the_file_and_the_reason(tmp_path: Path, files: dict[str, str], why: str) -> None:
+    cfg = make(tmp_path, files, RULES)
+    with pytest.raises(ValidationError) as e:
+        _specs(cfg)
+    assert any(why in str(p) for p in e.value.problems), e.value.problems
+
+
+def test_a_longer_cycle_is_printed_whole(tmp_path: Path) -> None:
+    cfg = make(tmp_path, {
+        "Accounts/a/one.tfvars": 'tfo_depends_on = ["iam/b/us-east-1/two"]\ns3_buckets = {}\n',
+        "Accounts/b/two.tfvars": 'tfo_depends_on = ["iam/c/us-east-1/three"]\niam_roles = {}\n',
+        "Accounts/c/three.tfvars": 'tfo_depends_on = ["s3/a/us-east-1/one"]\niam_roles = {}\n',
+    })
+    with pytest.raises(ValidationError) as e:
+        _specs(cfg)
+    (problem,) = e.value.problems
+    assert problem.message == ("dependency cycle: iam/b/us-east-1/two -> iam/c/us-east-1/three -> "
+                               "s3/a/us-east-1/one -> iam/b/us-east-1/two")
+
+
+@pytest.mark.parametrize(("toml", "why"), [
+    ('[tfo.dependencies]\ns3 = ["vault"]\n', "names vault, which is no service"),
+    ('[tfo.dependencies]\ns3 = ["s3"]\n', "s3 cannot depend on itself"),
+    ('[tfo.dependencies]\ns3 = "kms"\n', "must be a table of service lists"),
+    ('[tfo]\nshard_by = "file"\n[tfo.dependencies]\ns3 = ["kms"]\n', "use tfo_depends_on"),
+])
+def test_bad_rules_are_config_errors(tmp_path: Path, toml: str, why: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        make(tmp_path, {}, toml)
+    assert "[tfo.dependencies]" in str(e.value) and why in str(e.value), str(e.value)
+
+
+def test_levels_of_a_long_chain_and_a_diamond() -> None:
+    chain = DependencyGraph({f"d{i}": ((f"d{i - 1}",) if i else ()) for i in range(3000)})
+    assert [level for (level,) in chain.levels()] == [f"d{i}" for i in range(3000)]  # no recursion limit
+    diamond = DependencyGraph({"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")})
+    assert diamond.levels() == [["a"], ["b", "c"], ["d"]]
+    assert diamond.dependents(["b"]) == {"d"} and diamond.dependents(["a"]) == {"b", "c", "d"}
+
+
+def test_discover_and_validate_show_the_order_and_refuse_a_cycle(tmp_path: Path) -> None:
+    make(tmp_path, {"Accounts/acct-a/lake.tfvars": LAKE}, RULES)
+
+    def tfo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli.main", "-C", str(tmp_path), *args], capture_output=True,
+                              text=True, check=False, cwd=Path(__file__).resolve().parents[2])
+
+    shown = tfo("discover", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert {d["id"]: d["depends_on"] for d in json.loads(shown.stdout)["deployments"]} == {KMS: [], S3: [KMS]}
+    text = tfo("discover")
+    assert text.stdout.splitlines()[0] == "# level 1" and text.stdout.splitlines()[2] == "# level 2"
+    assert text.stdout.splitlines()[3].endswith(f"\tafter {KMS}")
+    ok = tfo("validate")
+    assert ok.returncode == 0 and "1 dependency in 2 level(s)" in ok.stdout, ok.stdout + ok.stderr
+    (tmp_path / "Accounts/acct-a/lake.tfvars").write_text(f'tfo_depends_on = ["{S3}"]\n' + LAKE)
+    refused = tfo("validate")
+    assert refused.returncode == 2 and f"dependency cycle: {KMS} -> {S3} -> {KMS}" in refused.stderr
+
+
+def test_a_change_to_an_upstream_selects_what_reads_its_outputs(tmp_path: Path) -> None:
+    cfg = make(tmp_path, {
+        "Accounts/a/keys.tfvars": "kms_keys = { k = {} }\n",
+        "Accounts/a/data.tfvars": 'tfo_depends_on = ["kms/a/us-east-1/keys"]\ns3_buckets = { b = {} }\n',
+        "Accounts/b/reader.tfvars": 'tfo_depends_on = ["s3/a/us-east-1/data"]\niam_roles = {}\n',
+        "Accounts/c/other.tfvars": "iam_roles = {}\n",
+    })
+    changed = build_deployments(cfg, discover(cfg, changed_files="Accounts/a/keys.tfvars\n")).specs
+    assert {s.id: s.selected_because for s in changed} == {
+        "kms/a/us-east-1/keys": "",
+        "s3/a/us-east-1/data": "kms/a/us-east-1/keys changed",
+        "iam/b/us-east-1/reader": "kms/a/us-east-1/keys changed",  # through the bucket
+    }
+    named = build_deployments(cfg, discover(cfg, ["Accounts/a/keys.tfvars"])).specs  # named, not changed
+    assert [s.id for s in named] == ["kms/a/us-east-1/keys"]
