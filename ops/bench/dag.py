@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.bench.run import APPLY_SLEEP_S, bench_repo, reset_state, tfo_apply, write_section
-from tests.cluster import RedisServer, Workers
+from ops.bench.run import APPLY_SLEEP_S, bench_repo, reset_state, tfo_apply, two_workers, write_section
 from tests.helpers import Repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,17 +69,8 @@ def main() -> None:
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                                "date": time.strftime("%Y-%m-%d")}
     results["local"] = one_executor(repo, args.n, args.levels, single, "--max-workers", str(W))
-    redis = RedisServer(tmp / "redis")
-    toml = repo.root / "tfo.toml"
-    toml.write_text(toml.read_text() + f'\n[tfo.celery]\nbroker_url = "{redis.url}"\n')
-    workers = Workers(repo, tmp)
-    try:
-        workers.start("w1", concurrency=2)
-        workers.start("w2", concurrency=2)
+    with two_workers(repo, tmp):
         results["celery"] = one_executor(repo, args.n, args.levels, single)
-    finally:
-        workers.stop_all()
-        redis.stop()
     print(json.dumps(results, indent=2))
     write_section(args.out, BEGIN, END, section(results))
 

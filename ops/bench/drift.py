@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.bench.run import APPLY_SLEEP_S, bench_repo, reset_state, write_deployments, write_section
-from tests.cluster import RedisServer, Workers
+from ops.bench.run import APPLY_SLEEP_S, bench_repo, reset_state, two_workers, write_deployments, write_section
 from tests.helpers import Repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,17 +78,8 @@ def main() -> None:
     results: dict[str, Any] = {"n": args.n, "runs": args.runs, "w": 4, "apply_sleep_s": APPLY_SLEEP_S,
                                "machine": f"{platform.machine()}, {cores} cores"}
     results["local"] = one_executor(repo, args.n, args.runs, "local", plugin_cache)
-    redis = RedisServer(tmp / "redis")
-    toml = repo.root / "tfo.toml"
-    toml.write_text(toml.read_text() + f'\n[tfo.celery]\nbroker_url = "{redis.url}"\n')
-    workers = Workers(repo, tmp)
-    try:
-        workers.start("w1", concurrency=2)
-        workers.start("w2", concurrency=2)
+    with two_workers(repo, tmp):
         results["celery"] = one_executor(repo, args.n, args.runs, "celery", plugin_cache)
-    finally:
-        workers.stop_all()
-        redis.stop()
     print(json.dumps(results, indent=2))
     write_section(args.out, BEGIN, END, section(results))
 

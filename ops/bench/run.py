@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,22 @@ def write_section(path: Path, begin: str, end: str, block: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+@contextmanager
+def two_workers(repo: Repo, tmp: Path, concurrency: int = 2) -> Iterator[Workers]:
+    """A Redis and two `tfo worker`s of `concurrency` processes each, the repo's runs on them."""
+    redis = RedisServer(tmp / "redis")
+    toml = repo.root / "tfo.toml"
+    toml.write_text(toml.read_text() + f'\n[tfo.celery]\nbroker_url = "{redis.url}"\n')
+    workers = Workers(repo, tmp)
+    try:
+        workers.start("w1", concurrency=concurrency)
+        workers.start("w2", concurrency=concurrency)
+        yield workers
+    finally:
+        workers.stop_all()
+        redis.stop()
 
 
 def median_of(runs: int, fn: Callable[[], float]) -> tuple[float, list[float]]:
@@ -252,13 +269,8 @@ def run_all(quick: bool) -> dict[str, Any]:
                                                          "--max-workers", str(workers_n))
 
     # celery: 2 worker processes x 2 = 4 slots
-    redis = RedisServer(tmp / "redis")
     toml = repo.root / "tfo.toml"
-    toml.write_text(toml.read_text() + f'\n[tfo.celery]\nbroker_url = "{redis.url}"\n')
-    workers = Workers(repo, tmp)
-    try:
-        workers.start("w1", concurrency=2)
-        workers.start("w2", concurrency=2)
+    with two_workers(repo, tmp) as workers:
         for n in sizes:
             def distributed(n: int = n) -> float:
                 reset_state(repo)
@@ -279,9 +291,6 @@ def run_all(quick: bool) -> dict[str, Any]:
         results[f"profile_celery_n{sizes[-1]}"] = profiled_run(
             repo, sizes[-1], workers_n, results, watch=[p.pid for p in workers.procs.values()])
         results["dispatch_200_noop_s"] = dispatch(repo)
-    finally:
-        workers.stop_all()
-        redis.stop()
 
     # producer peak memory for the largest N (local executor): the CLI process alone
     n = sizes[-1]

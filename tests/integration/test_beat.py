@@ -4,9 +4,7 @@ beats started (as if by mistake) still make one drift run per firing, and alert 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Workers
+from tests.cluster import Workers, stop_group
 from tests.helpers import FIRST_APPLY_WORLD, Repo, write_sample
 from tests.slack_stub import SlackStub
 
@@ -29,15 +27,6 @@ def _start_beat(repo: Repo, name: str, log_dir: Path) -> subprocess.Popen[bytes]
         [sys.executable, "-m", "cli.main", "beat", "-n", f"{name}@%h", "--schedule-file",
          str(log_dir / f"{name}.schedule")],
         cwd=repo.root, env=repo.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _drift_runs(repo: Repo) -> list[str]:
@@ -87,7 +76,7 @@ def test_beat_runs_drift_on_schedule_once_per_firing_and_remediates(celery_repo:
         assert re.search(rf"drift for {re.escape(slot.group(1))} skipped: (the firing of|another drift run)", text)
     finally:
         for b in beats:
-            _stop(b)
+            stop_group(b)
         slack.server.shutdown()
 
     assert set(repo.world_state()) == FIRST_APPLY_WORLD  # remediated by the scheduled run

@@ -148,3 +148,26 @@ def test_a_change_to_an_upstream_selects_what_reads_its_outputs(tmp_path: Path) 
     }
     named = build_deployments(cfg, discover(cfg, ["Accounts/a/keys.tfvars"])).specs  # named, not changed
     assert [s.id for s in named] == ["kms/a/us-east-1/keys"]
+
+
+def test_outputs_by_id_and_service_and_sensitive_values_to_redact(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from orchestrator.dependencies import dependency_outputs
+    from orchestrator.store import open_store
+
+    cfg = make(tmp_path, {"Accounts/acct-a/lake.tfvars": LAKE}, RULES)
+    store = open_store(cfg)
+    state = {"version": 4, "outputs": {
+        "key_ids": {"value": {"main": "key-1234"}, "type": ["map", "string"]},
+        "admin_password": {"value": "Sup3r-s3cret-pw", "type": "string", "sensitive": True}}}
+    path = tmp_path / ".tfo" / "store" / f"{KMS}/terraform.tfstate"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state))
+    s3 = next(s for s in build_deployments(cfg, discover(cfg)).specs if s.id == S3)
+    outputs, sensitive = dependency_outputs(lambda _: store, s3)
+    assert outputs[KMS] == outputs["kms"] == {"key_ids": {"main": "key-1234"}, "admin_password": "Sup3r-s3cret-pw"}
+    assert sensitive == ["Sup3r-s3cret-pw"]
+    # an upstream never applied: an empty map, not an error
+    outputs, _ = dependency_outputs(lambda _: store, replace(s3, depends_on=("kms/acct-z/us-west-2/new",)))
+    assert outputs == {"kms/acct-z/us-west-2/new": {}, "kms": {}}
