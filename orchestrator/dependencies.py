@@ -74,36 +74,31 @@ class DependencyGraph:
         return seen - set(ids)
 
 
-def _cycles(needs: Mapping[str, tuple[str, ...]]) -> list[list[str]]:
-    """One cycle per strongly connected knot, each as a path that ends where it starts."""
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(needs, white)
-    found: list[list[str]] = []
-    in_cycle: set[str] = set()
-    for start in sorted(needs):
-        if color[start] != white:
-            continue
-        stack: list[tuple[str, int]] = [(start, 0)]
-        path: list[str] = []
-        while stack:
-            node, i = stack.pop()
-            if i == 0:
-                color[node] = grey
-                path.append(node)
-            ups = sorted(needs.get(node, ()))
-            if i < len(ups):
-                stack.append((node, i + 1))
-                nxt = ups[i]
-                if color.get(nxt, black) == white:
-                    stack.append((nxt, 0))
-                elif color.get(nxt) == grey and nxt not in in_cycle:
-                    cycle = [*path[path.index(nxt):], nxt]
-                    in_cycle.update(cycle)
-                    found.append(cycle)
-            else:
-                color[node] = black
-                path.pop()
-    return found
+def _cycle_among(needs: Mapping[str, tuple[str, ...]], start: Iterable[str]) -> list[str] | None:
+    """A cycle in what `start` reaches through its upstreams (a path that ends where it starts), or None."""
+    reach: set[str] = set()
+    todo = list(start)
+    while todo:
+        d = todo.pop()
+        if d not in reach:
+            reach.add(d)
+            todo.extend(u for u in needs.get(d, ()) if u in needs)
+    waiting = {d: {u for u in needs[d] if u in reach} for d in reach}
+    while True:  # Kahn: take away what waits for nothing; a cycle is what can never be taken
+        ready = [d for d, ups in waiting.items() if not ups]
+        if not ready:
+            break
+        for d in ready:
+            del waiting[d]
+        for ups in waiting.values():
+            ups.difference_update(ready)
+    if not waiting:
+        return None
+    path, node = [], min(waiting)
+    while node not in path:  # every node left waits for another one left: walking upstream must repeat
+        path.append(node)
+        node = min(waiting[node])
+    return [*path[path.index(node):], node]
 
 
 def resolve(cfg: TfoConfig, selected: Sequence[DeploymentSpec], repository: Sequence[DeploymentSpec],
@@ -137,11 +132,9 @@ def resolve(cfg: TfoConfig, selected: Sequence[DeploymentSpec], repository: Sequ
         return tuple(dict.fromkeys(out))
 
     needs = {d: edges(s) for d, s in existing.items()}
-    for cycle in _cycles(needs):
-        if not chosen_ids & set(cycle):
-            continue
-        first = existing[cycle[0]]
-        problems.append(Problem(first.tfvars_path, "dependency cycle: " + " -> ".join(cycle)))
+    cycle = _cycle_among(needs, chosen_ids)  # a cycle the selection reaches, not one elsewhere
+    if cycle:
+        problems.append(Problem(existing[cycle[0]].tfvars_path, "dependency cycle: " + " -> ".join(cycle)))
     chosen = [replace(s, depends_on=needs[s.id]) for s in selected]
     return chosen, list(dict.fromkeys(problems))
 
@@ -257,6 +250,22 @@ def dependency_outputs(store_of: Callable[[str], Store], spec: DeploymentSpec) -
         if len(ids) == 1 and service not in merged:
             merged[service] = by_id[ids[0]]
     return merged, sensitive
+
+
+def as_variable(value: Any) -> str:
+    """A TF_VAR_ value Terraform reads back exactly: a variable of type `any` is read as HCL, not JSON, so
+    `${` and `%{` in any string (keys too) would be templates; characters stay as they are (\\u escapes of
+    characters outside the BMP are not HCL)."""
+    def escape(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace("${", "$${").replace("%{", "%%{")
+        if isinstance(v, dict):
+            return {escape(k): escape(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [escape(x) for x in v]
+        return v
+
+    return json.dumps(escape(value), sort_keys=True, ensure_ascii=False)
 
 
 def _strings(value: Any) -> list[str]:

@@ -224,8 +224,10 @@ ORDERED_ACTIONS = (Action.PLAN, Action.APPLY)
 def ordered(run: RunSpec) -> bool:
     """Whether the run follows its deployments' dependencies: plans and applies do (an upstream's outputs are a
     downstream's input); drift detection reads only and runs everything at once."""
-    return run.options.action in ORDERED_ACTIONS and any(
-        d in {s.id for s in run.deployments} for s in run.deployments for d in s.depends_on)
+    if run.options.action not in ORDERED_ACTIONS:
+        return False
+    ids = {s.id for s in run.deployments}
+    return any(d in ids for s in run.deployments for d in s.depends_on)
 
 
 def deploy_after_upstreams(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:

@@ -283,7 +283,6 @@ def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
             touched |= {p for p in discovery.changed_inputs if sharder.affects(spec, p)}
         skipped = [Skipped(p, "not an input of any deployment (no module, layer or referenced file of one)")
                    for p in discovery.changed_inputs if p not in touched]
-    sharder.reader.close()
     seen_ids: dict[str, str] = {}
     seen_keys: dict[str, str] = {}
     for spec in specs:
@@ -294,9 +293,12 @@ def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
             sharder.problems.append(Problem(spec.tfvars_path, f"state key {spec.state_key} is also used by "
                                                               f"{seen_keys[spec.state_key]}"))
         seen_ids[spec.id] = seen_keys[spec.state_key] = spec.tfvars_path
-    if not sharder.problems and (cfg.dependencies or sharder.explicit or (
-            discovery.by_change and _mention(cfg, dependencies.RESERVED))):
-        specs = _with_dependencies(cfg, sharder, discovery, specs)
+    try:
+        if not sharder.problems and (cfg.dependencies or sharder.explicit or (
+                discovery.by_change and _mention(cfg, dependencies.RESERVED))):
+            specs = _with_dependencies(cfg, sharder, discovery, specs)
+    finally:
+        sharder.reader.close()  # after the repository's other files were read too: their readings are cached
     if sharder.problems:
         raise ValidationError(list(dict.fromkeys(sharder.problems)), list(dict.fromkeys(sharder.warnings)))
     return Deployments(tuple(specs), tuple(dict.fromkeys(sharder.warnings)), tuple(skipped))

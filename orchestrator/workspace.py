@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -56,7 +55,7 @@ def step_context(rt: Runtime, ws: Workspace, spec: DeploymentSpec, run_id: str,
         by_service = rt.cfg.shard_by != "file"
         outputs, sensitive = dependencies.dependency_outputs(
             lambda upstream: rt.state_store(dependencies.account_of(upstream, by_service), run_id), spec)
-        env[f"TF_VAR_{dependencies.OUTPUTS_VARIABLE}"] = json.dumps(outputs, sort_keys=True)
+        env[f"TF_VAR_{dependencies.OUTPUTS_VARIABLE}"] = dependencies.as_variable(outputs)
         redactor.add(sensitive)
     return StepContext(workdir=ws.cwd, client=rt.client, cancel=rt.cancel, timeout_s=rt.cfg.terraform_timeout_s,
                        lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend, env=env,

@@ -30,7 +30,7 @@ def run_discover(g: GlobalOptions, sel: Selectors, as_json: bool) -> int:
         by_id = {s.id: s for s in chosen.specs}
         graph = graph_of(chosen.specs)
         ordered = any(graph.needs.values())
-        for n, level in enumerate(graph.levels() if ordered else [sorted(by_id)]):
+        for n, level in enumerate(graph.levels() if ordered else [list(by_id)]):
             if ordered:  # the order a run follows: each level after the ones above it
                 click.echo(f"# level {n + 1}")
             for d in level:

@@ -73,8 +73,6 @@ def test_a_bucket_is_created_after_the_key_it_reads_and_carries_its_id(repo: Rep
     assert _last(journal, "done", "kms.") < _first(journal, "start", "iam.")
     bucket = json.loads(repo.world_state()["s3.acct-a.us-west-2.lake.raw"]["content"])
     assert bucket["kms_key_id"] == KEY_ID
-    # tfo's own variable never reached terraform as a variable (no "undeclared variable" warning)
-    assert "tfo_depends_on" not in out
     again = _run(repo, tmp_path, "plan")
     assert again[0] == 0 and {d["status"] for d in again[1]["deployments"]} == {"no_changes"}, again[2]
 

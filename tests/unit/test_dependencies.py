@@ -171,3 +171,25 @@ def test_outputs_by_id_and_service_and_sensitive_values_to_redact(tmp_path: Path
     # an upstream never applied: an empty map, not an error
     outputs, _ = dependency_outputs(lambda _: store, replace(s3, depends_on=("kms/acct-z/us-west-2/new",)))
     assert outputs == {"kms/acct-z/us-west-2/new": {}, "kms": {}}
+
+
+def test_a_cycle_the_selection_reaches_is_refused_even_beside_another(tmp_path: Path) -> None:
+    cfg = make(tmp_path, {
+        "Accounts/x/one.tfvars": 'tfo_depends_on = ["iam/x/us-east-1/two", "iam/x/us-east-1/three"]\n'
+                                 "s3_buckets = {}\n",
+        "Accounts/x/two.tfvars": 'tfo_depends_on = ["s3/x/us-east-1/one"]\niam_roles = {}\n',
+        "Accounts/x/three.tfvars": 'tfo_depends_on = ["s3/x/us-east-1/one"]\niam_roles = {}\n',
+        "Accounts/y/apart.tfvars": "iam_roles = {}\n",
+    })
+    with pytest.raises(ValidationError, match="dependency cycle: "):
+        _specs(cfg, "Accounts/x/three.tfvars")
+    assert list(_specs(cfg, "Accounts/y/apart.tfvars")) == ["iam/y/us-east-1/apart"]  # a cycle elsewhere
+
+
+def test_outputs_reach_terraform_as_written_not_as_templates() -> None:
+    from orchestrator.dependencies import as_variable
+
+    text = as_variable({"kms": {"policy": 'arn:${aws:username} %{if x}', "${k}": "snow ☃ 🚀"}})
+    assert "$${aws:username}" in text and "%%{if x}" in text and '"$${k}"' in text
+    assert "🚀" in text and "\\ud83d" not in text  # no surrogate escapes, which HCL does not read
+    assert json.loads(text)["kms"]["policy"] == "arn:$${aws:username} %%{if x}"
