@@ -294,9 +294,10 @@ def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
                                                               f"{seen_keys[spec.state_key]}"))
         seen_ids[spec.id] = seen_keys[spec.state_key] = spec.tfvars_path
     try:
-        if not sharder.problems and (cfg.dependencies or sharder.explicit or (
-                discovery.by_change and _mention(cfg, dependencies.RESERVED))):
-            specs = _with_dependencies(cfg, sharder, discovery, specs)
+        if not sharder.problems and (cfg.dependencies or sharder.explicit or discovery.by_change):
+            everything = discover(cfg)  # once: for the quick look below and for the dependency pass
+            if cfg.dependencies or sharder.explicit or _mention(cfg, everything, dependencies.RESERVED):
+                specs = _with_dependencies(cfg, sharder, discovery, everything, specs)
     finally:
         sharder.reader.close()  # after the repository's other files were read too: their readings are cached
     if sharder.problems:
@@ -304,13 +305,12 @@ def build_deployments(cfg: TfoConfig, discovery: Discovery) -> Deployments:
     return Deployments(tuple(specs), tuple(dict.fromkeys(sharder.warnings)), tuple(skipped))
 
 
-def _with_dependencies(cfg: TfoConfig, sharder: _Sharder, discovery: Discovery,
+def _with_dependencies(cfg: TfoConfig, sharder: _Sharder, discovery: Discovery, everything: Discovery,
                        specs: list[DeploymentSpec]) -> list[DeploymentSpec]:
     """The specs with their `depends_on`, resolved against every deployment of the repository (a target
     need not be selected). Files not selected are read for their ids and edges only: their problems are
     not this selection's (they are said when they are selected, and by `tfo validate`)."""
     selected_files = {tf.path for tf in discovery.files}
-    everything = discover(cfg)
     repository = list(specs)
     problems, warnings = list(sharder.problems), list(sharder.warnings)
     for tf in everything.files:
@@ -336,10 +336,10 @@ def _with_dependencies(cfg: TfoConfig, sharder: _Sharder, discovery: Discovery,
     return resolved
 
 
-def _mention(cfg: TfoConfig, word: str) -> bool:
+def _mention(cfg: TfoConfig, everything: Discovery, word: str) -> bool:
     """Whether any deployment file of the repository holds `word` (a quick look before reading them all)."""
     raw = word.encode()
-    for tf in discover(cfg).files:
+    for tf in everything.files:
         try:
             if raw in (cfg.repo_root / tf.path).read_bytes():
                 return True
