@@ -7,6 +7,7 @@ unknown target or a self-edge is the input's problem, named with the file and th
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -227,14 +228,19 @@ def account_of(deployment_id: str, by_service: bool) -> str:
     return parts[1] if by_service else parts[0]
 
 
-def dependency_outputs(store_of: Callable[[str], Store], spec: DeploymentSpec) -> tuple[dict[str, Any], list[str]]:
+def dependency_outputs(store_of: Callable[[str], Store], spec: DeploymentSpec,
+                       returning: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
     """`tfo_dependency_outputs` for a deployment: each upstream's outputs from its state as it is now (after
     its apply in this run, or as last applied), by deployment id and, where one upstream has the service,
-    by service name; and the values of the outputs Terraform marks sensitive (to redact)."""
+    by service name; and the values of the outputs Terraform marks sensitive (to redact).
+
+    `returning` (a rollback's): upstream id -> the pre-apply backup it is being rolled back to in this run;
+    that upstream's outputs are read from the backup, the state it returns to, not from its new state."""
     by_id: dict[str, dict[str, Any]] = {}
     sensitive: list[str] = []
     for upstream in spec.depends_on:
-        state = parse_state(store_of(upstream).read_state(upstream_state_key(upstream, spec.namespace))) or {}
+        state = parse_state(_upstream_state(store_of(upstream), upstream, spec.namespace,
+                                            (returning or {}).get(upstream, ""))) or {}
         outputs = state.get("outputs") if isinstance(state.get("outputs"), dict) else {}
         by_id[upstream] = {}
         for name, out in (outputs or {}).items():
@@ -250,6 +256,38 @@ def dependency_outputs(store_of: Callable[[str], Store], spec: DeploymentSpec) -
         if len(ids) == 1 and service not in merged:
             merged[service] = by_id[ids[0]]
     return merged, sensitive
+
+
+def _upstream_state(store: Store, upstream: str, namespace: str, backup: str) -> bytes | None:
+    if backup:
+        try:
+            return store.read_backup(backup)
+        except KeyError:  # gone (retention): the upstream's rollback cannot restore it either
+            pass
+    return store.read_state(upstream_state_key(upstream, namespace))
+
+
+def output_digests(outputs: Mapping[str, Any], spec: DeploymentSpec) -> dict[str, str]:
+    """What each upstream's outputs were when this deployment's terraform was given them, as digests: a saved
+    plan keeps them, and an apply of that plan is stale when one moved."""
+    return {upstream: hashlib.sha256(json.dumps(outputs.get(upstream), sort_keys=True).encode()).hexdigest()[:32]
+            for upstream in spec.depends_on}
+
+
+def moved_outputs(then: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """The upstreams whose outputs differ between two `output_digests` (one only in either counts)."""
+    return sorted(u for u in set(then) | set(now) if then.get(u) != now.get(u))
+
+
+# Linux refuses an environment string over 128 KiB (E2BIG, and terraform would not even start): larger
+# outputs go to terraform in a var file instead, where JSON strings are literal (no template escaping).
+ENV_VALUE_LIMIT = 96 * 1024
+OUTPUTS_FILE = "tfo-dependency-outputs.tfvars.json"
+
+
+def as_var_file(value: Any) -> str:
+    """The outputs as a JSON variables file (a JSON tfvars string is never read as a template)."""
+    return json.dumps({OUTPUTS_VARIABLE: value}, sort_keys=True, ensure_ascii=False)
 
 
 def as_variable(value: Any) -> str:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
-from orchestrator import audit, keys
+from orchestrator import audit, dependencies, keys
 from orchestrator.errors import StateBackupError, TfoError
 from orchestrator.models import (
     Action,
@@ -219,6 +219,8 @@ class SavePlan:
                 "state_key": spec.state_key, "serial": against[0] if against else None,
                 "lineage": against[1] if against else None, "created_at": time.time(),
                 "has_changes": ctx.has_changes, "plan": asdict(summary), "terraform_version": ctx.rt.terraform_version,
+                # what the upstreams' outputs were: the plan holds them as this deployment's input
+                "dependency_outputs": ctx.upstream_outputs,
             })
         except TfoError as e:
             return StepResult(self.name, StepStatus.FAILED, ctx.redactor.redact(f"the plan could not be saved: {e}"))
@@ -228,7 +230,8 @@ class SavePlan:
 @dataclass(frozen=True)
 class LoadSavedPlan:
     """`--from-plan`: the saved plan, if it still applies, in place of a new plan. Stale (the state moved,
-    older than plan_max_age, applied already, made from another bundle) ends the deployment `stale`."""
+    older than plan_max_age, applied already, made from another bundle, an upstream's outputs moved) ends
+    the deployment `stale`."""
 
     name: str = "saved-plan"
 
@@ -283,6 +286,11 @@ class LoadSavedPlan:
             return "the state was replaced since the plan (another lineage)"
         if now[0] != planned[0]:
             return f"the state moved since the plan (serial {planned[0]} then, {now[0]} now)"
+        moved = dependencies.moved_outputs(meta.get("dependency_outputs") or {}, ctx.upstream_outputs)
+        if moved:
+            # terraform would apply the plan with the outputs it was made with, not the upstreams' present ones
+            return (f"the outputs of {', '.join(moved)}, which it depends on, changed since the plan"
+                    " (the plan holds the old values)")
         return ""
 
 
@@ -568,6 +576,16 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
                                  f"{lease.waited_s:.0f}s (lock_timeout_s = {rt.cfg.lock_timeout_s:g})")
                 return _finish(spec, run, rt, record, out, log, start, held)
             held = True
+            again = record.checkpoint()
+            if again is not None and (finished := again.finished()) is not None:
+                # A second copy of this deployment (its level sent twice) waited for the first one's lease:
+                # report the first one's result, and leave the lease as it left it.
+                if finished.lease_held:
+                    rt.leases.leave_to_rollback(spec.state_key, run.run_id)
+                else:
+                    rt.leases.release(spec.state_key, run.run_id)
+                rt.event(spec.id, "recorded", "another copy of this deployment finished it")
+                return finished
             if resume_from is None:
                 record.write(Phase.STARTED)
         run_pipeline(pipeline(run.options), ctx)

@@ -46,13 +46,15 @@ def finalize(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> 
         # Dependents before what they depend on (a downstream built on an upstream's outputs is taken back
         # first); the deployments of one level in parallel.
         by_id = {r.spec.id: r for r in results}
+        # A dependent rolled back first is given the outputs its upstreams return to, not their new ones.
+        returning = {d: by_id[d].backup_key for d in targets if d in by_id and by_id[d].backup_key}
         done: dict[str, DeploymentResult] = {}
         for level in reversed(dependencies.graph_of(run.deployments or [r.spec for r in results]).levels()):
             todo = [by_id[d] for d in level if d in targets and d in by_id]
             if not todo:
                 continue
             with ThreadPoolExecutor(max_workers=max(1, min(len(todo), rt.cfg.max_workers))) as pool:
-                done |= {r.spec.id: r for r in pool.map(lambda r: rollback(r, run, rt, strategy), todo)}
+                done |= {r.spec.id: r for r in pool.map(lambda r: rollback(r, run, rt, strategy, returning), todo)}
         results = [done.get(r.spec.id, r) for r in results]
     # Backstop: whatever this run still holds (a failed apply in a cancelled run, a lost rollback) is freed.
     lease_errors = []

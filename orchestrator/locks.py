@@ -256,6 +256,18 @@ class LeaseManager:
             self._kept.add((key, owner))
         self.backend.renew(key, self._me(owner, key))
 
+    def leave_to_rollback(self, key: str, owner: str) -> None:
+        """Mark a lease this process took kept for its run's rollback, and stop renewing it here: the
+        attempt that kept it (or finalize) renews it, else it expires."""
+        with self._guard:
+            self._held.pop((key, owner), None)
+            self._kept.add((key, owner))
+        try:
+            self.backend.renew(key, self._me(owner, key))
+        finally:
+            with self._guard:
+                self._kept.discard((key, owner))
+
     def release_all(self, owner: str) -> None:
         with self._guard:
             mine = [k for (k, o) in self._held if o == owner]

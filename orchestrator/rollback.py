@@ -14,6 +14,7 @@ the state on, only verifies: it never applies over a state it cannot tell from a
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 from orchestrator import audit, keys
@@ -61,15 +62,16 @@ def _verify(ctx: StepContext, destroy: bool = False) -> bool:
 class _Rollback:
     """One deployment's rollback: its record, the redactor and the command log its audit record keeps."""
 
-    def __init__(self, rt: Runtime, run: RunSpec, result: DeploymentResult) -> None:
+    def __init__(self, rt: Runtime, run: RunSpec, result: DeploymentResult, returning: Mapping[str, str]) -> None:
         self.rt, self.run, self.result, self.spec = rt, run, result, result.spec
+        self.returning = returning
         self.record = DeploymentRecord(rt.store, run.run_id, result.spec, rt.host)
         self.redactor = redactor_for(result.spec)
         self.log: list[CommandResult] = []
 
     def workspace(self, bundle: str) -> StepContext:
         ws = prepare_workspace(self.rt, self.run.run_id, self.spec, bundle, suffix=".rollback")
-        ctx = step_context(self.rt, ws, self.spec, self.run.run_id, self.redactor)
+        ctx = step_context(self.rt, ws, self.spec, self.run.run_id, self.redactor, self.returning)
         ctx.log = self.log
         _check(InitStep().run(ctx))
         return ctx
@@ -126,10 +128,13 @@ class _Rollback:
             "infrastructure does not match the rollback target; refusing to roll back over what may be a later change"))
 
 
-def rollback(result: DeploymentResult, run: RunSpec, rt: Runtime, strategy: RollbackStrategy) -> DeploymentResult:
+def rollback(result: DeploymentResult, run: RunSpec, rt: Runtime, strategy: RollbackStrategy,
+             returning: Mapping[str, str] | None = None) -> DeploymentResult:
+    """Take one deployment back to before this run's apply. `returning`: the upstreams this run rolls back
+    too, with their pre-apply backups, so this deployment is given their outputs as they will be."""
     spec = result.spec
     start = time.monotonic()
-    job = _Rollback(rt, run, result)
+    job = _Rollback(rt, run, result, returning or {})
     owner = run.run_id
     if strategy == RollbackStrategy.NONE:
         rt.leases.release(spec.state_key, owner)

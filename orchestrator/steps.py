@@ -54,6 +54,8 @@ class StepContext:
     backend_config: dict[str, str]
     env: dict[str, str] = field(default_factory=dict)
     var_files: tuple[str, ...] = ()  # relative to workdir, in -var-file order
+    # Digests of the upstream deployments' outputs given to terraform (tfo_dependency_outputs), by id.
+    upstream_outputs: dict[str, str] = field(default_factory=dict)
     redactor: Redactor = field(default_factory=Redactor)
     log: list[CommandResult] = field(default_factory=list)
     # What the last plan showed: its command (exit 2 = changes) and, once known, its resource counts.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from orchestrator import dependencies
@@ -41,7 +43,9 @@ def prepare_workspace(rt: Runtime, run_id: str, spec: DeploymentSpec, bundle_key
 
 
 def step_context(rt: Runtime, ws: Workspace, spec: DeploymentSpec, run_id: str,
-                 redactor: Redactor | None = None) -> StepContext:
+                 redactor: Redactor | None = None, returning: Mapping[str, str] | None = None) -> StepContext:
+    """The terraform context of one deployment's directory; `returning` is a rollback's (the upstreams
+    rolled back in the same run, whose outputs are read from their backups: `dependency_outputs`)."""
     backend = {**rt.store.backend_config(spec.state_key, spec.region), **rt.cfg.backend_config}
     env = deployment_env(spec, ws.root, rt.cfg.resolve(rt.cfg.plugin_cache_dir) if rt.cfg.plugin_cache_dir else None)
     redactor = redactor or redactor_for(spec)
@@ -50,16 +54,25 @@ def step_context(rt: Runtime, ws: Workspace, spec: DeploymentSpec, run_id: str,
         # The account's role serves terraform's backend and providers alike.
         env.update(creds.env())
         redactor.add(creds.secrets())
+    var_files, digests = ws.var_files, {}
     if spec.depends_on:
         # Read when the step context is made, so after the upstreams' applies in this run.
         by_service = rt.cfg.shard_by != "file"
         outputs, sensitive = dependencies.dependency_outputs(
-            lambda upstream: rt.state_store(dependencies.account_of(upstream, by_service), run_id), spec)
-        env[f"TF_VAR_{dependencies.OUTPUTS_VARIABLE}"] = dependencies.as_variable(outputs)
+            lambda upstream: rt.state_store(dependencies.account_of(upstream, by_service), run_id), spec, returning)
         redactor.add(sensitive)
+        digests = dependencies.output_digests(outputs, spec)
+        value = dependencies.as_variable(outputs)
+        if len(value.encode()) <= dependencies.ENV_VALUE_LIMIT:
+            env[f"TF_VAR_{dependencies.OUTPUTS_VARIABLE}"] = value
+        else:
+            path = ws.root / dependencies.OUTPUTS_FILE
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+                f.write(dependencies.as_var_file(outputs))
+            var_files = (*var_files, os.path.relpath(path, ws.cwd))
     return StepContext(workdir=ws.cwd, client=rt.client, cancel=rt.cancel, timeout_s=rt.cfg.terraform_timeout_s,
                        lock_timeout_s=min(rt.cfg.lock_timeout_s, 600), backend_config=backend, env=env,
-                       var_files=ws.var_files, redactor=redactor)
+                       var_files=var_files, upstream_outputs=digests, redactor=redactor)
 
 
 def deployment_env(spec: DeploymentSpec, workdir: Path, plugin_cache: Path | None = None) -> dict[str, str]:

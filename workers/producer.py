@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Celery, chord
 from kombu.exceptions import OperationalError
@@ -62,6 +62,34 @@ def level_chord(app: Celery, cfg: TfoConfig, run: RunSpec, level: int, earlier: 
     body.link_error(app.signature("tfo.run_failed", args=(run.run_id,), queue=FINALIZE_QUEUE))
     # Zero deployments: no chord, finalize records an empty run.
     return chord(header)(body) if header else body.apply_async(args=([],))
+
+
+# A level is sent once. tfo.advance is acknowledged late, so a worker lost just after sending the next level
+# gets its advance redelivered, and a level sent twice would send every later level twice: the claim makes
+# the sending exclusive (a sibling copy waits and then finds the level sent), and expires well within a
+# redelivery, so a copy lost between claiming and sending does not stall the run.
+LEVEL_CLAIM_S = 30
+
+
+class LevelClaim(NamedTuple):
+    sent: bool  # an earlier copy sent the level: nothing to do
+    taken: bool  # this copy may send it (then `level_sent`)
+
+
+def claim_level(app: Celery, run_id: str, level: int) -> LevelClaim:
+    client = getattr(app.backend, "client", None)
+    if client is None:  # a result backend other than Redis: no atomic claim to take
+        return LevelClaim(sent=False, taken=True)
+    key = f"tfo-level:{run_id}:{level}"
+    if client.get(key) == b"sent":
+        return LevelClaim(sent=True, taken=False)
+    return LevelClaim(sent=False, taken=bool(client.set(key, b"claimed", nx=True, ex=LEVEL_CLAIM_S)))
+
+
+def level_sent(app: Celery, run_id: str, level: int) -> None:
+    client = getattr(app.backend, "client", None)
+    if client is not None:
+        client.set(f"tfo-level:{run_id}:{level}", b"sent", ex=int(app.conf.result_expires.total_seconds()))
 
 
 def submit(cfg: TfoConfig, run: RunSpec) -> Celery:

@@ -29,7 +29,7 @@ from orchestrator.runtime import Runtime, build_runtime
 from orchestrator.service import deploy_after_upstreams, load_deployment, load_run_spec
 from workers.app import FINALIZE_QUEUE, TfoCelery, process_app
 from workers.beat import run_scheduled_drift
-from workers.producer import level_chord, reconcile_task_id, release_handles
+from workers.producer import LEVEL_CLAIM_S, claim_level, level_chord, level_sent, reconcile_task_id, release_handles
 
 CANCEL_POLL_S = 2.0
 RECONCILE_INTERVAL_S = 5
@@ -110,15 +110,21 @@ def deploy_task(self: TfoTask, run_id: str, deployment_id: str) -> dict[str, Any
         return reference(deploy_after_upstreams(spec, run, rt))
 
 
-@shared_task(bind=True, base=TfoTask, name="tfo.advance")
+@shared_task(bind=True, base=TfoTask, name="tfo.advance", max_retries=None)
 def advance_task(self: TfoTask, results: list[dict[str, Any]], run_id: str, level: int,
                  earlier: list[dict[str, Any]]) -> dict[str, Any]:
-    """A level of a run with dependencies has finished: start the next (or, after the last, finalize)."""
+    """A level of a run with dependencies has finished: start the next (or, after the last, finalize), once."""
+    claim = claim_level(self.tfo_app, run_id, level)
+    if claim.sent:
+        return {"run_id": run_id, "level": level, "sent": False, "reason": "sent already by another copy"}
+    if not claim.taken:  # another copy is sending it right now, or was lost doing so: look again later
+        raise self.retry(countdown=LEVEL_CLAIM_S)
     with self.runtime(run_id) as rt:
         run = load_run_spec(rt.store, run_id)
         handle = level_chord(self.tfo_app, self.tfo_app.tfo_config, run, level, [*earlier, *results])
         release_handles(self.tfo_app, handle)
-        return {"run_id": run_id, "level": level}
+        level_sent(self.tfo_app, run_id, level)
+        return {"run_id": run_id, "level": level, "sent": True}
 
 
 @shared_task(bind=True, base=TfoTask, name="tfo.finalize")

@@ -5,6 +5,8 @@ explicit edge crosses accounts."""
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,7 @@ def test_a_bucket_is_created_after_the_key_it_reads_and_carries_its_id(repo: Rep
     assert _last(journal, "done", "kms.") < _first(journal, "start", "iam.")
     bucket = json.loads(repo.world_state()["s3.acct-a.us-west-2.lake.raw"]["content"])
     assert bucket["kms_key_id"] == KEY_ID
-    again = _run(repo, tmp_path, "plan")
+    again = _run(repo, tmp_path, "plan")  # back where it was: the old tfvars plan no change
     assert again[0] == 0 and {d["status"] for d in again[1]["deployments"]} == {"no_changes"}, again[2]
 
 
@@ -96,11 +98,20 @@ def test_both_through_celery_workers_level_by_level(celery_repo: tuple[Repo, Wor
     workers.start("w1")
     workers.start("w2")
     write_repo(repo)
+    repo.write("Accounts/acct-c/late.tfvars", f"""\
+        tfo_depends_on = ["{IAM}"]
+        iam_roles = {{
+          late = {{ policy_file = "../acct-b/policies/deployer.json" }}
+        }}
+        """)
     code, report, out = _run(repo, tmp_path, "apply")
     assert code == 0, out
-    assert {d["status"] for d in report["deployments"]} == {"succeeded"}
+    # three levels, two tfo.advance: finalize reports every level's deployments
+    assert {d["id"]: d["status"] for d in report["deployments"]} == {
+        KMS: "succeeded", S3: "succeeded", IAM: "succeeded", "iam/acct-c/us-east-1/late": "succeeded"}
     journal = repo.journal()
     assert _last(journal, "done", "kms.") < min(_first(journal, "start", "s3."), _first(journal, "start", "iam."))
+    assert _last(journal, "done", "iam.acct-b") < _first(journal, "start", "iam.acct-c")
     assert json.loads(repo.world_state()["s3.acct-a.us-west-2.lake.raw"]["content"])["kms_key_id"] == KEY_ID
     # the key fails now: the next level's deployments are skipped by the workers
     write_repo(repo, key_fails=True)
@@ -133,3 +144,143 @@ def test_atomic_rolls_back_dependents_before_what_they_depend_on(repo: Repo, tmp
                if e["op"] == "delete" and e["event"] == "done"}
     # the role and the bucket (level 2) are taken back before the key (level 1) they were built on
     assert deleted["iam.acct-b"] < deleted["kms.acct-a"] and deleted["s3.acct-a"] < deleted["kms.acct-a"], deleted
+
+
+def test_a_saved_plan_is_stale_once_an_upstream_it_read_has_moved(repo: Repo, tmp_path: Path) -> None:
+    """The plan holds the upstream's outputs as they were when it was made: applying it after the upstream's
+    own apply changed them would build on the old values."""
+    write_repo(repo)
+    code, report, out = _run(repo, tmp_path, "plan")
+    assert code == 0, out
+    code, report, out = _run(repo, tmp_path, "apply", "--from-plan", report["run_id"])
+    assert code == 1, out
+    by_id = {d["id"]: d for d in report["deployments"]}
+    assert by_id[KMS]["status"] == "succeeded"  # the key's plan read no upstream: applied as reviewed
+    for downstream in (S3, IAM):
+        assert by_id[downstream]["status"] == "stale", out
+        assert f"the outputs of {KMS}, which it depends on, changed since the plan" in by_id[downstream]["error"]
+    assert not any(n.startswith(("s3.", "iam.")) for n in repo.world_state())
+    # planned again, against the key as it is: applied, and the bucket carries the key's id
+    code, report, out = _run(repo, tmp_path, "plan")
+    assert code == 0, out
+    code, report, out = _run(repo, tmp_path, "apply", "--from-plan", report["run_id"])
+    assert code == 0, out
+    assert {d["id"]: d["status"] for d in report["deployments"]} == {KMS: "no_changes", S3: "succeeded",
+                                                                     IAM: "succeeded"}
+    assert json.loads(repo.world_state()["s3.acct-a.us-west-2.lake.raw"]["content"])["kms_key_id"] == KEY_ID
+
+
+def test_a_dependent_is_rolled_back_against_what_its_upstream_returns_to(repo: Repo, tmp_path: Path) -> None:
+    """--atomic rolls the bucket back before the key; the bucket's old configuration reads key `main`, which
+    the failed run replaced by `other`: it is given the key's outputs from the key's pre-apply backup (what
+    the key's own rollback returns to), not the key's new ones."""
+    write_repo(repo)
+    code, report, out = _run(repo, tmp_path, "apply")
+    assert code == 0, out
+    lake = repo.root / "Accounts/acct-a/lake.tfvars"
+    lake.write_text(lake.read_text().replace("main = {", "other = {")
+                    .replace('raw = { kms_key = "main" }', 'raw = { kms_key = "other", fail = true }'))
+    code, report, out = _run(repo, tmp_path, "apply", "--atomic")
+    assert code == 1, out
+    by_id = {d["id"]: d for d in report["deployments"]}
+    assert by_id[S3]["status"] == by_id[KMS]["status"] == "rolled_back", out
+    assert by_id[S3]["rollback"]["matches_target"] is True, by_id[S3]["rollback"]
+    world = repo.world_state()
+    assert KEY_ID in world and "kms.acct-a.us-west-2.lake.other" not in world
+    assert json.loads(world["s3.acct-a.us-west-2.lake.raw"]["content"])["kms_key_id"] == KEY_ID
+    lake.write_text(lake.read_text().replace("other = {", "main = {")
+                    .replace('raw = { kms_key = "other", fail = true }', 'raw = { kms_key = "main" }'))
+    again = _run(repo, tmp_path, "plan")  # back where it was: the old tfvars plan no change
+    assert again[0] == 0 and {d["status"] for d in again[1]["deployments"]} == {"no_changes"}, again[2]
+
+
+def test_a_level_or_a_deployment_sent_twice_runs_once(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    """tfo.advance is acknowledged late: a copy redelivered after sending the next level finds it sent; a
+    second copy of a deployment (from a level sent twice) waits for the first one's lease and reports its
+    result, instead of planning and recording again."""
+    from orchestrator.config import load_config
+    from workers.app import FINALIZE_QUEUE, make_app
+
+    repo, workers = celery_repo
+    workers.start("w1")
+    workers.start("w2")
+    write_repo(repo, delay=4)
+    started = repo.tfo("apply", "--no-wait", timeout=60)
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 90
+    while not any(e["event"] == "start" and e["name"].startswith("kms.") for e in repo.journal()):
+        assert time.monotonic() < deadline, "the key's apply never started"
+        time.sleep(0.1)
+    app = make_app(load_config(repo.root / "tfo.toml", repo_root=repo.root, environ=repo.env))
+    try:
+        copy = app.send_task("tfo.deploy", args=(run_id, KMS), task_id=f"{run_id}.deploy.copy", queue="tfo")
+        answer = copy.get(timeout=180)
+        while json.loads(repo.tfo("runs", "show", run_id).stdout)["status"] == "running":
+            assert time.monotonic() < deadline + 180, "the run never finished"
+            time.sleep(1)
+        summary = json.loads(repo.tfo("runs", "show", run_id).stdout)
+        by_id = {d["id"]: d for d in summary["deployments"]}
+        assert {d["status"] for d in by_id.values()} == {"succeeded"}, summary
+        # the copy reported the first attempt's result, its host and all (no "resumed", no second verdict)
+        assert (answer["status"], answer["host"], answer["error"]) == ("succeeded", by_id[KMS]["host"], ""), answer
+        assert Counter(e["name"] for e in repo.journal() if e["event"] == "start")[KEY_ID] == 1
+        # level 2 (index 1) again, as a redelivered advance would send it: found sent, nothing runs twice
+        again = app.send_task("tfo.advance", args=([], run_id, 1), kwargs={"earlier": []},
+                              task_id=f"{run_id}.advance.copy", queue=FINALIZE_QUEUE).get(timeout=60)
+        assert again == {"run_id": run_id, "level": 1, "sent": False, "reason": "sent already by another copy"}
+        assert json.loads(repo.tfo("runs", "show", run_id).stdout)["finished_at"] == summary["finished_at"]
+    finally:
+        app.close()
+
+
+def test_a_level_claim_is_exclusive_and_expires(redis: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from orchestrator.config import CeleryConfig, TfoConfig
+    from workers import producer
+    from workers.app import make_app
+
+    app = make_app(TfoConfig(repo_root=tmp_path, celery=CeleryConfig(broker_url=redis.url)))
+    monkeypatch.setattr(producer, "LEVEL_CLAIM_S", 1)
+    try:
+        first = producer.claim_level(app, "r1", 2)
+        assert first == producer.LevelClaim(sent=False, taken=True)
+        assert producer.claim_level(app, "r1", 2) == producer.LevelClaim(sent=False, taken=False)  # a sibling
+        assert producer.claim_level(app, "r1", 3).taken and producer.claim_level(app, "r2", 2).taken
+        time.sleep(1.2)  # the first copy was lost between claiming and sending: a later copy sends
+        assert producer.claim_level(app, "r1", 2).taken
+        producer.level_sent(app, "r1", 2)
+        assert producer.claim_level(app, "r1", 2) == producer.LevelClaim(sent=True, taken=False)
+    finally:
+        app.close()
+
+
+def test_outputs_too_large_for_the_environment_reach_terraform_in_a_file(repo: Repo, tmp_path: Path) -> None:
+    """An environment string over 128 KiB stops terraform from starting (E2BIG): large outputs go in a
+    var file, and strings stay literal there too. The upstream is not in the run: read as last applied."""
+    from orchestrator.config import load_config
+    from orchestrator.store import open_store
+
+    toml = repo.root / "tfo.toml"
+    toml.write_text(toml.read_text() + "\n[tfo.dependencies]\ns3 = [\"kms\"]\n")
+    repo.write("Accounts/acct-a/lake.tfvars", """\
+        region = "us-west-2"
+        s3_buckets = {
+          raw = { kms_key = "main" }
+        }
+        """)
+    repo.write("Accounts/acct-a/keys.tfvars", 'region = "us-west-2"\nkms_keys = {}\n')
+    key = "kms/acct-a/us-west-2/keys"
+    lake = repo.root / "Accounts/acct-a/lake.tfvars"
+    lake.write_text(f'tfo_depends_on = ["{key}"]\n' + lake.read_text())
+    key_id = "key-${not.a.template}-%{if x}☃"
+    outputs = {"key_ids": {"value": {"main": key_id}, "type": "any"},
+               "policy": {"value": "x" * 200_000, "type": "string"}}
+    state = {"version": 4, "terraform_version": "1.0.3", "serial": 3, "lineage": "fixed", "outputs": outputs,
+             "resources": []}
+    store = open_store(load_config(toml, repo_root=repo.root, environ=repo.env))
+    store.restore_state(f"{key}/terraform.tfstate", json.dumps(state).encode())
+    code, report, out = _run(repo, tmp_path, "apply", "Accounts/acct-a/lake.tfvars")
+    assert code == 0, out
+    assert [d["id"] for d in report["deployments"]] == [S3]
+    bucket = json.loads(repo.world_state()["s3.acct-a.us-west-2.lake.raw"]["content"])
+    assert bucket["kms_key_id"] == key_id

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,6 +172,52 @@ def test_outputs_by_id_and_service_and_sensitive_values_to_redact(tmp_path: Path
     # an upstream never applied: an empty map, not an error
     outputs, _ = dependency_outputs(lambda _: store, replace(s3, depends_on=("kms/acct-z/us-west-2/new",)))
     assert outputs == {"kms/acct-z/us-west-2/new": {}, "kms": {}}
+
+
+def test_a_rollback_reads_an_upstream_it_returns_to_from_its_backup(tmp_path: Path) -> None:
+    from orchestrator.dependencies import dependency_outputs
+    from orchestrator.store import open_store
+
+    cfg = make(tmp_path, {"Accounts/acct-a/lake.tfvars": LAKE}, RULES)
+    store = open_store(cfg)
+    key = f"{KMS}/terraform.tfstate"
+
+    def state(key_id: str) -> bytes:
+        return json.dumps({"version": 4, "serial": 1, "lineage": "l",
+                           "outputs": {"key_ids": {"value": {"main": key_id}, "type": "any"}}}).encode()
+
+    store.restore_state(key, state("key-old"))
+    backup = store.backup_state(key, {"run-id": "r", "deployment": KMS})
+    store.restore_state(key, state("key-new"))  # this run's apply of the key
+    s3 = next(s for s in build_deployments(cfg, discover(cfg)).specs if s.id == S3)
+    assert dependency_outputs(lambda _: store, s3)[0]["kms"] == {"key_ids": {"main": "key-new"}}
+    # the key is rolled back in the same run: the bucket, rolled back first, is given what the key returns to
+    outputs, _ = dependency_outputs(lambda _: store, s3, {KMS: backup.key})
+    assert outputs["kms"] == {"key_ids": {"main": "key-old"}}
+    # a backup that says "there was no state" (the key is destroyed by its rollback): no outputs
+    empty = store.backup_state("kms/acct-a/us-west-2/none/terraform.tfstate", {"run-id": "r", "deployment": "x"})
+    assert dependency_outputs(lambda _: store, s3, {KMS: empty.key})[0]["kms"] == {}
+    # a backup gone (retention): the state as it is
+    assert dependency_outputs(lambda _: store, s3, {KMS: backup.key + ".gone"})[0]["kms"] == {
+        "key_ids": {"main": "key-new"}}
+
+
+def test_a_saved_plan_knows_which_upstream_outputs_it_holds() -> None:
+    from dataclasses import replace
+
+    from orchestrator.dependencies import moved_outputs, output_digests
+    from orchestrator.models import DeploymentSpec
+
+    spec = DeploymentSpec(id="s3/a/r/p", service="s3", account="a", region="r", project="p",
+                          state_key="s3/a/r/p/terraform.tfstate", tfvars_path="x.tfvars", module_dir="terraform",
+                          variables={}, depends_on=(KMS, "iam/b/r/p"))
+    then = output_digests({KMS: {"id": "k1"}, "kms": {"id": "k1"}, "iam/b/r/p": {}}, spec)
+    assert set(then) == {KMS, "iam/b/r/p"}  # by deployment id, not by service alias
+    assert moved_outputs(then, output_digests({KMS: {"id": "k1"}, "iam/b/r/p": {}}, spec)) == []
+    assert moved_outputs(then, output_digests({KMS: {"id": "k2"}, "iam/b/r/p": {}}, spec)) == [KMS]
+    assert moved_outputs(then, output_digests({KMS: {"id": "k1"}}, spec)) == ["iam/b/r/p"]
+    assert moved_outputs({}, then) == sorted(then)  # a plan saved without them: every upstream moved
+    assert output_digests({KMS: {}}, replace(spec, depends_on=())) == {}
 
 
 def test_a_cycle_the_selection_reaches_is_refused_even_beside_another(tmp_path: Path) -> None:
