@@ -169,6 +169,13 @@ class WebhookConfig:
 @dataclass(frozen=True)
 class AccountConfig:
     role_arn: str = ""
+    # The other accounts whose deployments' outputs this account's deployments may be given through
+    # tfo_depends_on ("*": any). tfo reads an upstream's state with the upstream account's credentials, and
+    # the downstream's code (a pull request's, perhaps) sees every value: crossing accounts is opted into.
+    outputs_from: tuple[str, ...] = ()
+
+    def reads_outputs_of(self, account: str) -> bool:
+        return "*" in self.outputs_from or account in self.outputs_from
 
 
 @dataclass(frozen=True)
@@ -480,6 +487,11 @@ def _check(cfg: TfoConfig, where: str) -> None:
                               f"{', '.join(sorted(known_services))})")
         if service in needs:
             raise ConfigError(f"{where}: [tfo.dependencies] {service} cannot depend on itself")
+    for account, settings in cfg.accounts.items():
+        bad = [a for a in settings.outputs_from if a != "*" and unsafe_name_reason(a)]
+        if bad:
+            raise ConfigError(f"{where}: [tfo.accounts.{account}] outputs_from: {', '.join(map(repr, bad))} "
+                              "is no account name (or \"*\")")
     if cfg.drift.schedule:
         try:
             schedule.parse(cfg.drift.schedule)

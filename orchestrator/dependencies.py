@@ -59,12 +59,22 @@ class DependencyGraph:
                 ups.difference_update(ready)
         return out
 
-    def dependents(self, ids: Iterable[str]) -> set[str]:
-        """Every deployment that needs one of `ids`, directly or through others (not `ids` themselves)."""
-        below: dict[str, set[str]] = {}
+    def below(self) -> dict[str, list[str]]:
+        """Each deployment's direct dependents in this graph (sorted)."""
+        out: dict[str, set[str]] = {}
         for d, ups in self.needs.items():
             for u in ups:
-                below.setdefault(u, set()).add(d)
+                if u in self.needs:
+                    out.setdefault(u, set()).add(d)
+        return {u: sorted(ds) for u, ds in out.items()}
+
+    def roots(self) -> list[str]:
+        """The deployments that wait for nothing in this graph, in its order."""
+        return [d for d, ups in self.needs.items() if not any(u in self.needs for u in ups)]
+
+    def dependents(self, ids: Iterable[str]) -> set[str]:
+        """Every deployment that needs one of `ids`, directly or through others (not `ids` themselves)."""
+        below = self.below()
         seen: set[str] = set()
         todo = list(ids)
         while todo:
@@ -125,6 +135,9 @@ def resolve(cfg: TfoConfig, selected: Sequence[DeploymentSpec], repository: Sequ
                     problems.append(Problem(spec.tfvars_path, f"{RESERVED}: {t} is no deployment of this repository",
                                             line))
             else:
+                refusal = cross_account_refusal(cfg, spec, existing[t].account)
+                if refusal and mine:
+                    problems.append(Problem(spec.tfvars_path, f"{RESERVED}: {t}: {refusal}", line))
                 out.append(t)
         for service in cfg.dependencies.get(spec.service, ()):
             target = "/".join(p for p in (service, spec.account, spec.region, spec.project) if p)
@@ -138,6 +151,20 @@ def resolve(cfg: TfoConfig, selected: Sequence[DeploymentSpec], repository: Sequ
         problems.append(Problem(existing[cycle[0]].tfvars_path, "dependency cycle: " + " -> ".join(cycle)))
     chosen = [replace(s, depends_on=needs[s.id]) for s in selected]
     return chosen, list(dict.fromkeys(problems))
+
+
+def cross_account_refusal(cfg: TfoConfig, spec: DeploymentSpec, upstream_account: str) -> str:
+    """Why `spec` may not be given the outputs of a deployment of `upstream_account`, else "". The upstream's
+    state is read with its own account's credentials and every value reaches the downstream's code, so an
+    edge into another account must be allowed by that code's account: `[tfo.accounts.X] outputs_from`."""
+    if upstream_account == spec.account:
+        return ""
+    settings = cfg.accounts.get(spec.account)
+    if settings is not None and settings.reads_outputs_of(upstream_account):
+        return ""
+    return (f"it is in account {upstream_account}, and deployments of {spec.account} may read only their own "
+            f"account's outputs: allow it with [tfo.accounts.{spec.account}] outputs_from = "
+            f'["{upstream_account}"] in tfo.toml')
 
 
 def graph_of(specs: Sequence[DeploymentSpec]) -> DependencyGraph:
@@ -179,10 +206,7 @@ def run_in_order(specs: Sequence[DeploymentSpec], run_one: Callable[[DeploymentS
     graph = graph_of(specs)
     by_id = {s.id: s for s in specs}
     waiting = {d: set(ups) for d, ups in graph.needs.items()}
-    below: dict[str, set[str]] = {}
-    for d, ups in graph.needs.items():
-        for u in ups:
-            below.setdefault(u, set()).add(d)
+    below = graph.below()
     results: dict[str, DeploymentResult] = {}
 
     def settle(d: str, result: DeploymentResult) -> None:
@@ -190,7 +214,7 @@ def run_in_order(specs: Sequence[DeploymentSpec], run_one: Callable[[DeploymentS
         todo = [(d, result)]
         while todo:
             upstream, r = todo.pop()
-            for dependent in sorted(below.get(upstream, ())):
+            for dependent in below.get(upstream, ()):
                 if dependent not in waiting:
                     continue
                 if r.status in PROCEED:

@@ -578,7 +578,7 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
             held = True
             again = record.checkpoint()
             if again is not None and (finished := again.finished()) is not None:
-                # A second copy of this deployment (its level sent twice) waited for the first one's lease:
+                # A second copy of this deployment (sent twice) waited for the first one's lease:
                 # report the first one's result, and leave the lease as it left it.
                 if finished.lease_held:
                     rt.leases.leave_to_rollback(spec.state_key, run.run_id)

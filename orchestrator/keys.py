@@ -12,6 +12,7 @@ means (encrypted at rest, kept in the audit bucket). Callers never choose either
   runs/{run_id}/deployments/{slug}[.{stage}].json             checkpoints (a done one: the result)  encrypted
   runs/{run_id}/plans/{slug}.tfplan, .json, .applied.json     a plan run's saved plans: the file, what encrypted
                                                               it was made against, who applied it
+  runs/{run_id}/graph.json                                    its dependency graph (ids, queues)
   runs/{run_id}/cancel                                        `tfo runs cancel` was asked
   pulls/{owner}/{name}/{pr}/{sha}.json                        the plan run of a pull request's commit
   reservations/[{namespace}/]{deployment id}.json             the pull request a deployment is reserved for
@@ -136,6 +137,11 @@ def drift_lock(namespace: str = "") -> str:
 
 def cancel(run_id: str) -> str:
     return f"{RUNS}{run_id}/cancel"
+
+
+def run_graph(run_id: str) -> str:
+    """A run's dependency graph for its Celery tasks (which deployment sends which): ids only."""
+    return f"{RUNS}{run_id}/graph.json"
 
 
 # --- audit ---------------------------------------------------------------------------------------

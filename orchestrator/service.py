@@ -232,8 +232,9 @@ def ordered(run: RunSpec) -> bool:
 
 def deploy_after_upstreams(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
     """`deploy`, unless an upstream in this run did not go through: its done checkpoint decides (a distributed
-    run starts a level once the one before it finished; a reconciled one resumes in order). A deploy task
-    knows its run by its head only: an upstream is in the run when the run stored a spec for it."""
+    run sends a deployment once its upstreams settled, lost ones included; a reconciled one resumes in
+    order). A deploy task knows its run by its head only: an upstream is in the run when the run stored a
+    spec for it."""
     if spec.depends_on and run.options.action in ORDERED_ACTIONS:
         ids = {s.id for s in run.deployments} or {
             d for d in spec.depends_on if rt.store.head(keys.deployment_spec(run.run_id, d)) is not None}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from orchestrator import dependencies
 from orchestrator.bundle import Workspace, extract_bundle, fetch_bundle
+from orchestrator.errors import UserError
 from orchestrator.models import DeploymentSpec
 from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime
@@ -58,6 +59,10 @@ def step_context(rt: Runtime, ws: Workspace, spec: DeploymentSpec, run_id: str,
     if spec.depends_on:
         # Read when the step context is made, so after the upstreams' applies in this run.
         by_service = rt.cfg.shard_by != "file"
+        for upstream in spec.depends_on:  # again here: this host's accounts, whatever the producer's said
+            refusal = dependencies.cross_account_refusal(rt.cfg, spec, dependencies.account_of(upstream, by_service))
+            if refusal:
+                raise UserError(f"{dependencies.RESERVED}: {upstream}: {refusal}")
         outputs, sensitive = dependencies.dependency_outputs(
             lambda upstream: rt.state_store(dependencies.account_of(upstream, by_service), run_id), spec, returning)
         redactor.add(sensitive)

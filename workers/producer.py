@@ -1,25 +1,26 @@
 """The celery executor: a run submitted as chord(group(deploy...), finalize), followed from the result backend
-and the store. A run whose deployments depend on each other is one chord per level of its graph, each
-ending in tfo.advance, which starts the next; the last ends in finalize."""
+and the store. A run whose deployments depend on each other is sent as a graph instead: its first
+deployments now, each later one by the task of its last upstream, finalize by the last (workers/dag.py)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from celery import Celery, chord
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from orchestrator.config import TfoConfig
-from orchestrator.dependencies import graph_of
 from orchestrator.errors import BrokerError, RunNotFinalizedError
 from orchestrator.finalize import load_run_result
 from orchestrator.models import DeploymentSpec, RunResult, RunSpec
 from orchestrator.runtime import EventSink
 from orchestrator.service import ordered
+from orchestrator.store import open_store
 from orchestrator.store.base import Store
+from workers import dag
 from workers.app import FINALIZE_QUEUE, make_app, queue_for
 
 BACKEND_PATIENCE_S = 300.0
@@ -38,66 +39,29 @@ def finalize_task_id(run_id: str) -> str:
     return f"{run_id}.finalize"
 
 
-def levels_of(run: RunSpec) -> list[list[DeploymentSpec]]:
-    """The run's deployments as chords: one for a run without dependencies among its deployments, else one
-    per level of its graph (each level's deployments need only deployments of the levels before)."""
-    if not ordered(run):
-        return [list(run.deployments)] if run.deployments else []
-    by_id = {s.id: s for s in run.deployments}
-    return [[by_id[d] for d in level] for level in graph_of(run.deployments).levels()]
-
-
-def level_chord(app: Celery, cfg: TfoConfig, run: RunSpec, level: int, earlier: list[dict[str, Any]]) -> Any:
-    """Level `level`'s deploy tasks, then the next level (tfo.advance) or, after the last, finalize; every
-    body linked to run_failed, so a broken chord at any level is reconciled from the store."""
-    levels = levels_of(run)
+def run_chord(app: Celery, cfg: TfoConfig, run: RunSpec) -> Any:
+    """A run without dependencies among its deployments: all its deploy tasks, then finalize, whose error
+    path (run_failed) reconciles a broken chord from the store."""
     header = [app.signature("tfo.deploy", args=(run.run_id, s.id), task_id=deploy_task_id(run.run_id, s),
-                            queue=queue_for(cfg, s)) for s in levels[level]] if levels else []
-    if level + 1 < len(levels):
-        body = app.signature("tfo.advance", args=(run.run_id, level + 1), kwargs={"earlier": earlier},
-                             task_id=f"{run.run_id}.advance.{level + 1}", queue=FINALIZE_QUEUE)
-    else:
-        body = app.signature("tfo.finalize", args=(run.run_id,), kwargs={"earlier": earlier} if earlier else {},
-                             task_id=finalize_task_id(run.run_id), queue=FINALIZE_QUEUE)
+                            queue=queue_for(cfg, s)) for s in run.deployments]
+    body = app.signature("tfo.finalize", args=(run.run_id,), task_id=finalize_task_id(run.run_id),
+                         queue=FINALIZE_QUEUE)
     body.link_error(app.signature("tfo.run_failed", args=(run.run_id,), queue=FINALIZE_QUEUE))
     # Zero deployments: no chord, finalize records an empty run.
     return chord(header)(body) if header else body.apply_async(args=([],))
 
 
-# A level is sent once. tfo.advance is acknowledged late, so a worker lost just after sending the next level
-# gets its advance redelivered, and a level sent twice would send every later level twice: the claim makes
-# the sending exclusive (a sibling copy waits and then finds the level sent), and expires well within a
-# redelivery, so a copy lost between claiming and sending does not stall the run.
-LEVEL_CLAIM_S = 30
-
-
-class LevelClaim(NamedTuple):
-    sent: bool  # an earlier copy sent the level: nothing to do
-    taken: bool  # this copy may send it (then `level_sent`)
-
-
-def claim_level(app: Celery, run_id: str, level: int) -> LevelClaim:
-    client = getattr(app.backend, "client", None)
-    if client is None:  # a result backend other than Redis: no atomic claim to take
-        return LevelClaim(sent=False, taken=True)
-    key = f"tfo-level:{run_id}:{level}"
-    if client.get(key) == b"sent":
-        return LevelClaim(sent=True, taken=False)
-    return LevelClaim(sent=False, taken=bool(client.set(key, b"claimed", nx=True, ex=LEVEL_CLAIM_S)))
-
-
-def level_sent(app: Celery, run_id: str, level: int) -> None:
-    client = getattr(app.backend, "client", None)
-    if client is not None:
-        client.set(f"tfo-level:{run_id}:{level}", b"sent", ex=int(app.conf.result_expires.total_seconds()))
-
-
-def submit(cfg: TfoConfig, run: RunSpec) -> Celery:
+def submit(cfg: TfoConfig, run: RunSpec, store: Store | None = None) -> Celery:
+    """Queue the run: one chord, or (deployments that depend on each other) its graph's first deployments,
+    each later one sent by its last upstream's task (workers/dag.py)."""
     app = make_app(cfg)
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=2, timeout=5)
-        release_handles(app, level_chord(app, cfg, run, 0, []))
+        if ordered(run):
+            dag.start(app, store or open_store(cfg), run)
+        else:
+            release_handles(app, run_chord(app, cfg, run))
     except (OperationalError, OSError, RedisError) as e:
         raise BrokerError(f"broker {redact_url(cfg.celery.broker_url)} unreachable: {e}") from e
     return app
@@ -230,7 +194,7 @@ class CeleryExecutor:
         self.app: Celery | None = None
 
     def submit(self, run: RunSpec) -> None:
-        self.app = submit(self.cfg, run)
+        self.app = submit(self.cfg, run, self.store)
 
     def follow(self, run: RunSpec, stop: Callable[[], bool]) -> RunResult | None:
         return wait(self.app or make_app(self.cfg), self.store, run, self.on_event, stop)

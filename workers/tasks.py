@@ -19,6 +19,8 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from orchestrator import keys, recovery
 from orchestrator.cancel import CancelToken
@@ -27,16 +29,28 @@ from orchestrator.record import reference, resolve_references
 from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime, build_runtime
 from orchestrator.service import deploy_after_upstreams, load_deployment, load_run_spec
+from workers import dag as workers_dag
 from workers.app import FINALIZE_QUEUE, TfoCelery, process_app
 from workers.beat import run_scheduled_drift
-from workers.producer import LEVEL_CLAIM_S, claim_level, level_chord, level_sent, reconcile_task_id, release_handles
+from workers.producer import reconcile_task_id
 
 CANCEL_POLL_S = 2.0
 RECONCILE_INTERVAL_S = 5
+# A deploy task that could not send what follows its deployment tries again for about 10 minutes.
+SETTLE_RETRY_S = 10
+SETTLE_RETRIES = 60
 _runtime: dict[int, Runtime] = {}
 
 
 log = logging.getLogger("tfo.worker")
+
+
+def process_runtime(app: TfoCelery) -> Runtime:
+    """One store client, lease manager and terraform client per worker process (not per task)."""
+    pid = os.getpid()
+    if pid not in _runtime:
+        _runtime[pid] = build_runtime(app.tfo_config)
+    return _runtime[pid]
 
 
 class TfoTask(Task):  # type: ignore[misc]
@@ -57,11 +71,7 @@ class TfoTask(Task):  # type: ignore[misc]
         return self.app
 
     def process_runtime(self) -> Runtime:
-        """One store client, lease manager and terraform client per worker process (not per task)."""
-        pid = os.getpid()
-        if pid not in _runtime:
-            _runtime[pid] = build_runtime(self.tfo_app.tfo_config)
-        return _runtime[pid]
+        return process_runtime(self.tfo_app)
 
     @contextmanager
     def runtime(self, run_id: str) -> Iterator[Runtime]:
@@ -103,38 +113,53 @@ def ping(*args: Any) -> list[Any]:
     return list(args)
 
 
-@shared_task(bind=True, base=TfoTask, name="tfo.deploy")
-def deploy_task(self: TfoTask, run_id: str, deployment_id: str) -> dict[str, Any]:
+@shared_task(bind=True, base=TfoTask, name="tfo.deploy", max_retries=SETTLE_RETRIES)
+def deploy_task(self: TfoTask, run_id: str, deployment_id: str, dag: bool = False) -> dict[str, Any]:
+    """One deployment; in a run with dependencies (`dag`), then the dependents it was the last upstream of."""
     with self.runtime(run_id) as rt:
         run, spec = load_deployment(rt.store, run_id, deployment_id)
-        return reference(deploy_after_upstreams(spec, run, rt))
+        result = reference(deploy_after_upstreams(spec, run, rt))
+        if dag:
+            try:
+                workers_dag.settle(self.tfo_app, rt.store, run_id, deployment_id, self.request.id)
+            except (RedisError, OperationalError, OSError) as e:
+                # The deployment is recorded; sending what follows it failed: again (this deployment is
+                # reported from its checkpoint, never run twice), and its error callback settles it at last.
+                raise self.retry(exc=e, countdown=SETTLE_RETRY_S) from e
+        return result
 
 
-@shared_task(bind=True, base=TfoTask, name="tfo.advance", max_retries=None)
-def advance_task(self: TfoTask, results: list[dict[str, Any]], run_id: str, level: int,
-                 earlier: list[dict[str, Any]]) -> dict[str, Any]:
-    """A level of a run with dependencies has finished: start the next (or, after the last, finalize), once."""
-    claim = claim_level(self.tfo_app, run_id, level)
-    if claim.sent:
-        return {"run_id": run_id, "level": level, "sent": False, "reason": "sent already by another copy"}
-    if not claim.taken:  # another copy is sending it right now, or was lost doing so: look again later
-        raise self.retry(countdown=LEVEL_CLAIM_S)
-    with self.runtime(run_id) as rt:
-        run = load_run_spec(rt.store, run_id)
-        handle = level_chord(self.tfo_app, self.tfo_app.tfo_config, run, level, [*earlier, *results])
-        release_handles(self.tfo_app, handle)
-        level_sent(self.tfo_app, run_id, level)
-        return {"run_id": run_id, "level": level, "sent": True}
+# Not bound, like run_failed: an error callback gets (request, exc, traceback) only when its function takes them.
+@shared_task(name="tfo.deploy_lost")
+def deploy_lost(request: Any, exc: Any, traceback: Any, run_id: str, deployment_id: str) -> dict[str, Any]:
+    """A deploy task of a run with dependencies raised, or the hard time limit killed it: the deployment
+    ends without a result (finalize reports it lost, and rolls it back if its apply had started); its
+    dependents are sent, and skip themselves, and the run ends."""
+    app = process_app()
+    log.error("deployment %s of run %s was lost (%s): settling it so the run goes on", deployment_id, run_id,
+              Redactor().redact(f"{type(exc).__name__}: {exc}")[:300])
+    # Celery calls this in the process that saw the failure, not as a message: its claims are named after
+    # the failed task (a redelivery of the failed task's message would settle it itself).
+    settled = workers_dag.settle(app, process_runtime(app).store, run_id, deployment_id,
+                                 f"lost:{getattr(request, 'id', '') or deployment_id}")
+    return {"run_id": run_id, "deployment": deployment_id, "sent": list(settled.sent),
+            "finalized": settled.finalized}
 
 
 @shared_task(bind=True, base=TfoTask, name="tfo.finalize")
-def finalize_task(self: TfoTask, results: list[dict[str, Any]], run_id: str,
-                  earlier: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def finalize_task(self: TfoTask, results: list[dict[str, Any]], run_id: str, collect: bool = False) -> dict[str, Any]:
+    """The run's end: its chord's results (references), or (`collect`: a run sent as a graph) every
+    deployment's result from the store."""
     with self.runtime(run_id) as rt:
         run = load_run_spec(rt.store, run_id)
-        returned = {str(r.get("deployment") or r.get("spec", {}).get("id")): r for r in [*(earlier or []), *results]}
-        in_order = [returned[s.id] for s in run.deployments if s.id in returned]  # earlier levels first otherwise
-        result = conclude(run, resolve_references(rt.store, run, in_order), rt)
+        if collect:
+            found, pending = recovery.collect(rt.store, run)
+            deployments = recovery.results_in_order(run, found, pending)
+        else:
+            returned = {str(r.get("deployment") or r.get("spec", {}).get("id")): r for r in results}
+            deployments = resolve_references(rt.store, run, [returned[s.id] for s in run.deployments
+                                                             if s.id in returned])
+        result = conclude(run, deployments, rt)
         # The summary is in the store (`tfo runs show`); the backend keeps only how the run ended.
         return {"run_id": run_id, "status": result.status.value, "deployments": len(result.results)}
 

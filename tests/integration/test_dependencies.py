@@ -24,7 +24,10 @@ KEY_ID = "kms.acct-a.us-west-2.lake.main"
 def write_repo(repo: Repo, *, key_fails: bool = False, delay: int = 1) -> None:
     toml = repo.root / "tfo.toml"
     if "[tfo.dependencies]" not in toml.read_text():
-        toml.write_text(toml.read_text() + '\n[tfo.dependencies]\ns3 = ["kms"]\n')
+        # acct-b reads acct-a's outputs, acct-c acct-b's: edges into other accounts, allowed
+        toml.write_text(toml.read_text() + '\n[tfo.dependencies]\ns3 = ["kms"]\n'
+                        '[tfo.accounts.acct-b]\noutputs_from = ["acct-a"]\n'
+                        '[tfo.accounts.acct-c]\noutputs_from = ["acct-b"]\n')
     fail = ", fail = true" if key_fails else ""
     repo.write("Accounts/acct-a/lake.tfvars", f"""\
         region = "us-west-2"
@@ -93,38 +96,46 @@ def test_a_failing_key_skips_what_depends_on_it(repo: Repo, tmp_path: Path) -> N
     assert report["status"] == "failed"
 
 
-def test_both_through_celery_workers_level_by_level(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+def test_both_through_celery_workers_each_as_soon_as_its_upstreams_are_done(
+        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    """Sent as a graph, not level by level: the bucket starts once the key is done, while a slow deployment
+    of the key's level still runs; the role of acct-c waits for acct-b's role only."""
     repo, workers = celery_repo
+    write_repo(repo)  # before the workers start: they read the accounts' settings once
     workers.start("w1")
     workers.start("w2")
-    write_repo(repo)
     repo.write("Accounts/acct-c/late.tfvars", f"""\
         tfo_depends_on = ["{IAM}"]
         iam_roles = {{
           late = {{ policy_file = "../acct-b/policies/deployer.json" }}
         }}
         """)
+    repo.write("Accounts/acct-d/slow.tfvars", "s3_buckets = {\n  slow = { delay_seconds = 20 }\n}\n")
     code, report, out = _run(repo, tmp_path, "apply")
     assert code == 0, out
-    # three levels, two tfo.advance: finalize reports every level's deployments
     assert {d["id"]: d["status"] for d in report["deployments"]} == {
-        KMS: "succeeded", S3: "succeeded", IAM: "succeeded", "iam/acct-c/us-east-1/late": "succeeded"}
+        KMS: "succeeded", S3: "succeeded", IAM: "succeeded", "iam/acct-c/us-east-1/late": "succeeded",
+        "s3/acct-d/us-east-1/slow": "succeeded"}
     journal = repo.journal()
-    assert _last(journal, "done", "kms.") < min(_first(journal, "start", "s3."), _first(journal, "start", "iam."))
+    assert _last(journal, "done", "kms.") < min(_first(journal, "start", "s3.acct-a"), _first(journal, "start", "iam."))
     assert _last(journal, "done", "iam.acct-b") < _first(journal, "start", "iam.acct-c")
+    # the key's level held a slow bucket too: the key's dependents did not wait for it
+    assert _first(journal, "start", "s3.acct-a") < _last(journal, "done", "s3.acct-d"), journal
     assert json.loads(repo.world_state()["s3.acct-a.us-west-2.lake.raw"]["content"])["kms_key_id"] == KEY_ID
-    # the key fails now: the next level's deployments are skipped by the workers
+    # the key fails now: its dependents are skipped by the workers, and theirs
     write_repo(repo, key_fails=True)
     code, report, out = _run(repo, tmp_path, "apply")
     assert code == 1, out
     by_id = {d["id"]: d for d in report["deployments"]}
     assert by_id[KMS]["status"] in ("failed", "rolled_back"), out
-    assert by_id[S3]["status"] == by_id[IAM]["status"] == "skipped"
+    assert by_id[S3]["status"] == by_id[IAM]["status"] == by_id["iam/acct-c/us-east-1/late"]["status"] == "skipped"
     assert by_id[IAM]["error"] == f"not run: it depends on {KMS}, which failed"
+    assert by_id["iam/acct-c/us-east-1/late"]["error"] == f"not run: it depends on {IAM}, which was skipped"
 
 
-def test_atomic_rolls_back_dependents_before_what_they_depend_on(repo: Repo, tmp_path: Path) -> None:
-    write_repo(repo)
+def _atomic_across_three_levels(repo: Repo, tmp_path: Path) -> None:
+    """Level 3 fails: --atomic takes everything back, the role and the bucket (level 2) before the key
+    (level 1) they were built on."""
     platform = repo.root / "Accounts/acct-b/platform.tfvars"
     platform.write_text(platform.read_text().replace('policy_file = "policies/deployer.json"',
                                                      'policy_file = "policies/deployer.json", delay_seconds = 2'))
@@ -142,8 +153,20 @@ def test_atomic_rolls_back_dependents_before_what_they_depend_on(repo: Repo, tmp
     assert not any(n.startswith(("kms.", "s3.", "iam.")) for n in repo.world_state())  # all taken back
     deleted = {e["name"].split(".")[0] + "." + e["name"].split(".")[1]: e["t"] for e in repo.journal()
                if e["op"] == "delete" and e["event"] == "done"}
-    # the role and the bucket (level 2) are taken back before the key (level 1) they were built on
     assert deleted["iam.acct-b"] < deleted["kms.acct-a"] and deleted["s3.acct-a"] < deleted["kms.acct-a"], deleted
+
+
+def test_atomic_rolls_back_dependents_before_what_they_depend_on(repo: Repo, tmp_path: Path) -> None:
+    write_repo(repo)
+    _atomic_across_three_levels(repo, tmp_path)
+
+
+def test_atomic_through_celery_rolls_back_dependents_first(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    repo, workers = celery_repo
+    write_repo(repo)  # before the workers start: they read the accounts' settings once
+    workers.start("w1")
+    workers.start("w2")
+    _atomic_across_three_levels(repo, tmp_path)
 
 
 def test_a_saved_plan_is_stale_once_an_upstream_it_read_has_moved(repo: Repo, tmp_path: Path) -> None:
@@ -194,17 +217,20 @@ def test_a_dependent_is_rolled_back_against_what_its_upstream_returns_to(repo: R
     assert again[0] == 0 and {d["status"] for d in again[1]["deployments"]} == {"no_changes"}, again[2]
 
 
-def test_a_level_or_a_deployment_sent_twice_runs_once(celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
-    """tfo.advance is acknowledged late: a copy redelivered after sending the next level finds it sent; a
-    second copy of a deployment (from a level sent twice) waits for the first one's lease and reports its
-    result, instead of planning and recording again."""
+def test_a_deployment_sent_twice_runs_once_and_a_settled_one_sends_nothing_again(
+        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    """A second copy of a deployment waits for the first one's lease and reports its result instead of
+    planning and recording again; a deployment settled again (its task redelivered after it sent its
+    dependents) finds them and the run's finalize sent."""
     from orchestrator.config import load_config
-    from workers.app import FINALIZE_QUEUE, make_app
+    from orchestrator.store import open_store
+    from workers import dag
+    from workers.app import make_app
 
     repo, workers = celery_repo
+    write_repo(repo, delay=4)  # before the workers start: they read the accounts' settings once
     workers.start("w1")
     workers.start("w2")
-    write_repo(repo, delay=4)
     started = repo.tfo("apply", "--no-wait", timeout=60)
     assert started.returncode == 0, started.stderr
     run_id = started.stdout.strip().splitlines()[-1]
@@ -212,44 +238,84 @@ def test_a_level_or_a_deployment_sent_twice_runs_once(celery_repo: tuple[Repo, W
     while not any(e["event"] == "start" and e["name"].startswith("kms.") for e in repo.journal()):
         assert time.monotonic() < deadline, "the key's apply never started"
         time.sleep(0.1)
-    app = make_app(load_config(repo.root / "tfo.toml", repo_root=repo.root, environ=repo.env))
+    cfg = load_config(repo.root / "tfo.toml", repo_root=repo.root, environ=repo.env)
+    app = make_app(cfg)
     try:
-        copy = app.send_task("tfo.deploy", args=(run_id, KMS), task_id=f"{run_id}.deploy.copy", queue="tfo")
+        copy = app.send_task("tfo.deploy", args=(run_id, KMS), kwargs={"dag": True},
+                             task_id=f"{run_id}.deploy.copy", queue="tfo")
         answer = copy.get(timeout=180)
-        while json.loads(repo.tfo("runs", "show", run_id).stdout)["status"] == "running":
-            assert time.monotonic() < deadline + 180, "the run never finished"
-            time.sleep(1)
-        summary = json.loads(repo.tfo("runs", "show", run_id).stdout)
+        summary = _finished(repo, run_id, deadline + 180)
         by_id = {d["id"]: d for d in summary["deployments"]}
         assert {d["status"] for d in by_id.values()} == {"succeeded"}, summary
         # the copy reported the first attempt's result, its host and all (no "resumed", no second verdict)
         assert (answer["status"], answer["host"], answer["error"]) == ("succeeded", by_id[KMS]["host"], ""), answer
         assert Counter(e["name"] for e in repo.journal() if e["event"] == "start")[KEY_ID] == 1
-        # level 2 (index 1) again, as a redelivered advance would send it: found sent, nothing runs twice
-        again = app.send_task("tfo.advance", args=([], run_id, 1), kwargs={"earlier": []},
-                              task_id=f"{run_id}.advance.copy", queue=FINALIZE_QUEUE).get(timeout=60)
-        assert again == {"run_id": run_id, "level": 1, "sent": False, "reason": "sent already by another copy"}
-        assert json.loads(repo.tfo("runs", "show", run_id).stdout)["finished_at"] == summary["finished_at"]
+        # settled again, as a redelivered task would: its dependents and the finalize were sent already
+        for me in (f"{run_id}.deploy.again", "another-task"):
+            assert dag.settle(app, open_store(cfg), run_id, KMS, me) == dag.Settled(sent=(), finalized=False)
+        assert _finished(repo, run_id, deadline + 180)["finished_at"] == summary["finished_at"]
     finally:
         app.close()
 
 
-def test_a_level_claim_is_exclusive_and_expires(redis: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _finished(repo: Repo, run_id: str, deadline: float) -> dict[str, Any]:
+    while True:
+        summary = json.loads(repo.tfo("runs", "show", run_id).stdout)
+        if summary["status"] != "running":
+            return summary  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, "the run never finished"
+        time.sleep(1)
+
+
+def test_a_deployment_whose_task_raised_is_lost_and_the_run_still_ends(
+        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    """A deploy task that raises (here: its spec in the store is unreadable) is settled by its error callback:
+    the deployment is reported lost, what depends on it is skipped, the rest goes on, the run finalizes."""
+    from orchestrator import keys
+    from orchestrator.config import load_config
+    from orchestrator.store import open_store
+
+    repo, workers = celery_repo
+    write_repo(repo, delay=3)  # before the workers start: they read the accounts' settings once
+    workers.start("w1")
+    workers.start("w2")
+    repo.write("Accounts/acct-a/reader.tfvars", f'region = "us-west-2"\ntfo_depends_on = ["{S3}"]\n'
+                                                 "iam_roles = {\n  reader = {}\n}\n")
+    started = repo.tfo("apply", "--no-wait", timeout=60)
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip().splitlines()[-1]
+    # before the key is done (it sleeps 3 s in its apply), so before the bucket's task is sent
+    store = open_store(load_config(repo.root / "tfo.toml", repo_root=repo.root, environ=repo.env))
+    store.put(keys.deployment_spec(run_id, S3), b"not a spec")
+    summary = _finished(repo, run_id, time.monotonic() + 240)
+    by_id = {d["id"]: d for d in summary["deployments"]}
+    assert by_id[KMS]["status"] == by_id[IAM]["status"] == "succeeded", summary
+    assert by_id[S3]["status"] == "failed" and "deployment lost" in by_id[S3]["error"], by_id[S3]
+    reader = by_id["iam/acct-a/us-west-2/reader"]
+    assert (reader["status"], reader["error"]) == ("skipped", f"not run: it depends on {S3}, which did not finish")
+    assert summary["status"] == "failed"
+    assert not any(e["name"].startswith(("s3.", "iam.acct-a")) for e in repo.journal())
+    assert "deployment s3/acct-a/us-west-2/lake of run" in workers.log("w1") + workers.log("w2")
+
+
+def test_a_send_claim_is_one_tasks_until_it_is_stale_or_sent(redis: Any, tmp_path: Path) -> None:
     from orchestrator.config import CeleryConfig, TfoConfig
-    from workers import producer
+    from workers import dag
     from workers.app import make_app
 
     app = make_app(TfoConfig(repo_root=tmp_path, celery=CeleryConfig(broker_url=redis.url)))
-    monkeypatch.setattr(producer, "LEVEL_CLAIM_S", 1)
+    client = dag.redis_of(app)
     try:
-        first = producer.claim_level(app, "r1", 2)
-        assert first == producer.LevelClaim(sent=False, taken=True)
-        assert producer.claim_level(app, "r1", 2) == producer.LevelClaim(sent=False, taken=False)  # a sibling
-        assert producer.claim_level(app, "r1", 3).taken and producer.claim_level(app, "r2", 2).taken
-        time.sleep(1.2)  # the first copy was lost between claiming and sending: a later copy sends
-        assert producer.claim_level(app, "r1", 2).taken
-        producer.level_sent(app, "r1", 2)
-        assert producer.claim_level(app, "r1", 2) == producer.LevelClaim(sent=True, taken=False)
+        assert dag.claim(client, "tfo-dag:r1:send:x", "task-1", 60)
+        assert not dag.claim(client, "tfo-dag:r1:send:x", "task-2", 60)  # a sibling: the first one sends
+        assert dag.claim(client, "tfo-dag:r1:send:x", "task-1", 60)  # task-1 redelivered: its own claim
+        assert dag.claim(client, "tfo-dag:r1:send:y", "task-2", 60)  # another message: its own claim
+        # a claim whose task never came back (its time on Redis' clock): taken over once stale
+        client.set("tfo-dag:r1:send:x", f"task-1 {int(client.time()[0]) - dag.CLAIM_STALE_S - 1}")
+        assert dag.claim(client, "tfo-dag:r1:send:x", "task-2", 60)
+        dag.sent(client, "tfo-dag:r1:send:x", 60)
+        assert not dag.claim(client, "tfo-dag:r1:send:x", "task-2", 60)  # sent: by nobody again
+        assert 0 < client.ttl("tfo-dag:r1:send:x") <= 60
     finally:
         app.close()
 

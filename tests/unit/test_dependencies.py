@@ -7,10 +7,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from orchestrator.config import load_config
 from orchestrator.dependencies import DependencyGraph, graph_of
 from orchestrator.discovery import discover
 from orchestrator.errors import ConfigError, ValidationError
@@ -20,7 +20,8 @@ from tests.unit.test_discovery_sharding import make
 LAKE = 'region = "us-west-2"\ns3_buckets = { raw = {} }\nkms_keys = { lake = {} }\n'
 KMS, S3 = "kms/acct-a/us-west-2/lake", "s3/acct-a/us-west-2/lake"
 IAM = "iam/acct-b/us-east-1/platform"
-RULES = '[tfo.dependencies]\ns3 = ["kms"]\n'
+# acct-b's deployments may read acct-a's outputs (an edge into another account is opted into)
+RULES = '[tfo.dependencies]\ns3 = ["kms"]\n[tfo.accounts.acct-b]\noutputs_from = ["acct-a"]\n'
 
 
 def _specs(cfg: object, *paths: str) -> dict[str, object]:
@@ -86,12 +87,40 @@ def test_a_longer_cycle_is_printed_whole(tmp_path: Path) -> None:
         "Accounts/a/one.tfvars": 'tfo_depends_on = ["iam/b/us-east-1/two"]\ns3_buckets = {}\n',
         "Accounts/b/two.tfvars": 'tfo_depends_on = ["iam/c/us-east-1/three"]\niam_roles = {}\n',
         "Accounts/c/three.tfvars": 'tfo_depends_on = ["s3/a/us-east-1/one"]\niam_roles = {}\n',
-    })
+    }, "".join(f'[tfo.accounts.{a}]\noutputs_from = ["*"]\n' for a in "abc"))
     with pytest.raises(ValidationError) as e:
         _specs(cfg)
     (problem,) = e.value.problems
     assert problem.message == ("dependency cycle: iam/b/us-east-1/two -> iam/c/us-east-1/three -> "
                                "s3/a/us-east-1/one -> iam/b/us-east-1/two")
+
+
+def test_an_edge_into_another_account_must_be_allowed_by_the_downstream_account(tmp_path: Path) -> None:
+    """tfo reads the upstream's state with the upstream account's credentials and hands every value to the
+    downstream's code: a tfvars line alone (a pull request's) must not reach into another account."""
+    files = {"Accounts/acct-a/lake.tfvars": LAKE,
+             "Accounts/acct-b/platform.tfvars": f'tfo_depends_on = ["{KMS}"]\niam_roles = {{ r = {{}} }}\n'}
+    cfg = make(tmp_path, files, '[tfo.dependencies]\ns3 = ["kms"]\n')
+    with pytest.raises(ValidationError) as e:
+        _specs(cfg)
+    (problem,) = e.value.problems
+    assert problem.path.endswith("Accounts/acct-b/platform.tfvars")
+    assert problem.message == (
+        f"tfo_depends_on: {KMS}: it is in account acct-a, and deployments of acct-b may read only their own "
+        'account\'s outputs: allow it with [tfo.accounts.acct-b] outputs_from = ["acct-a"] in tfo.toml')
+    # allowed by name, or any account with "*"; another account's allowance does not count
+    for allow, ok in (('"acct-a"', True), ('"*"', True), ('"acct-c"', False)):
+        (tmp_path / "tfo.toml").write_text(
+            f'[tfo.dependencies]\ns3 = ["kms"]\n[tfo.accounts.acct-b]\noutputs_from = [{allow}]\n')
+        cfg = load_config(repo_root=tmp_path, environ={})
+        if ok:
+            assert _specs(cfg)[IAM].depends_on == (KMS,)  # type: ignore[attr-defined]
+        else:
+            with pytest.raises(ValidationError):
+                _specs(cfg)
+    with pytest.raises(ConfigError, match=r"\[tfo.accounts.acct-b\] outputs_from: '\.\./x' is no account name"):
+        (tmp_path / "tfo.toml").write_text('[tfo.accounts.acct-b]\noutputs_from = ["../x"]\n')
+        load_config(repo_root=tmp_path, environ={})
 
 
 @pytest.mark.parametrize(("toml", "why"), [
@@ -140,7 +169,7 @@ def test_a_change_to_an_upstream_selects_what_reads_its_outputs(tmp_path: Path) 
         "Accounts/a/data.tfvars": 'tfo_depends_on = ["kms/a/us-east-1/keys"]\ns3_buckets = { b = {} }\n',
         "Accounts/b/reader.tfvars": 'tfo_depends_on = ["s3/a/us-east-1/data"]\niam_roles = {}\n',
         "Accounts/c/other.tfvars": "iam_roles = {}\n",
-    })
+    }, '[tfo.accounts.b]\noutputs_from = ["a"]\n')
     changed = build_deployments(cfg, discover(cfg, changed_files="Accounts/a/keys.tfvars\n")).specs
     assert {s.id: s.selected_because for s in changed} == {
         "kms/a/us-east-1/keys": "",
@@ -240,3 +269,25 @@ def test_outputs_reach_terraform_as_written_not_as_templates() -> None:
     assert "$${aws:username}" in text and "%%{if x}" in text and '"$${k}"' in text
     assert "🚀" in text and "\\ud83d" not in text  # no surrogate escapes, which HCL does not read
     assert json.loads(text)["kms"]["policy"] == "arn:$${aws:username} %%{if x}"
+
+
+def test_a_worker_refuses_an_edge_its_own_accounts_do_not_allow(tmp_path: Path) -> None:
+    """The producer's config allowed the edge; the host that runs the deployment reads its own: no state of
+    another account is read for a downstream its accounts do not let read it."""
+    from dataclasses import replace
+
+    from orchestrator.bundle import Workspace
+    from orchestrator.errors import UserError
+    from orchestrator.runtime import build_runtime
+    from orchestrator.workspace import step_context
+
+    platform = f'tfo_depends_on = ["{KMS}"]\niam_roles = {{ r = {{}} }}\n'
+    cfg = make(tmp_path, {"Accounts/acct-a/lake.tfvars": LAKE, "Accounts/acct-b/platform.tfvars": platform}, RULES)
+    iam = _specs(cfg)[IAM]
+    ws = Workspace(root=tmp_path, cwd=tmp_path / "terraform", var_files=())
+    allowed = step_context(build_runtime(cfg), ws, iam, "r")  # type: ignore[arg-type]
+    assert "TF_VAR_tfo_dependency_outputs" in allowed.env
+    strict = build_runtime(replace(cfg, accounts={}))
+    with pytest.raises(UserError, match=f"tfo_depends_on: {KMS}: it is in account acct-a, and deployments of "
+                                        "acct-b may read only their own account's outputs"):
+        step_context(strict, ws, iam, "r")  # type: ignore[arg-type]
