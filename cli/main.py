@@ -240,6 +240,19 @@ def webhook(g: GlobalOptions, listen: str | None) -> int:
     return 0
 
 
+@cli.command()
+@click.option("--listen", help="HOST:PORT (default: dashboard.listen, 127.0.0.1:8480).")
+@click.option("--no-auth", is_flag=True, help="No authentication: only when listening on loopback.")
+@click.pass_obj
+def dashboard(g: GlobalOptions, listen: str | None, no_auth: bool) -> int:
+    """Serve the dashboard: live and past runs from the store, /metrics for Prometheus (read-only)."""
+    from cli import dashboard as dashboard_app
+
+    cfg = g.load()
+    dashboard_app.serve(cfg, listen or cfg.dashboard.listen, no_auth)
+    return 0
+
+
 @cli.group()
 def backups() -> None:
     """Pre-apply state backups."""

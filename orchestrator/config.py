@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestrator import schedule
 from orchestrator.errors import ConfigError
-from orchestrator.models import AccountPolicy, DriftConfig, PolicyConfig, RollbackStrategy
+from orchestrator.models import AccountPolicy, DriftConfig, PolicyConfig, RollbackStrategy, duration_s
 from orchestrator.names import unsafe_name_reason
 
 DEFAULT_SERVICES: dict[str, str] = {
@@ -86,10 +86,30 @@ class GitHubConfig:
 
 @dataclass(frozen=True)
 class AlertsConfig:
-    # Drift alerts (transitions only): a Slack incoming webhook (or TFO_ALERTS_SLACK_WEBHOOK_URL, to keep
-    # it out of the file), and a repository (OWNER/NAME) where tfo opens an issue per drifted deployment.
+    # A Slack incoming webhook (or TFO_ALERTS_SLACK_WEBHOOK_URL, to keep it out of the file): drift
+    # transitions, and (`runs`) runs that failed, rolled back or could not be finalized; and a repository
+    # (OWNER/NAME) where tfo opens an issue per drifted deployment.
     slack_webhook_url: str = ""
     github_repo: str = ""
+    runs: bool = True
+    # Links in alerts: "{dashboard_url}/runs/{run_id}" (default: [tfo.github] dashboard_url).
+    dashboard_url: str = ""
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """`tfo dashboard`: read-only, from the store. Credentials come from the environment (never the file):
+    TFO_DASHBOARD_BASIC_AUTH=user:password, or a file of user:password lines named by basic_auth_file."""
+
+    listen: str = "127.0.0.1:8480"
+    basic_auth_file: str = ""
+    # Behind a reverse proxy that authenticates: the header naming the user, trusted only from these hosts.
+    trusted_user_header: str = ""
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    refresh_s: float = 2.0  # how often the store is looked at
+    stuck_after: str = "30m"  # a run that has not moved for this long is shown (and alerted) as stuck
+    max_streams: int = 32  # live-update connections at once (each holds a server thread)
+    threads: int = 48
 
 
 # A served repository's default store namespace: its deployments' state keys and last-good pointers
@@ -232,6 +252,7 @@ class TfoConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
     def resolve(self, relative: str) -> Path:
         """A configured path, relative to the repo root unless absolute."""
@@ -272,7 +293,8 @@ class TfoConfig:
 
 
 _SCALAR_SECTIONS: dict[str, type] = {"store": StoreConfig, "celery": CeleryConfig, "github": GitHubConfig,
-                                     "webhook": WebhookConfig, "drift": DriftConfig, "alerts": AlertsConfig}
+                                     "webhook": WebhookConfig, "drift": DriftConfig, "alerts": AlertsConfig,
+                                     "dashboard": DashboardConfig}
 _MAP_SECTIONS = ("services", "modules", "backend_config")
 
 
@@ -417,6 +439,7 @@ def load_config(
         webhook=WebhookConfig(**sections["webhook"], repositories=repositories),
         drift=DriftConfig(**sections["drift"]),
         alerts=AlertsConfig(**sections["alerts"]),
+        dashboard=DashboardConfig(**sections["dashboard"]),
         accounts=accounts,
         policy=policy,
         **maps,
@@ -492,6 +515,13 @@ def _check(cfg: TfoConfig, where: str) -> None:
         if bad:
             raise ConfigError(f"{where}: [tfo.accounts.{account}] outputs_from: {', '.join(map(repr, bad))} "
                               "is no account name (or \"*\")")
+    try:
+        duration_s(cfg.dashboard.stuck_after)
+    except ValueError as e:
+        raise ConfigError(f"{where}: dashboard.stuck_after = {cfg.dashboard.stuck_after!r}: {e}") from e
+    if cfg.dashboard.refresh_s <= 0 or cfg.dashboard.max_streams < 1 or cfg.dashboard.threads < 4:
+        raise ConfigError(f"{where}: [tfo.dashboard] refresh_s must be positive, max_streams at least 1, "
+                          "threads at least 4")
     if cfg.drift.schedule:
         try:
             schedule.parse(cfg.drift.schedule)

@@ -67,6 +67,7 @@ class Outcome:
     violations: tuple[Violation, ...] = ()
     drift: tuple[DriftedResource, ...] = ()
     severity: str = ""
+    lease_wait_s: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -566,6 +567,7 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
         if run.options.action == Action.APPLY:
             rt.event(spec.id, "waiting_lock")
             lease = rt.leases.acquire(spec.state_key, run.run_id, rt.cfg.lock_timeout_s, lambda: rt.cancel.cancelled)
+            out.lease_wait_s = lease.waited_s
             if not lease.acquired:
                 if rt.cancel.cancelled:
                     out.status = Status.CANCELLED
@@ -671,7 +673,7 @@ def _finish(spec: DeploymentSpec, run: RunSpec, rt: Runtime, record: DeploymentR
         backup_key=out.backup_key, audit_key=audit_key, plan_text=out.plan_text, error=error,
         duration_s=duration, host=rt.host, applied=out.applied, state_serial=out.state_serial,
         previous_bundle_key=out.previous_bundle_key, lease_held=keep, violations=out.violations,
-        drift=out.drift, severity=out.severity,
+        drift=out.drift, severity=out.severity, lease_wait_s=out.lease_wait_s,
     )
     try:
         record.finish(result)

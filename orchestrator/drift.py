@@ -4,7 +4,8 @@ Each deployment's drift record (`drift/[{namespace}/]{id}.json`) holds its curre
 events (when it started drifting, what drifted, when it was back in sync or remediated), newest last.
 Alerts go out on transitions only, never on every run while a deployment stays drifted: a GitHub issue
 per drifted deployment (opened, updated when what drifted changes, closed when it is back in sync) and
-a Slack incoming-webhook message. A failing alert is logged; the run's result does not depend on it.
+a Slack incoming-webhook message (orchestrator/alerts.py). A failing alert is logged; the run's result
+does not depend on it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import requests
-
-from orchestrator import keys
+from orchestrator import alerts, keys
 from orchestrator.config import TfoConfig
 from orchestrator.errors import TfoError
 from orchestrator.github import GitHubClient, GitHubError
@@ -134,13 +133,8 @@ def send_alerts(cfg: TfoConfig, store: Store, changes: list[tuple[DriftRecord, D
     issues: dict[str, int] = {}
     for record, event in changes:
         text = alert_text(record, event)
-        if a.slack_webhook_url:
-            try:
-                r = requests.post(a.slack_webhook_url, json={"text": text}, timeout=10)
-                if r.status_code >= 300:
-                    errors.append(f"slack answered {r.status_code}")
-            except requests.RequestException as e:
-                errors.append(f"slack: {type(e).__name__}")
+        if a.slack_webhook_url and (error := alerts.post_slack(a.slack_webhook_url, text)):
+            errors.append(error)
         if a.github_repo and client is not None:
             issue = issues.get(record.key, record.issue)
             try:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from orchestrator import audit, dependencies, keys, notify
+from orchestrator import alerts, audit, dependencies, keys, notify
 from orchestrator.errors import TfoError
 from orchestrator.models import Action, DeploymentResult, RunResult, RunSpec, Status
 from orchestrator.rollback import rollback
@@ -94,10 +94,12 @@ log = logging.getLogger("tfo")
 
 
 def conclude(run: RunSpec, results: Sequence[DeploymentResult], rt: Runtime) -> RunResult:
-    """Finalize, then notify (a commit status; for a pull request, the sticky comment). Every executor ends
-    a run with this. A notification that fails is logged: the run is recorded either way."""
+    """Finalize, then notify (a commit status; for a pull request, the sticky comment; an alert when it
+    failed or rolled back). Every executor ends a run with this. A notification that fails is logged: the
+    run is recorded either way."""
     result = finalize(run, results, rt)
     error = notify.post_result(rt.cfg, result)
     if error:
         log.error("run %s: the result could not be posted to GitHub: %s", run.run_id, error)
+    alerts.alert_run(rt.cfg, result)  # a failed or rolled back run: to Slack too
     return result

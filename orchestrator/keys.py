@@ -13,6 +13,8 @@ means (encrypted at rest, kept in the audit bucket). Callers never choose either
   runs/{run_id}/plans/{slug}.tfplan, .json, .applied.json     a plan run's saved plans: the file, what encrypted
                                                               it was made against, who applied it
   runs/{run_id}/graph.json                                    its dependency graph (ids, queues)
+  runs/{run_id}/card.json, progress/{slug}.json               what it is and where each deployment is
+                                                              (ids, phases, hosts: for the dashboard)
   runs/{run_id}/cancel                                        `tfo runs cancel` was asked
   pulls/{owner}/{name}/{pr}/{sha}.json                        the plan run of a pull request's commit
   reservations/[{namespace}/]{deployment id}.json             the pull request a deployment is reserved for
@@ -137,6 +139,27 @@ def drift_lock(namespace: str = "") -> str:
 
 def cancel(run_id: str) -> str:
     return f"{RUNS}{run_id}/cancel"
+
+
+def run_card(run_id: str) -> str:
+    """A run's public face from its start: action, actor, commit, deployments (ids and names only)."""
+    return f"{RUNS}{run_id}/card.json"
+
+
+def progress(run_id: str, deployment_id: str) -> str:
+    """Where one deployment of a run is: its phases so far (live.Progress)."""
+    return f"{RUNS}{run_id}/progress/{slug(deployment_id)}.json"
+
+
+def progress_prefix(run_id: str) -> str:
+    return f"{RUNS}{run_id}/progress/"
+
+
+def run_id_of(key: str) -> str:
+    """The run a key under runs/ belongs to ("" if none)."""
+    rest = key.removeprefix(RUNS)
+    head = rest.split("/", 1)[0].removesuffix(".json")
+    return head if RUN_ID.fullmatch(head) else ""
 
 
 def run_graph(run_id: str) -> str:

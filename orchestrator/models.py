@@ -200,6 +200,7 @@ class DeploymentResult(Record):
     violations: tuple[Violation, ...] = ()  # the policy rules that refused it (status blocked)
     drift: tuple[DriftedResource, ...] = ()  # what drift detection found (status drifted)
     severity: str = ""  # of the drift: high (deleted outside Terraform, or a critical type) or low
+    lease_wait_s: float = 0.0  # how long it waited for its state's lease (another run held it)
 
     def public_dict(self) -> dict[str, Any]:
         """`to_dict` without the variables' values: safe for a result backend and Flower."""
@@ -225,6 +226,7 @@ class DeploymentResult(Record):
             "plan": asdict(self.plan),
             "rollback": self.rollback.to_dict() if self.rollback else None,
             "duration_s": round(self.duration_s, 3),
+            "lease_wait_s": round(self.lease_wait_s, 3),
             "error": self.error or None,
             "host": self.host,
             "policy": [v.to_dict() for v in self.violations],

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from orchestrator import dependencies, git, keys, notify
+from orchestrator import dependencies, git, keys, live, notify
 from orchestrator.bundle import build_bundle, upload_bundle
 from orchestrator.config import TfoConfig
 from orchestrator.deploy import deploy
@@ -34,6 +34,7 @@ from orchestrator.models import (
     Status,
 )
 from orchestrator.modules import ModuleGraph
+from orchestrator.procs import host_name
 from orchestrator.record import DeploymentRecord, finished_status
 from orchestrator.runtime import Runtime
 from orchestrator.store.base import Store
@@ -124,6 +125,7 @@ def start(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], request
           executor: Executor) -> RunSpec:
     """Prepare the run, say on its commit that it is pending, and hand it to the executor."""
     run = prepare(cfg, store, specs, request, distributed=executor.distributed)
+    live.write_card(store, run, executor.name, host_name())  # watchers see the run from now on
     notify.post_pending(cfg, run)
     executor.submit(run)
     return run
@@ -207,15 +209,20 @@ class LocalExecutor:
 
     def follow(self, run: RunSpec, stop: StopAsked) -> RunResult:
         # `stop` is the runtime's cancel token here: a stopped local run still finishes (cancelled).
-        for spec in run.deployments:
-            self.rt.event(spec.id, "queued")
-        if ordered(run):
-            results = dependencies.run_in_order(run.deployments, lambda s: deploy(s, run, self.rt),
-                                                lambda s, why: skipped(s, run, self.rt, why), self.max_workers)
-        else:
-            with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tfo-deploy") as pool:
-                results = list(pool.map(lambda s: deploy(s, run, self.rt), run.deployments))
-        return conclude(run, results, self.rt)
+        recorder = live.ProgressRecorder(self.rt.store, run.run_id, self.rt.host)
+        rt = replace(self.rt, on_event=live.tee(self.rt.on_event, recorder))  # the terminal and the store
+        try:
+            for spec in run.deployments:
+                rt.event(spec.id, "queued")
+            if ordered(run):
+                results = dependencies.run_in_order(run.deployments, lambda s: deploy(s, run, rt),
+                                                    lambda s, why: skipped(s, run, rt, why), self.max_workers)
+            else:
+                with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tfo-deploy") as pool:
+                    results = list(pool.map(lambda s: deploy(s, run, rt), run.deployments))
+            return conclude(run, results, rt)
+        finally:
+            recorder.close()
 
 
 ORDERED_ACTIONS = (Action.PLAN, Action.APPLY)

@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from orchestrator import keys, recovery
+from orchestrator import alerts, keys, live, recovery
 from orchestrator.cancel import CancelToken
 from orchestrator.finalize import conclude, load_run_result
 from orchestrator.record import reference, resolve_references
@@ -62,8 +62,10 @@ class TfoTask(Task):  # type: ignore[misc]
         """A task that raised (not a failed deployment, which is a result): one redacted line naming the run.
         Celery keeps the exception for Flower; its text may quote values, so it is redacted here too."""
         run_id = next((a for a in args if isinstance(a, str) and keys.RUN_ID.fullmatch(a)), "?")
-        log.error("task %s (%s) of run %s raised %s: %s", self.name, task_id, run_id, type(exc).__name__,
-                  Redactor().redact(str(exc))[:500])
+        text = Redactor().redact(str(exc))[:500]
+        log.error("task %s (%s) of run %s raised %s: %s", self.name, task_id, run_id, type(exc).__name__, text)
+        if self.name == "tfo.reconcile" and run_id != "?":  # the last resort failed: nobody will finalize it
+            alerts.alert_not_finalized(self.tfo_app.tfo_config, run_id, f"{type(exc).__name__}: {text}")
 
     @property
     def tfo_app(self) -> TfoCelery:
@@ -96,15 +98,19 @@ class TfoTask(Task):  # type: ignore[misc]
                 except Exception:  # noqa: S112 - the store may blink; keep watching
                     continue
 
+        host = self.request.hostname or base.host
+        # Where each deployment is, in the store too: the dashboard sees every executor's runs alike.
+        recorder = live.ProgressRecorder(base.store, run_id, host)
         watcher = threading.Thread(target=watch_cancel, name="tfo-cancel-watch", daemon=True)
         watcher.start()
         try:
             if base.store.head(keys.cancel(run_id)) is not None:
                 token.cancel("tfo runs cancel")
-            yield replace(base, cancel=token, on_event=report, host=self.request.hostname or base.host,
+            yield replace(base, cancel=token, on_event=live.tee(report, recorder), host=host,
                           stop_exceptions=(SoftTimeLimitExceeded,))
         finally:
             stop.set()
+            recorder.close()
 
 
 @shared_task(name="tfo.ping")

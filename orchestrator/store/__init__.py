@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.config import TfoConfig
-from orchestrator.store.base import BackupInfo, ObjectInfo, Store
+from orchestrator.store.base import BackupInfo, KeyStamp, ObjectInfo, Store
 
 
 def open_store(cfg: TfoConfig) -> Store:
@@ -16,4 +16,4 @@ def open_store(cfg: TfoConfig) -> Store:
     return LocalStore(cfg.resolve(cfg.store.path))
 
 
-__all__ = ["BackupInfo", "ObjectInfo", "Store", "open_store"]
+__all__ = ["BackupInfo", "KeyStamp", "ObjectInfo", "Store", "open_store"]

@@ -25,6 +25,15 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class KeyStamp:
+    """A key from a listing, with a stamp that changes whenever the object does (S3's ETag; locally its
+    size and modification time): enough to tell what to read again, without reading or heading anything."""
+
+    key: str
+    stamp: str
+
+
+@dataclass(frozen=True)
 class BackupInfo:
     key: str
     source_version: str  # S3 version id of the backed-up state, or a content digest locally
@@ -48,6 +57,15 @@ class Store(ABC):
 
     @abstractmethod
     def list_objects(self, prefix: str) -> list[ObjectInfo]: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str, start_after: str = "") -> list[KeyStamp]:
+        """Every key under `prefix` (those after `start_after`), sorted, with its stamp: one listing."""
+
+    @abstractmethod
+    def list_children(self, prefix: str, start_after: str = "") -> list[str]:
+        """The names one level below `prefix` (a `prefix` ending in "/"), sorted: objects by name ("x.json"),
+        deeper keys by their next part with a slash ("x/"); only those whose key sorts after `start_after`."""
 
     @abstractmethod
     def delete(self, key: str) -> None: ...

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from orchestrator import keys
 from orchestrator.errors import StoreError
 from orchestrator.fsutil import atomic_write
-from orchestrator.store.base import ObjectInfo, Store
+from orchestrator.store.base import KeyStamp, ObjectInfo, Store
 
 KEY_FILE = ".tfo-key"
 KEY_ENV = "TFO_STORE_ENCRYPTION_KEY"
@@ -137,6 +137,36 @@ class LocalStore(Store):
                 if info:
                     out.append(info)
         return sorted(out, key=lambda o: o.key)
+
+    def _listed(self, name: str) -> bool:
+        return not (name.endswith(".tfo-meta.json") or name.startswith(".tmp-") or name == KEY_FILE)
+
+    def list_keys(self, prefix: str, start_after: str = "") -> list[KeyStamp]:
+        base = self.root / prefix
+        directory = base if prefix.endswith("/") else base.parent
+        out = []
+        for dirpath, _, files in os.walk(directory):
+            for name in files:
+                if not self._listed(name):
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if not key.startswith(prefix) or key <= start_after:
+                    continue
+                try:
+                    st = path.stat()
+                except FileNotFoundError:  # replaced or deleted meanwhile
+                    continue
+                out.append(KeyStamp(key, f"{st.st_mtime_ns}-{st.st_size}"))
+        return sorted(out, key=lambda k: k.key)
+
+    def list_children(self, prefix: str, start_after: str = "") -> list[str]:
+        try:
+            entries = list(os.scandir(self.root / prefix))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        names = [e.name + "/" if e.is_dir() else e.name for e in entries if self._listed(e.name)]
+        return sorted(n for n in names if prefix + n > start_after)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from orchestrator import keys
 from orchestrator.config import StoreConfig
 from orchestrator.errors import StoreError
-from orchestrator.store.base import ObjectInfo, Store
+from orchestrator.store.base import KeyStamp, ObjectInfo, Store
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -95,6 +95,29 @@ class S3Store(Store):
         except (BotoCoreError, ClientError) as e:
             raise self._fail("listing", prefix, e) from e
         return out
+
+    def list_keys(self, prefix: str, start_after: str = "") -> list[KeyStamp]:
+        out: list[KeyStamp] = []
+        try:
+            pages = self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket(prefix), Prefix=prefix, StartAfter=start_after)
+            for page in pages:
+                out.extend(KeyStamp(o["Key"], str(o.get("ETag", ""))) for o in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as e:
+            raise self._fail("listing", prefix, e) from e
+        return out
+
+    def list_children(self, prefix: str, start_after: str = "") -> list[str]:
+        out: list[str] = []
+        try:
+            pages = self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket(prefix), Prefix=prefix, Delimiter="/", StartAfter=start_after)
+            for page in pages:
+                out.extend(p["Prefix"][len(prefix):] for p in page.get("CommonPrefixes", []))
+                out.extend(o["Key"][len(prefix):] for o in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as e:
+            raise self._fail("listing", prefix, e) from e
+        return sorted(out)
 
     def delete(self, key: str) -> None:
         try:
