@@ -25,7 +25,8 @@ demo: setup
 	bash ops/demo.sh
 
 # redis-server for the distributed tests, systemd-analyze and docker-compose for the ops kit's linters,
-# gcc for the compiled
+# chromium and chromium-driver for the dashboard's browser tests, promtool (prometheus) for its metrics and
+# alert rules, gcc for the compiled
 # tfvars reader the tests check: installed with apt-get when missing and we are root.
 system-deps:
 	@command -v gcc >/dev/null 2>&1 || { \
@@ -44,6 +45,14 @@ system-deps:
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; \
 	  else echo "note: docker-compose not found; the compose file's linter test fails without it"; fi; }
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else echo "note: chromium/chromedriver not found; the dashboard's browser tests fail without them"; fi; }
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  else echo "note: promtool (Debian's prometheus) not found; the metrics and alert-rule tests fail without it"; fi; }
 
 # Checkov in its own environment (its pins would move tfo's), for the policy tests and for local use:
 # [tfo.policy] checkov_bin = ".venv-checkov/bin/checkov".

@@ -63,6 +63,9 @@ class CeleryConfig:
     visibility_timeout_s: int = 10800
     result_expires_days: int = 7
     worker_concurrency: int = 2
+    # A run with dependencies is watched this often for what no task reports (a revoked task, a lost
+    # settle): workers/dag.py.
+    dag_watch_s: int = 30
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,8 @@ class LoadSavedPlan:
             return "the state was replaced since the plan (another lineage)"
         if now[0] != planned[0]:
             return f"the state moved since the plan (serial {planned[0]} then, {now[0]} now)"
+        if ctx.spec.depends_on and "dependency_outputs" not in meta:
+            return "the plan was saved by a tfo that did not record its upstreams' outputs: plan again"
         moved = dependencies.moved_outputs(meta.get("dependency_outputs") or {}, ctx.upstream_outputs)
         if moved:
             # terraform would apply the plan with the outputs it was made with, not the upstreams' present ones
@@ -549,6 +551,39 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
             out.status, out.error = Status.UNMANAGED, "never applied by tfo: no configuration to compare with"
             return _finish(spec, run, rt, record, out, log, start, held)
         rt.event(spec.id, "preparing")
+        if run.options.action == Action.APPLY:
+            # The lease before anything touches the deployment's directory: a second copy of this deployment
+            # (sent twice) waits here for the first one, then reports its result instead of running again.
+            rt.event(spec.id, "waiting_lock")
+            lease = rt.leases.acquire(spec.state_key, run.run_id, rt.cfg.lock_timeout_s, lambda: rt.cancel.cancelled)
+            waited = lease.waited_s
+            while not lease.acquired and not rt.cancel.cancelled and lease.holder and lease.holder.owner == run.run_id:
+                # This run holds it, live: only another copy of this deployment can (a task sent twice). Its
+                # apply may outlast lock_timeout_s; giving up would record a failure over its result.
+                rt.event(spec.id, "waiting_lock", "another copy of this deployment is at work")
+                lease = rt.leases.acquire(spec.state_key, run.run_id, rt.cfg.lock_timeout_s,
+                                          lambda: rt.cancel.cancelled)
+                waited += lease.waited_s
+            out.lease_wait_s = waited
+            if not lease.acquired:
+                if rt.cancel.cancelled:
+                    out.status = Status.CANCELLED
+                    out.error = f"cancelled while waiting for the lease: {rt.cancel.reason}"
+                else:
+                    who = lease.holder.describe() if lease.holder else "another run"
+                    out.error = (f"state {spec.state_key} is locked by {who}; gave up after "
+                                 f"{waited:.0f}s (lock_timeout_s = {rt.cfg.lock_timeout_s:g})")
+                return _finish(spec, run, rt, record, out, log, start, held)
+            held = True
+            prior = record.checkpoint()  # again, under the lease
+            if prior is not None and (finished := prior.finished()) is not None:
+                # ... and leaves the lease as the first one left it (kept for its rollback, or released).
+                if finished.lease_held:
+                    rt.leases.leave_to_rollback(spec.state_key, run.run_id)
+                else:
+                    rt.leases.release(spec.state_key, run.run_id)
+                rt.event(spec.id, "recorded", "another copy of this deployment finished it")
+                return finished
         resume_from = prior if prior is not None and prior.phase.resumable else None
         if resume_from is not None:
             # The lost attempt's backup and the configuration before it are this attempt's too, whatever
@@ -564,32 +599,8 @@ def deploy(spec: DeploymentSpec, run: RunSpec, rt: Runtime) -> DeploymentResult:
         tf.log = log
         ctx = DeployContext(**{f.name: getattr(tf, f.name) for f in fields(StepContext)},
                             spec=spec, run=run, rt=rt, record=record, out=out, prior=resume_from)
-        if run.options.action == Action.APPLY:
-            rt.event(spec.id, "waiting_lock")
-            lease = rt.leases.acquire(spec.state_key, run.run_id, rt.cfg.lock_timeout_s, lambda: rt.cancel.cancelled)
-            out.lease_wait_s = lease.waited_s
-            if not lease.acquired:
-                if rt.cancel.cancelled:
-                    out.status = Status.CANCELLED
-                    out.error = f"cancelled while waiting for the lease: {rt.cancel.reason}"
-                else:
-                    who = lease.holder.describe() if lease.holder else "another run"
-                    out.error = (f"state {spec.state_key} is locked by {who}; gave up after "
-                                 f"{lease.waited_s:.0f}s (lock_timeout_s = {rt.cfg.lock_timeout_s:g})")
-                return _finish(spec, run, rt, record, out, log, start, held)
-            held = True
-            again = record.checkpoint()
-            if again is not None and (finished := again.finished()) is not None:
-                # A second copy of this deployment (sent twice) waited for the first one's lease:
-                # report the first one's result, and leave the lease as it left it.
-                if finished.lease_held:
-                    rt.leases.leave_to_rollback(spec.state_key, run.run_id)
-                else:
-                    rt.leases.release(spec.state_key, run.run_id)
-                rt.event(spec.id, "recorded", "another copy of this deployment finished it")
-                return finished
-            if resume_from is None:
-                record.write(Phase.STARTED)
+        if run.options.action == Action.APPLY and resume_from is None:
+            record.write(Phase.STARTED)
         run_pipeline(pipeline(run.options), ctx)
         if run.options.action == Action.DRIFT and out.status == Status.FAILED:
             out.status = Status.ERROR  # detection could not run: said as drift reports say it

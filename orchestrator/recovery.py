@@ -44,7 +44,8 @@ def _with_spec(result: DeploymentResult, run: RunSpec) -> DeploymentResult:
     return replace(result, spec=spec)
 
 
-def reconcile(rt: Runtime, run: RunSpec, wait_for_redelivery: bool) -> tuple[RunResult, list[str]] | None:
+def reconcile(rt: Runtime, run: RunSpec, wait_for_redelivery: bool,
+              resume: bool = True) -> tuple[RunResult, list[str]] | None:
     """Finalize a run whose chord broke. The store's checkpoints are the truth.
 
     While `wait_for_redelivery`, a run with unfinished deployments is left to Celery's redelivery (None:
@@ -54,6 +55,8 @@ def reconcile(rt: Runtime, run: RunSpec, wait_for_redelivery: bool) -> tuple[Run
     done, pending = collect(rt.store, run)
     if pending and wait_for_redelivery:
         return None
+    if not resume:  # (a run whose deployments were settled one by one: a lost one stays lost)
+        return conclude(run, results_in_order(run, done, pending), rt), []
     resumed = sorted(pending)
     # In dependency order, each after its upstreams (or skipped for them), as the run would have gone on.
     by_id = {s.id: s for s in run.deployments}

@@ -159,6 +159,12 @@ class _Sharder:
         for f in files:
             merged.update({a.name: a for a in f.attributes})
         targets: tuple[tuple[str, ...], int] = ((), 0)
+        given = merged.get(dependencies.OUTPUTS_VARIABLE)
+        if given is not None:  # tfo sets it from the upstreams' states; a value here would shadow theirs
+            self.problems.append(Problem(tf.path, f"{dependencies.OUTPUTS_VARIABLE} is set by tfo (the outputs of "
+                                                  "the deployments this one depends on); do not set it in tfvars",
+                                         given.line))
+            return []
         reserved = merged.pop(dependencies.RESERVED, None)  # tfo's, never terraform's
         if reserved is not None:
             found, problems = dependencies.explicit_targets(reserved.value if reserved.known else None,

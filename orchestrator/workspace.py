@@ -58,7 +58,9 @@ def step_context(rt: Runtime, ws: Workspace, spec: DeploymentSpec, run_id: str,
     var_files, digests = ws.var_files, {}
     if spec.depends_on:
         # Read when the step context is made, so after the upstreams' applies in this run.
-        by_service = rt.cfg.shard_by != "file"
+        # The ids of one repository share a shape, the downstream's own: the checkout's shard_by, which a
+        # worker's config need not share.
+        by_service = bool(spec.service)
         for upstream in spec.depends_on:  # again here: this host's accounts, whatever the producer's said
             refusal = dependencies.cross_account_refusal(rt.cfg, spec, dependencies.account_of(upstream, by_service))
             if refusal:

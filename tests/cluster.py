@@ -85,6 +85,7 @@ worker_concurrency = 1
 soft_time_limit_s = {soft_s}
 time_limit_s = {hard_s}
 visibility_timeout_s = {visibility_s}
+dag_watch_s = 3
 """)
 
 

@@ -35,6 +35,10 @@ def reconcile_task_id(run_id: str) -> str:
     return f"{run_id}.reconcile"
 
 
+def dag_watch_task_id(run_id: str) -> str:
+    return f"{run_id}.dag-watch"
+
+
 def finalize_task_id(run_id: str) -> str:
     return f"{run_id}.finalize"
 
@@ -108,7 +112,7 @@ def _failure_text(meta: dict[str, Any]) -> str:
     return Redactor().redact(text)
 
 
-def _metas(app: Celery, task_ids: list[str]) -> list[dict[str, Any]]:
+def task_metas(app: Celery, task_ids: list[str]) -> list[dict[str, Any]]:
     """Many tasks' metadata in one round trip (MGET on a Redis backend), else one read each."""
     backend = app.backend
     if not (hasattr(backend, "mget") and hasattr(backend, "get_key_for_task")):  # not a key-value backend
@@ -123,7 +127,7 @@ def _metas(app: Celery, task_ids: list[str]) -> list[dict[str, Any]]:
 def progress(app: Celery, run: RunSpec) -> dict[str, dict[str, Any]]:
     """Per deployment: state, phase, host, from the result backend (one read for the whole run)."""
     out: dict[str, dict[str, Any]] = {}
-    metas = _metas(app, [deploy_task_id(run.run_id, spec) for spec in run.deployments])
+    metas = task_metas(app, [deploy_task_id(run.run_id, spec) for spec in run.deployments])
     for spec, meta in zip(run.deployments, metas, strict=True):
         state = str(meta.get("status", "PENDING"))
         info = meta.get("result") if isinstance(meta.get("result"), dict) else {}
@@ -163,7 +167,7 @@ def wait(app: Celery, store: Store, run: RunSpec, on_event: Callable[[str, str, 
                     seen[dep_id] = key
                     on_event(dep_id, p["phase"], f"on {p['host']}" if p["host"] else "")
             unreachable_since = None
-            reconcile = _meta(app, reconcile_task_id(run.run_id))
+            reconcile = _meta(app, reconcile_task_id(run.run_id))  # the last resort, whatever the run's shape
         except (OperationalError, OSError, RedisError) as e:
             # The backend blinked (a Redis restart): the run goes on in the workers; keep following.
             unreachable_since = unreachable_since or time.monotonic()

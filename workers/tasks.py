@@ -24,11 +24,12 @@ from redis.exceptions import RedisError
 
 from orchestrator import alerts, keys, live, recovery
 from orchestrator.cancel import CancelToken
+from orchestrator.errors import TfoError
 from orchestrator.finalize import conclude, load_run_result
 from orchestrator.record import reference, resolve_references
 from orchestrator.redaction import Redactor
 from orchestrator.runtime import Runtime, build_runtime
-from orchestrator.service import deploy_after_upstreams, load_deployment, load_run_spec
+from orchestrator.service import deploy_after_upstreams, load_deployment, load_run_spec, ordered
 from workers import dag as workers_dag
 from workers.app import FINALIZE_QUEUE, TfoCelery, process_app
 from workers.beat import run_scheduled_drift
@@ -39,6 +40,7 @@ RECONCILE_INTERVAL_S = 5
 # A deploy task that could not send what follows its deployment tries again for about 10 minutes.
 SETTLE_RETRY_S = 10
 SETTLE_RETRIES = 60
+WATCH_BACKOFF_S = 300
 _runtime: dict[int, Runtime] = {}
 
 
@@ -142,23 +144,71 @@ def deploy_lost(request: Any, exc: Any, traceback: Any, run_id: str, deployment_
     ends without a result (finalize reports it lost, and rolls it back if its apply had started); its
     dependents are sent, and skip themselves, and the run ends."""
     app = process_app()
-    log.error("deployment %s of run %s was lost (%s): settling it so the run goes on", deployment_id, run_id,
-              Redactor().redact(f"{type(exc).__name__}: {exc}")[:300])
+    why = Redactor().redact(f"{type(exc).__name__}: {exc}")[:300]
+    if type(exc).__name__ == "TimeLimitExceeded":
+        # Killed: its terraform may still be stopping. The watch settles it after a grace (dag.LOST_GRACE_S).
+        log.error("deployment %s of run %s was killed by the time limit (%s): it is settled lost in %ds",
+                  deployment_id, run_id, why, workers_dag.LOST_GRACE_S)
+        return {"run_id": run_id, "deployment": deployment_id, "left_to": "tfo.dag_watch"}
+    log.error("deployment %s of run %s was lost (%s): settling it so the run goes on", deployment_id, run_id, why)
     # Celery calls this in the process that saw the failure, not as a message: its claims are named after
-    # the failed task (a redelivery of the failed task's message would settle it itself).
+    # the failed task (a redelivery of the failed task's message would settle it itself). If this fails
+    # (the broker blinked), the watch settles it.
     settled = workers_dag.settle(app, process_runtime(app).store, run_id, deployment_id,
                                  f"lost:{getattr(request, 'id', '') or deployment_id}")
     return {"run_id": run_id, "deployment": deployment_id, "sent": list(settled.sent),
             "finalized": settled.finalized}
 
 
-@shared_task(bind=True, base=TfoTask, name="tfo.finalize")
-def finalize_task(self: TfoTask, results: list[dict[str, Any]], run_id: str, collect: bool = False) -> dict[str, Any]:
+@shared_task(bind=True, base=TfoTask, name="tfo.dag_watch", max_retries=None)
+def dag_watch(self: TfoTask, run_id: str, failures: int = 0) -> dict[str, Any]:
+    """The backstop of a run sent as a graph: every dag_watch_s, settle what ended unnoticed, until it is
+    finalized. A store or broker that blinks only slows it down (up to WATCH_BACKOFF_S between looks); it
+    ends when the run is finalized, when the reconciler gave up on it, or when its records expire."""
+    app = self.tfo_app
+    every = app.tfo_config.celery.dag_watch_s
+    if _meta_status(app, reconcile_task_id(run_id)) == "FAILURE":
+        return {"run_id": run_id, "finalized": False, "reason": "the reconciler gave up on it"}
+    if time.time() - _run_started(run_id) > app.conf.result_expires.total_seconds():
+        return {"run_id": run_id, "finalized": False, "reason": "its records expired"}
+    try:
+        if workers_dag.look_again(app, self.process_runtime().store, run_id, self.request.id):
+            return {"run_id": run_id, "finalized": True}
+        failures = 0
+    except KeyError:
+        raise  # no graph: not a run sent as a graph (or its records are gone): nothing to watch
+    except (RedisError, OperationalError, OSError, TfoError) as e:
+        failures += 1
+        log.warning("run %s: the watch could not look (%s); again in %ds", run_id, e,
+                    min(WATCH_BACKOFF_S, every * 2 ** failures))
+    raise self.retry(countdown=min(WATCH_BACKOFF_S, every * 2 ** failures), kwargs={"failures": failures})
+
+
+def _meta_status(app: TfoCelery, task_id: str) -> str:
+    meta = app.backend.get_task_meta(task_id)
+    return str(meta.get("status", "")) if isinstance(meta, dict) else ""
+
+
+def _run_started(run_id: str) -> float:
+    try:
+        return datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return time.time()
+
+
+@shared_task(bind=True, base=TfoTask, name="tfo.finalize", max_retries=None)
+def finalize_task(self: TfoTask, results: list[dict[str, Any]], run_id: str, collect: bool = False,
+                  sent_as: str = "") -> dict[str, Any]:
     """The run's end: its chord's results (references), or (`collect`: a run sent as a graph) every
     deployment's result from the store."""
     with self.runtime(run_id) as rt:
         run = load_run_spec(rt.store, run_id)
+        if load_run_result(rt.store, run) is not None:  # a copy: the run ends once (rollbacks, alerts, audit)
+            return {"run_id": run_id, "finalized": False, "reason": "finalized already"}
         if collect:
+            message = f"{self.request.id}:{sent_as}"  # this message, redelivered or retried; not another one
+            if not workers_dag.finalizing(self.tfo_app, run_id, message, self.tfo_app.tfo_config.celery.time_limit_s):
+                raise self.retry(countdown=10)  # another copy finalizes right now
             found, pending = recovery.collect(rt.store, run)
             deployments = recovery.results_in_order(run, found, pending)
         else:
@@ -177,7 +227,11 @@ def reconcile_task(self: TfoTask, run_id: str, redeliver_by: float) -> dict[str,
         run = load_run_spec(rt.store, run_id)
         if load_run_result(rt.store, run) is not None:
             return {"run_id": run_id, "reconciled": False, "reason": "already finalized"}
-        outcome = recovery.reconcile(rt, run, wait_for_redelivery=time.time() < redeliver_by)
+        # A run sent as a graph reaches here only when its finalize failed: its deployments have all ended
+        # (a lost one was settled lost and its dependents skipped): conclude as they are, resume nothing.
+        graph_run = ordered(run)
+        outcome = recovery.reconcile(rt, run, wait_for_redelivery=time.time() < redeliver_by and not graph_run,
+                                     resume=not graph_run)
         if outcome is None:
             raise self.retry(countdown=RECONCILE_INTERVAL_S)
         result, resumed = outcome

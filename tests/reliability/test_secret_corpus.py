@@ -2,7 +2,8 @@
 
 Every place a person or a tool reads is searched for every secret: the console of each command, the
 Markdown and JSON reports, $GITHUB_STEP_SUMMARY, the worker logs, every value in Redis (task results,
-chord state, queues), the store's plain-text run records and whatever the workspaces keep. As a control,
+chord state, queues), the store's plain-text run records (summaries, cards, progress), whatever the
+workspaces keep, and every page and API answer of the dashboard. As a control,
 `tfo audit show --unredacted` must show them: the secrets really went through the system.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import REDIS_PASSWORD, RedisServer, Workers
+from tests.dashboard_harness import Dashboard
 from tests.helpers import SECRET_PASSWORD, SECRET_TOKEN, Repo
 
 pytestmark = pytest.mark.integration
@@ -134,6 +136,24 @@ def test_no_secret_leaks_through_plan_apply_failure_and_rollback(cluster: tuple[
         seen[f"store run summary {f.name}"] = f.read_text()
     for f in store.glob("*/results.json"):
         seen[f"store run results {f.parent.name}"] = f.read_text()
+    for f in [*store.glob("*/card.json"), *store.glob("*/progress/*.json")]:
+        seen[f"store live record {f.relative_to(store)}"] = f.read_text()
+    assert any("progress/" in k for k in seen), "no progress records were written"
+    # Everything the dashboard serves about these runs: its pages' data, every run, deployment, metric.
+    dash = Dashboard(repo, tmp_path / "dashboard.log")
+    try:
+        runs = json.loads(dash.get("/api/runs")[1])["runs"]
+        assert failed["run_id"] in {r["run_id"] for r in runs}
+        paths = ["/", "/api/overview", "/api/runs", "/metrics", "/healthz"]
+        paths += [f"/api/runs/{r['run_id']}" for r in runs]
+        paths += [f"/api/deployments/{d['id']}" for d in failed["deployments"]]
+        for path in paths:
+            code, body, _ = dash.get(path)
+            assert code == 200, (path, code, body[:300])
+            seen[f"dashboard {path}"] = body.decode()
+        assert "failed on purpose" in seen[f"dashboard /api/runs/{failed['run_id']}"]  # the error is there
+    finally:
+        dash.stop()
     for f in (repo.root / ".tfo" / "work").rglob("*.log"):
         seen[f"workspace log {f}"] = f.read_text(errors="replace")
 

@@ -51,9 +51,17 @@ def test_flower_requires_basic_auth() -> None:
     assert all(p.startswith("127.0.0.1:") for p in flower["ports"])
 
 
+def test_the_dashboard_requires_basic_auth_and_reads_the_workers_store() -> None:
+    services = compose()["services"]
+    dashboard = services["dashboard"]
+    assert dashboard["command"][0] == "dashboard" and "TFO_DASHBOARD_BASIC_AUTH" in dashboard["environment"]
+    assert all(p.startswith("127.0.0.1:") for p in dashboard["ports"])
+    assert dashboard["environment"]["TFO_STORE_BUCKET"] == services["worker"]["environment"]["TFO_STORE_BUCKET"]
+
+
 def test_commands_exist_in_the_cli() -> None:
     services = compose()["services"]
-    for name in ("worker", "flower"):
+    for name in ("worker", "flower", "dashboard"):
         assert services[name]["command"][0] in cli.commands, name
     beat = services["beat"]
     assert "entrypoint" not in beat  # the image's: tfo
@@ -82,6 +90,7 @@ def test_every_tfo_variable_is_one_the_config_reads(tmp_path: Path) -> None:
     known |= {f"TFO_WEBHOOK_{f.name.upper()}" for f in fields(WebhookConfig)}
     known.add("TFO_ALERTS_SLACK_WEBHOOK_URL")
     known.add("TFO_FLOWER_BASIC_AUTH")  # read by `tfo flower`
+    known.add("TFO_DASHBOARD_BASIC_AUTH")  # read by `tfo dashboard`
     assert env_names <= known, env_names - known
     # and they really change the config
     env = {"TFO_STORE_KIND": "s3", "TFO_STORE_BUCKET": "b", "TFO_CELERY_BROKER_URL": "redis://r/0",

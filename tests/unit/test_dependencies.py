@@ -74,6 +74,8 @@ def test_a_selected_deployment_finds_targets_outside_the_selection(tmp_path: Pat
      "'kms' is not a deployment id (SERVICE/ACCOUNT/REGION[/PROJECT])"),
     ({"Accounts/acct-b/platform.tfvars": 'tfo_depends_on = [1]\niam_roles = {}\n'},
      "tfo_depends_on must be a list of deployment ids"),
+    ({"Accounts/acct-b/platform.tfvars": 'tfo_dependency_outputs = { kms = {} }\niam_roles = {}\n'},
+     "tfo_dependency_outputs is set by tfo"),
 ])
 def test_refused_with_the_file_and_the_reason(tmp_path: Path, files: dict[str, str], why: str) -> None:
     cfg = make(tmp_path, files, RULES)
@@ -291,3 +293,25 @@ def test_a_worker_refuses_an_edge_its_own_accounts_do_not_allow(tmp_path: Path) 
     with pytest.raises(UserError, match=f"tfo_depends_on: {KMS}: it is in account acct-a, and deployments of "
                                         "acct-b may read only their own account's outputs"):
         step_context(strict, ws, iam, "r")  # type: ignore[arg-type]
+
+
+def test_a_worker_reads_ids_in_the_repository_s_shape_whatever_its_own_shard_by(tmp_path: Path) -> None:
+    """shard_by is the checkout's (the webhook's repositories each have their own): ACCOUNT/REGION/PROJECT ids
+    are read as such by a worker whose own config shards by service."""
+    from dataclasses import replace
+
+    from orchestrator.bundle import Workspace
+    from orchestrator.runtime import build_runtime
+    from orchestrator.workspace import step_context
+
+    cfg = make(tmp_path, {"Accounts/acct-a/key.tfvars": 'region = "us-west-2"\nkms_keys = { k = {} }\n',
+                          "Accounts/acct-a/lake.tfvars": 'region = "us-west-2"\n'
+                                                         'tfo_depends_on = ["acct-a/us-west-2/key"]\n'
+                                                         's3_buckets = { b = {} }\n'},
+               '[tfo]\nshard_by = "file"\n')
+    lake = _specs(cfg)["acct-a/us-west-2/lake"]
+    assert lake.depends_on == ("acct-a/us-west-2/key",)  # type: ignore[attr-defined]
+    worker = build_runtime(replace(cfg, shard_by="service"))
+    ws = Workspace(root=tmp_path, cwd=tmp_path / "terraform", var_files=())
+    ctx = step_context(worker, ws, lake, "r")  # type: ignore[arg-type]  # same account: no refusal
+    assert "TF_VAR_tfo_dependency_outputs" in ctx.env

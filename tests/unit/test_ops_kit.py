@@ -32,7 +32,7 @@ def test_workflow_plans_prs_and_applies_merges_with_oidc() -> None:
 
 
 def test_systemd_units_stop_gracefully_signalling_only_the_main_process() -> None:
-    for name in ("tfo-worker@.service", "tfo-flower.service", "tfo-webhook.service"):
+    for name in ("tfo-worker@.service", "tfo-flower.service", "tfo-webhook.service", "tfo-dashboard.service"):
         unit = configparser.ConfigParser(strict=False, interpolation=None)
         unit.read_string((OPS / "systemd" / name).read_text())
         service = unit["Service"]

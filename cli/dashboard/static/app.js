@@ -8,6 +8,7 @@ const OK = ["succeeded", "no_changes", "in_sync", "unmanaged"];
 const BAD = ["failed", "rolled_back", "rollback_failed", "invalid", "error", "stale", "blocked"];
 const POLL_MS = 3000;
 const STREAM_SILENCE_MS = 25000; // the server pings every 10 s: silence this long means a buffering proxy
+const STREAM_HELLO_MS = 5000; // the server says hello at once: none by then, and the stream is held back
 
 let current = null; // the rendered page's refresh function
 
@@ -85,8 +86,8 @@ function deploymentRow(d, live) {
   const plan = d.plan ? `+${d.plan.add} ~${d.plan.change} -${d.plan.destroy}` : "";
   const cells = [
     el("td", {}, depLink(d.id)),
-    el("td", { class: "status " + statusClass(d.finished ? d.status : "active"), "data-field": "status" },
-      d.finished ? d.status : "running"),
+    el("td", { class: "status " + statusClass(d.finished ? d.status : d.phase === "queued" ? "skipped" : "active"),
+      "data-field": "status" }, d.finished ? d.status : d.phase === "queued" ? "queued" : "running"),
     el("td", { "data-field": "phase" }, d.phase),
     el("td", { class: "barcell" }, phaseBar(d)),
     elapsed,
@@ -238,13 +239,17 @@ function live() {
   const stopPolling = () => { if (poller) { clearInterval(poller); poller = null; } mode("live"); };
   if (!window.EventSource) { startPolling(); return; }
   const source = new EventSource(location.origin + "/api/events");
+  const opened = Date.now();
+  let hello = false;
   const hear = () => { heard = Date.now(); if (poller) stopPolling(); else mode("live"); };
-  source.addEventListener("hello", () => { hear(); refresh(); });
+  source.addEventListener("hello", () => { hello = true; hear(); refresh(); });
   source.addEventListener("change", () => { hear(); refresh(); });
   source.addEventListener("ping", hear);
   source.onerror = () => { if (!poller) mode("reconnecting"); };
   heard = Date.now();
-  setInterval(() => { if (Date.now() - heard > STREAM_SILENCE_MS) startPolling(); }, 2000);
+  setInterval(() => {
+    if ((!hello && Date.now() - opened > STREAM_HELLO_MS) || Date.now() - heard > STREAM_SILENCE_MS) startPolling();
+  }, 1000);
 }
 
 // Elapsed times of what is still running tick between updates.
