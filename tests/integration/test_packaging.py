@@ -21,5 +21,7 @@ def test_the_wheel_holds_every_module_and_the_compiled_reader(tmp_path: Path) ->
                for p in (ROOT / top).rglob("*.py") if "__pycache__" not in p.parts}
     assert sources - names == set()
     assert "orchestrator/py.typed" in names
+    static = {p.relative_to(ROOT).as_posix() for p in (ROOT / "cli/dashboard/static").iterdir()}
+    assert static and static - names == set()  # the dashboard's page, script and style ship with tfo
     assert any(n.startswith("orchestrator/hcl/_literal.") and n.endswith(".so") for n in names), sorted(names)
     assert not any(n.startswith("tests/") for n in names)

@@ -83,7 +83,7 @@ function phaseBar(d) {
 function deploymentRow(d, live) {
   const elapsed = el("td", { class: "num", "data-field": "elapsed", "data-started": d.finished ? null : d.elapsed_s },
     secs(d.finished ? d.duration_s : d.elapsed_s));
-  const plan = d.plan ? `+${d.plan.add} ~${d.plan.change} -${d.plan.destroy}` : "";
+  const plan = d.finished && d.plan ? `+${d.plan.add} ~${d.plan.change} -${d.plan.destroy}` : "";
   const cells = [
     el("td", {}, depLink(d.id)),
     el("td", { class: "status " + statusClass(d.finished ? d.status : d.phase === "queued" ? "skipped" : "active"),
