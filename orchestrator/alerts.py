@@ -20,8 +20,10 @@ MAX_LISTED = 10
 
 def post_slack(url: str, text: str, redactor: Redactor | None = None) -> str:
     """Post one message; the error ("" when sent)."""
+    # Slack reads <...> as links and mentions (<!channel>): text from terraform or a commit must not be
+    text = (redactor or Redactor()).redact(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     try:
-        r = requests.post(url, json={"text": (redactor or Redactor()).redact(text)}, timeout=10)
+        r = requests.post(url, json={"text": text}, timeout=10)
     except requests.RequestException as e:
         return f"slack: {type(e).__name__}"
     return f"slack answered {r.status_code}" if r.status_code >= 300 else ""

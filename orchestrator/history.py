@@ -11,6 +11,7 @@ What the index shows has been redacted by whoever wrote it; it is redacted again
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,9 +27,13 @@ from orchestrator.store.base import Store
 
 # Hosts' clocks disagree: a run id made on a host that lags may sort before the newest one seen.
 CLOCK_MARGIN_S = 600
+FULL_LISTING_S = 120.0  # and a listing of every run this often: a run whose id is older than that margin
+UNREAD_RETRY_S = 30.0
 STUCK_AFTER_S = 1800.0
+ABANDONED_AFTER_S = 86400.0
 ACTIVE = "running"
 STUCK = "stuck"
+ABANDONED = "abandoned"  # never finished, and idle for a day: no longer active
 ERROR_CHARS = 300
 
 
@@ -194,7 +199,7 @@ def with_progress(d: DeploymentView, p: live.Progress, redactor: Redactor) -> De
     if last is None:
         return d
     phases = tuple((m.phase, m.at) for m in p.phases)
-    finished = last.phase in {s.value for s in Status}
+    finished = p.finished
     return replace(d, phase=last.phase, status=last.phase, host=last.host, started=p.started,
                    phase_at=last.at, phases=phases, finished=finished,
                    duration_s=(last.at - p.started) if finished else 0.0,
@@ -213,15 +218,19 @@ class _Active:
 class RunIndex:
     """The runs of one store (one namespace of it: run ids are global), kept current by `refresh()`."""
 
-    def __init__(self, store: Store, *, stuck_after_s: float = STUCK_AFTER_S, clock: Callable[[], float] = time.time,
+    def __init__(self, store: Store, *, stuck_after_s: float = STUCK_AFTER_S,
+                 abandoned_after_s: float = ABANDONED_AFTER_S, clock: Callable[[], float] = time.time,
                  parallel: int = 16, redactor: Redactor | None = None) -> None:
         self.store = store
         self.stuck_after_s = stuck_after_s
+        self.abandoned_after_s = abandoned_after_s
         self.clock = clock
         self.parallel = parallel
         self.redactor = redactor or Redactor()
         self._runs: dict[str, RunView] = {}
-        self._order: list[str] = []  # run ids, newest first
+        self._ids: list[str] = []  # run ids, oldest first (bisect keeps it sorted)
+        self._unread: dict[str, tuple[float, str]] = {}  # run id -> (when to try again, why it was not read)
+        self._listed_all_at = float("-inf")
         self._active: dict[str, _Active] = {}
         self._by_deployment: dict[str, list[str]] = {}
         self._lock = threading.Lock()
@@ -230,6 +239,7 @@ class RunIndex:
         self.refreshed_at = 0.0
         self.loaded = False
         self.error = ""
+        self.partial = ""  # runs seen but not read yet (tried again), said on the pages
 
     # --- refreshing (one thread) ------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -250,39 +260,73 @@ class RunIndex:
         return changed
 
     def _refresh(self) -> bool:
-        with self._lock:
-            newest = self._order[0] if self._order else ""
+        now = self.clock()
+        # Usually one listing after the newest run known (less a margin: clocks lag); now and then all of it,
+        # for a run whose id is older still (a webhook job that waited in its spool, a host whose clock ran
+        # ahead of the others).
         after = ""
-        if newest:
-            then = datetime.fromtimestamp(_started_of_id(newest) - CLOCK_MARGIN_S, UTC)
-            after = f"{keys.RUNS}{then:%Y%m%dT%H%M%S}"
-        names = self.store.list_children(keys.RUNS, start_after=after)
+        with self._lock:
+            newest = self._ids[-1] if self._ids else ""
+        if newest and now - self._listed_all_at < FULL_LISTING_S:
+            start = min(_started_of_id(newest), now) - CLOCK_MARGIN_S
+            after = f"{keys.RUNS}{datetime.fromtimestamp(start, UTC):%Y%m%dT%H%M%S}"
+        else:
+            self._listed_all_at = now
         seen: dict[str, set[str]] = {}
-        for name in names:
+        for name in self.store.list_children(keys.RUNS, start_after=after):
             run_id = name.removesuffix("/").removesuffix(".json")
             if keys.RUN_ID.fullmatch(run_id):
                 seen.setdefault(run_id, set()).add("summary" if name.endswith(".json") else "dir")
         with self._lock:
-            new = sorted((r for r in seen if r not in self._runs), reverse=True)
+            new = sorted((r for r in seen if r not in self._runs), reverse=True)  # newest first
+            # runs that could not be read before, when their time to try again has come
+            new += [r for r, (when, _) in sorted(self._unread.items(), reverse=True)
+                    if r not in seen and r not in self._runs and when <= now]
             going = list(self._active)
         changed = False
-        # new runs, newest first, in parallel
         with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="tfo-index") as pool:
-            for view in pool.map(lambda r: self._read_new(r, "summary" in seen[r]), new):
+            # a run retried without being listed again: its summary is looked for
+            for view in pool.map(lambda r: self._try_new(r, "summary" in seen.get(r, {"summary"})), new):
                 if view is not None:
                     self._put(view)
                     changed = True
             for updated in pool.map(self._look_again, going):
                 changed = updated or changed
-        now = self.clock()
-        with self._lock:  # a run that stopped moving is stuck (a dead producer, a lost chord)
-            for a in self._active.values():
-                status = STUCK if now - a.view.last_activity > self.stuck_after_s else ACTIVE
+        with self._lock:
+            for a in list(self._active.values()):
+                idle = now - a.view.last_activity
+                if idle > self.abandoned_after_s:
+                    # never finished and nobody will finish it now (a killed local run, a dead producer):
+                    # shown as such, and no longer looked at
+                    del self._active[a.view.run_id]
+                    self._runs[a.view.run_id] = replace(a.view, status=ABANDONED)
+                    changed = True
+                    continue
+                status = STUCK if idle > self.stuck_after_s else ACTIVE  # a run that stopped moving
                 if status != a.view.status:
                     a.view = replace(a.view, status=status)
                     self._runs[a.view.run_id] = a.view
                     changed = True
+            unread = len(self._unread)
+            if unread:
+                sample = next(iter(self._unread.values()))[1]
+                self.partial = f"{unread} run(s) could not be read yet (e.g. {sample}); trying again"
+            else:
+                self.partial = ""
         return changed
+
+    def _try_new(self, run_id: str, has_summary: bool) -> RunView | None:
+        """A new run's view; a run that cannot be read (the store blinked, a malformed record) is tried again
+        later, never dropped."""
+        try:
+            view = self._read_new(run_id, has_summary)
+        except Exception as e:  # any record problem: this run, not the refresh
+            with self._lock:
+                self._unread[run_id] = (self.clock() + UNREAD_RETRY_S, f"{run_id}: {type(e).__name__}: {e}"[:200])
+            return None
+        with self._lock:
+            self._unread.pop(run_id, None)
+        return view
 
     def _summary(self, run_id: str) -> RunView | None:
         try:
@@ -337,7 +381,7 @@ class RunIndex:
         a.stamps = stamps
         deployments = tuple(with_progress(d, a.progress[d.id], self.redactor) if d.id in a.progress else d
                             for d in a.view.deployments)
-        last = max([a.view.started, *(p.last.at for p in a.progress.values() if p.last)])
+        last = max([a.view.started, *(p.last_seen for p in a.progress.values())])
         a.view = replace(a.view, deployments=deployments, last_activity=last,
                          status=ACTIVE if a.view.status == STUCK and last > a.view.last_activity else a.view.status)
         self._put(a.view)
@@ -354,19 +398,11 @@ class RunIndex:
             fresh = view.run_id not in self._runs
             self._runs[view.run_id] = view
             if fresh:
-                self._insert(view.run_id)
+                bisect.insort(self._ids, view.run_id)
                 for d in view.deployments:
                     self._by_deployment.setdefault(d.id, []).append(view.run_id)
             if view.run_id in self._active:
                 self._active[view.run_id].view = view
-
-    def _insert(self, run_id: str) -> None:
-        # newest first; new runs are almost always the newest
-        order = self._order
-        i = 0
-        while i < len(order) and order[i] > run_id:
-            i += 1
-        order.insert(i, run_id)
 
     # --- reading (any thread) ---------------------------------------------------------------------
     def run(self, run_id: str) -> RunView | None:
@@ -375,15 +411,14 @@ class RunIndex:
 
     def active(self) -> list[RunView]:
         with self._lock:
-            return [self._runs[r] for r in self._order if r in self._active]
+            return [self._runs[r] for r in sorted(self._active, reverse=True)]
 
     def recent(self, limit: int = 50, before: str = "", status: str = "", action: str = "") -> list[RunView]:
         out = []
         with self._lock:
-            for run_id in self._order:
-                if before and run_id >= before:
-                    continue
-                view = self._runs[run_id]
+            end = bisect.bisect_left(self._ids, before) if before else len(self._ids)
+            for i in range(end - 1, -1, -1):
+                view = self._runs[self._ids[i]]
                 if (status and view.status != status) or (action and view.action != action):
                     continue
                 out.append(view)
@@ -392,12 +427,13 @@ class RunIndex:
         return out
 
     def all_runs(self) -> list[RunView]:
+        """Newest first."""
         with self._lock:
-            return [self._runs[r] for r in self._order]
+            return [self._runs[r] for r in reversed(self._ids)]
 
     def total(self) -> int:
         with self._lock:
-            return len(self._order)
+            return len(self._ids)
 
     def deployment_runs(self, deployment_id: str, limit: int = 100) -> list[RunView]:
         with self._lock:
@@ -412,9 +448,6 @@ class RunIndex:
 
 
 # --- figures ---------------------------------------------------------------------------------------
-BAD = (Status.FAILED.value, Status.ROLLED_BACK.value, Status.ROLLBACK_FAILED.value)
-
-
 def figures(runs: Iterable[RunView], since: float) -> dict[str, Any]:
     """Deployments of the finished runs started since `since`: how many, how they ended, how long they took,
     and the time running them in parallel saved (their durations one after another, less each run's wall time)."""
@@ -429,7 +462,7 @@ def figures(runs: Iterable[RunView], since: float) -> dict[str, Any]:
         for d in run.deployments:
             deployments += 1
             succeeded += d.status in (Status.SUCCEEDED.value, Status.NO_CHANGES.value)
-            failed += d.status in BAD
+            failed += d.status in (Status.FAILED.value, Status.ROLLBACK_FAILED.value)  # rolled back: apart
             rolled_back += d.status == Status.ROLLED_BACK.value
             if d.duration_s:
                 durations.append(d.duration_s)
@@ -457,7 +490,7 @@ def overview(index: RunIndex, now: float, recent: int = 30) -> dict[str, Any]:
         "today": figures(runs, day_start(now)),
         "week": figures(runs, week),
         "runs_recorded": index.total(),
-        "index_error": index.error,
+        "index_error": index.error or index.partial,
     }
 
 

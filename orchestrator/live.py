@@ -23,13 +23,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator import keys
-from orchestrator.models import Record, RunSpec
+from orchestrator.models import Record, RunSpec, Status
 from orchestrator.redaction import Redactor
 from orchestrator.store.base import Store
 
 log = logging.getLogger("tfo.live")
 
 DETAIL_CHARS = 200
+HEARTBEAT_S = 300.0  # a deployment still at it is written again this often, so a long apply is not "stuck"
+FINAL = frozenset(s.value for s in Status)
 # A deployment of the run's card without a record is queued: not written, so starting a 500-deployment run
 # writes nothing per deployment.
 UNRECORDED = ("queued",)
@@ -52,6 +54,7 @@ class Progress(Record):
 
     deployment: str
     phases: tuple[Mark, ...] = ()
+    beat: float = 0.0  # the last time its process said it is still at it (a long apply prints nothing new)
 
     @property
     def last(self) -> Mark | None:
@@ -60,6 +63,14 @@ class Progress(Record):
     @property
     def started(self) -> float:
         return self.phases[0].at if self.phases else 0.0
+
+    @property
+    def last_seen(self) -> float:
+        return max(self.beat, self.last.at if self.last else 0.0)
+
+    @property
+    def finished(self) -> bool:
+        return self.last is not None and self.last.phase in FINAL
 
     def time_in(self, phase: str) -> float:
         """How long it spent in `phase` (summed; the phase it is in now counts up to its last record)."""
@@ -110,6 +121,7 @@ class ProgressRecorder:
     run_id: str
     host: str
     interval: float = 1.0
+    heartbeat_s: float = HEARTBEAT_S
     redactor: Redactor = field(default_factory=Redactor)
     clock: Callable[[], float] = time.time
     _records: dict[str, Progress] = field(default_factory=dict)
@@ -133,7 +145,10 @@ class ProgressRecorder:
             record = self._records.get(deployment_id) or earlier or Progress(deployment_id)
             if record.last is not None and (record.last.phase, record.last.detail) == (phase, entry.detail):
                 return  # the same again (a redelivered event): nothing new to show
-            self._records[deployment_id] = replace(record, phases=(*record.phases, entry)[-MAX_PHASES:])
+            phases = (*record.phases, entry)
+            if len(phases) > MAX_PHASES:  # the first one stays: it says when the deployment started
+                phases = (phases[0], *phases[-(MAX_PHASES - 1):])
+            self._records[deployment_id] = replace(record, phases=phases)
             self._dirty.add(deployment_id)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tfo-progress", daemon=True)
@@ -142,7 +157,16 @@ class ProgressRecorder:
     def _run(self) -> None:
         while not self._closed:
             self._wake.wait(self.interval)
+            self._beat()
             self.flush()
+
+    def _beat(self) -> None:
+        now = self.clock()
+        with self._lock:
+            for deployment_id, record in self._records.items():
+                if not record.finished and now - record.last_seen >= self.heartbeat_s:
+                    self._records[deployment_id] = replace(record, beat=now)
+                    self._dirty.add(deployment_id)
 
     def flush(self) -> None:
         with self._flush_lock:  # one writer: a record's writes never overtake each other

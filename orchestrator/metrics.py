@@ -8,7 +8,9 @@ the drift records.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +18,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from orchestrator.history import RunIndex
+from orchestrator.models import Action, RollbackStatus, RollbackStrategy, RunStatus, Status
+from orchestrator.store.base import Store
 
 DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, float("inf"))
 LEASE_BUCKETS = (0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, float("inf"))
+DEPLOYMENT_OUTCOMES = tuple(s.value for s in (Status.SUCCEEDED, Status.NO_CHANGES, Status.FAILED, Status.ROLLED_BACK,
+                                              Status.ROLLBACK_FAILED, Status.BLOCKED, Status.SKIPPED,
+                                              Status.CANCELLED, Status.STALE))
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,22 @@ class IndexCollector(Collector):
         self.index = index
         self.cluster = cluster
         self.drift = drift
+        self._cached: tuple[int, list[Metric]] | None = None
 
     def collect(self) -> Iterator[Metric]:
+        version = self.index.version
+        if self._cached is None or self._cached[0] != version:  # the history's figures change with the index
+            self._cached = (version, list(self._history()))
+        yield from self._cached[1]
+        index_runs = GaugeMetricFamily("tfo_index_runs", "Runs the dashboard's index holds")
+        index_runs.add_metric([], self.index.total())
+        index_ok = GaugeMetricFamily("tfo_index_up", "1 when the last look at the store worked")
+        index_ok.add_metric([], 0 if self.index.error else 1)
+        yield from (index_runs, index_ok)
+        yield from self._cluster()
+        yield from self._drift()
+
+    def _history(self) -> Iterator[Metric]:
         runs = CounterMetricFamily("tfo_runs", "Finished runs recorded in the store", labels=["action", "status"])
         deployments = CounterMetricFamily("tfo_deployments", "Deployments of finished runs, by how they ended",
                                           labels=["action", "status", "service", "account"])
@@ -63,6 +84,20 @@ class IndexCollector(Collector):
         waits: dict[tuple[str, ...], list[float]] = {}
         states = {"running": 0, "stuck": 0}
         phases: dict[str, int] = {}
+        # Every label set an alert looks at exists from the start, at 0: Prometheus' increase() cannot see a
+        # counter's first step when the series appears already at 1.
+        for strategy in RollbackStrategy:
+            for rb_status in RollbackStatus:
+                rb_counts[(strategy.value, rb_status.value)] = 0
+        for action in (Action.PLAN, Action.APPLY):
+            for run_status in RunStatus:
+                if run_status != RunStatus.RUNNING:
+                    run_counts[(action.value, run_status.value)] = 0
+        for run in self.index.all_runs():
+            if not run.active:
+                for d in run.deployments:  # each service and account seen: every outcome, at 0 to start with
+                    for status in DEPLOYMENT_OUTCOMES:
+                        dep_counts.setdefault((run.action, status, d.service, d.account), 0)
         for run in self.index.all_runs():
             if run.active:
                 states[run.status] = states.get(run.status, 0) + 1
@@ -92,13 +127,6 @@ class IndexCollector(Collector):
                          ["action", "service", "account"], durations, DURATION_BUCKETS)
         yield _histogram("tfo_lease_wait_seconds", "How long deployments waited for their state's lease",
                          ["service", "account"], waits, LEASE_BUCKETS)
-        index_runs = GaugeMetricFamily("tfo_index_runs", "Runs the dashboard's index holds")
-        index_runs.add_metric([], self.index.total())
-        index_ok = GaugeMetricFamily("tfo_index_up", "1 when the last look at the store worked")
-        index_ok.add_metric([], 0 if self.index.error else 1)
-        yield from (index_runs, index_ok)
-        yield from self._cluster()
-        yield from self._drift()
 
     def _cluster(self) -> Iterator[Metric]:
         if self.cluster is None:
@@ -123,6 +151,41 @@ class IndexCollector(Collector):
         for state, n in sorted(counts.items()):
             family.add_metric([state], n)
         yield family
+
+
+class DriftCounts:
+    """How many deployments drift, from the drift records of the whole store: one listing (with stamps) per
+    refresh, and a read of only the records that changed. Refreshed off the scrape (the dashboard's
+    refresher); a store that fails keeps the last counts."""
+
+    def __init__(self, store: Store, parallel: int = 8) -> None:
+        self.store = store
+        self.parallel = parallel
+        self._records: dict[str, tuple[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = drift_counts([])
+
+    def refresh(self) -> None:
+        from orchestrator import drift, keys
+
+        listed = {k.key: k.stamp for k in self.store.list_keys(keys.DRIFT) if k.key.endswith(".json")}
+        changed = [k for k, stamp in listed.items() if self._records.get(k, ("",))[0] != stamp]
+
+        def read(key: str) -> Any:
+            try:
+                return drift.DriftRecord.from_dict(self.store.get_json(key))
+            except (KeyError, TypeError, ValueError):
+                return None
+
+        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="tfo-drift-count") as pool:
+            fresh = dict(zip(changed, pool.map(read, changed), strict=True))
+        with self._lock:
+            self._records = {k: (listed[k], fresh[k] if k in fresh else self._records[k][1]) for k in listed}
+            self.counts = drift_counts([r for _, r in self._records.values() if r is not None])
+
+    def __call__(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
 
 
 def drift_counts(records: list[Any]) -> dict[str, int]:

@@ -9,6 +9,7 @@ and follows it until it is finalized. Every executor finalizes and notifies the 
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import secrets
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from orchestrator import dependencies, git, keys, live, notify
 from orchestrator.bundle import build_bundle, upload_bundle
 from orchestrator.config import TfoConfig
 from orchestrator.deploy import deploy
-from orchestrator.errors import UserError
+from orchestrator.errors import TfoError, UserError
 from orchestrator.finalize import conclude
 from orchestrator.models import (
     Action,
@@ -40,6 +41,7 @@ from orchestrator.runtime import Runtime
 from orchestrator.store.base import Store
 
 StopAsked = Callable[[], bool]
+log = logging.getLogger("tfo")
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,10 @@ def start(cfg: TfoConfig, store: Store, specs: Sequence[DeploymentSpec], request
           executor: Executor) -> RunSpec:
     """Prepare the run, say on its commit that it is pending, and hand it to the executor."""
     run = prepare(cfg, store, specs, request, distributed=executor.distributed)
-    live.write_card(store, run, executor.name, host_name())  # watchers see the run from now on
+    try:
+        live.write_card(store, run, executor.name, host_name())  # watchers see the run from now on
+    except TfoError as e:  # watching must never stop a run (its summary still comes at its end)
+        log.warning("run %s: its card for the dashboard not written: %s", run.run_id, e)
     notify.post_pending(cfg, run)
     executor.submit(run)
     return run

@@ -127,14 +127,14 @@ def deploy_task(self: TfoTask, run_id: str, deployment_id: str, dag: bool = Fals
     with self.runtime(run_id) as rt:
         run, spec = load_deployment(rt.store, run_id, deployment_id)
         result = reference(deploy_after_upstreams(spec, run, rt))
-        if dag:
-            try:
-                workers_dag.settle(self.tfo_app, rt.store, run_id, deployment_id, self.request.id)
-            except (RedisError, OperationalError, OSError) as e:
-                # The deployment is recorded; sending what follows it failed: again (this deployment is
-                # reported from its checkpoint, never run twice), and its error callback settles it at last.
-                raise self.retry(exc=e, countdown=SETTLE_RETRY_S) from e
-        return result
+    if dag:  # once its progress is written (the runtime's end): finalize may start now, elsewhere
+        try:
+            workers_dag.settle(self.tfo_app, self.process_runtime().store, run_id, deployment_id, self.request.id)
+        except (RedisError, OperationalError, OSError, TfoError) as e:
+            # The deployment is recorded; sending what follows it failed: again (this deployment is reported
+            # from its checkpoint, never run twice); the run's watch settles it at last.
+            raise self.retry(exc=e, countdown=SETTLE_RETRY_S) from e
+    return result
 
 
 # Not bound, like run_failed: an error callback gets (request, exc, traceback) only when its function takes them.

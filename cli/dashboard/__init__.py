@@ -29,7 +29,7 @@ from orchestrator import drift, history, keys
 from orchestrator.config import TfoConfig
 from orchestrator.errors import ConfigError, UserError
 from orchestrator.history import RunIndex
-from orchestrator.metrics import ClusterView, IndexCollector, drift_counts
+from orchestrator.metrics import ClusterView, DriftCounts, IndexCollector
 from orchestrator.models import duration_s
 from orchestrator.names import unsafe_name_reason
 from orchestrator.redaction import Redactor
@@ -153,34 +153,18 @@ def _redacted(redactor: Redactor, data: Any) -> Any:
     return data
 
 
-DRIFT_CACHE_S = 30.0
-
-
-def _every(seconds: float, fn: Callable[[], dict[str, int]]) -> Callable[[], dict[str, int]]:
-    """`fn`'s answer, asked again at most every `seconds` (the drift records are a listing and a read each)."""
-    lock = threading.Lock()
-    last: list[tuple[float, dict[str, int]]] = []
-
-    def cached() -> dict[str, int]:
-        with lock:
-            if not last or time.monotonic() - last[0][0] > seconds:
-                try:
-                    last[:] = [(time.monotonic(), fn())]
-                except Exception as e:  # the store: no drift figures this time
-                    log.warning("drift records not read: %s", e)
-                    return last[0][1] if last else {}
-            return last[0][1]
-
-    return cached
-
-
 # --- keeping the index current -------------------------------------------------------------------
-class Refresher:
-    """One thread that looks at the store every `interval` seconds."""
+DRIFT_REFRESH_S = 60.0
 
-    def __init__(self, index: RunIndex, interval: float) -> None:
+
+class Refresher:
+    """One thread that looks at the store every `interval` seconds (the drift records every minute)."""
+
+    def __init__(self, index: RunIndex, interval: float, drift_counts: DriftCounts | None = None) -> None:
         self.index = index
         self.interval = interval
+        self.drift_counts = drift_counts
+        self._drift_at = float("-inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tfo-dashboard-refresh", daemon=True)
 
@@ -191,6 +175,12 @@ class Refresher:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.index.refresh()
+            if self.drift_counts is not None and time.monotonic() - self._drift_at > DRIFT_REFRESH_S:
+                self._drift_at = time.monotonic()
+                try:
+                    self.drift_counts.refresh()
+                except Exception as e:  # the store: the last counts stay
+                    log.warning("drift records not read: %s", e)
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
@@ -207,7 +197,8 @@ STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
 
 
 def create_app(cfg: TfoConfig, store: Store, index: RunIndex, auth: Auth | None,
-               cluster: Callable[[], ClusterView] | None = None, clock: Callable[[], float] = time.time) -> Flask:
+               cluster: Callable[[], ClusterView] | None = None, clock: Callable[[], float] = time.time,
+               drift_counts: Callable[[], dict[str, int]] | None = None) -> Flask:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -215,8 +206,11 @@ def create_app(cfg: TfoConfig, store: Store, index: RunIndex, auth: Auth | None,
     redactor = Redactor()
     streams = threading.BoundedSemaphore(cfg.dashboard.max_streams)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(IndexCollector(index, cluster, _every(DRIFT_CACHE_S, lambda: drift_counts(
-        drift.history(store, namespace=cfg.namespace)))))
+    if drift_counts is None:  # (no refresher: read once now)
+        counter = DriftCounts(store)
+        counter.refresh()
+        drift_counts = counter
+    registry.register(IndexCollector(index, cluster, drift_counts))
 
     def json_response(data: Any, status: int = 200) -> Response:
         # Redacted once more on the way out: whatever a record let through, the page does not show.
@@ -317,26 +311,36 @@ def create_app(cfg: TfoConfig, store: Store, index: RunIndex, auth: Auth | None,
 
     @app.get("/api/events")
     def api_events() -> Response:
+        if request.method != "GET":  # (HEAD) nothing to stream: no slot taken
+            return Response(status=200, mimetype="text/event-stream")
         if not streams.acquire(blocking=False):
             return json_response({"error": "too many live connections; poll /api/overview"}, 503)
 
         def stream() -> Iterator[str]:
-            try:
-                version = index.version
-                yield f"retry: 3000\nevent: hello\ndata: {json.dumps({'version': version})}\n\n"
-                ends = time.monotonic() + STREAM_MAX_S
-                while time.monotonic() < ends:
-                    now = index.wait_for_change(version, STREAM_HEARTBEAT_S)
-                    if now != version:
-                        version = now
-                        yield f"event: change\ndata: {json.dumps({'version': version})}\n\n"
-                    else:  # a named event, not a comment: the page sees that the stream is alive
-                        yield f"event: ping\ndata: {json.dumps({'version': version})}\n\n"
-            finally:
+            version = index.version
+            yield f"retry: 3000\nevent: hello\ndata: {json.dumps({'version': version})}\n\n"
+            ends = time.monotonic() + STREAM_MAX_S
+            while time.monotonic() < ends:
+                now = index.wait_for_change(version, STREAM_HEARTBEAT_S)
+                if now != version:
+                    version = now
+                    yield f"event: change\ndata: {json.dumps({'version': version})}\n\n"
+                else:  # a named event, not a comment: the page sees that the stream is alive
+                    yield f"event: ping\ndata: {json.dumps({'version': version})}\n\n"
+
+        response = Response(stream(), mimetype="text/event-stream",
+                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        # Given back when the server closes the response, however it ends (a generator that never started,
+        # a client gone): once.
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
                 streams.release()
 
-        return Response(stream(), mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        response.call_on_close(release)
+        return response
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -376,11 +380,12 @@ def serve(cfg: TfoConfig, listen: str, no_auth: bool, env: Mapping[str, str] | N
         from workers.monitor import cluster_view
 
         cluster = cluster_view(cfg)
-    refresher = Refresher(index, cfg.dashboard.refresh_s).start()
+    drifting = DriftCounts(store)
+    refresher = Refresher(index, cfg.dashboard.refresh_s, drifting).start()
     log.info("tfo dashboard on http://%s:%d (store %s, %s)", host, port, store.describe(),
              "no authentication (loopback)" if auth is None else "authentication required")
     try:
-        waitress_serve(create_app(cfg, store, index, auth, cluster), host=host, port=port,
+        waitress_serve(create_app(cfg, store, index, auth, cluster, drift_counts=drifting), host=host, port=port,
                        threads=cfg.dashboard.threads, ident="tfo-dashboard", channel_timeout=STREAM_MAX_S + 60)
     finally:
         refresher.stop()

@@ -55,6 +55,15 @@ def _deployment(rng: random.Random, i: int) -> dict[str, Any]:
     return d
 
 
+def _card(run_id: str, at: datetime, deployments: list[dict[str, Any]]) -> dict[str, Any]:
+    """What live.card_of writes when a run starts."""
+    return {"run_id": run_id, "action": "apply", "atomic": False, "from_plan": "", "started_at": at.isoformat(),
+            "actor": "ci-bot", "git_sha": "0" * 40, "executor": "celery", "host": "producer", "repository": "",
+            "pull_request": None,
+            "deployments": [{k: d[k] for k in ("id", "service", "account", "region", "project")} | {"depends_on": []}
+                            for d in deployments]}
+
+
 def populate(store_dir: Path, runs: int, seed: int = 7) -> None:
     from orchestrator import keys
     from orchestrator.store.local import LocalStore
@@ -74,12 +83,7 @@ def populate(store_dir: Path, runs: int, seed: int = 7) -> None:
             else "succeeded", "atomic": False, "started_at": at.isoformat(),
             "finished_at": (at + timedelta(seconds=wall)).isoformat(), "audit_key": None,
             "deployments": deployments})
-        store.put_json(keys.run_card(run_id), {
-            "run_id": run_id, "action": "apply", "atomic": False, "from_plan": "", "started_at": at.isoformat(),
-            "actor": "ci-bot", "git_sha": "0" * 40, "executor": "celery", "host": "producer", "repository": "",
-            "pull_request": None, "deployments": [{k: d[k] for k in ("id", "service", "account", "region",
-                                                                      "project")} | {"depends_on": []}
-                                                   for d in deployments]})
+        store.put_json(keys.run_card(run_id), _card(run_id, at, deployments))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(one, range(runs)))
@@ -87,12 +91,7 @@ def populate(store_dir: Path, runs: int, seed: int = 7) -> None:
         at = now - timedelta(seconds=30 * (n + 1))
         run_id = _run_id(at, 0xF00000 + n)
         deployments = [_deployment(rng, i) for i in range(20)]
-        store.put_json(keys.run_card(run_id), {
-            "run_id": run_id, "action": "apply", "atomic": False, "from_plan": "", "started_at": at.isoformat(),
-            "actor": "ci-bot", "git_sha": "1" * 40, "executor": "celery", "host": "producer", "repository": "",
-            "pull_request": None, "deployments": [{k: d[k] for k in ("id", "service", "account", "region",
-                                                                      "project")} | {"depends_on": []}
-                                                   for d in deployments]})
+        store.put_json(keys.run_card(run_id), _card(run_id, at, deployments))
         for d in deployments[:12]:
             store.put_json(keys.progress(run_id, d["id"]), {"deployment": d["id"], "phases": [
                 {"phase": "init", "at": at.timestamp() + 1, "host": "w1@h", "detail": ""},

@@ -63,6 +63,8 @@ def _watch_a_failing_run(repo: Repo, dash: Dashboard, tmp_path: Path, name: str)
         proc = repo.popen("apply", "--json-out", str(out))
         phases: dict[str, set[str]] = {}
 
+        # kept current by the stream, not by polling (the proxy test covers polling)
+        assert driver.find_element("id", "live").get_attribute("data-mode") == "live"
         _until("the run to appear on the page", lambda: _rows(driver))
         shot = False
 

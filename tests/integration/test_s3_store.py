@@ -161,7 +161,8 @@ def test_a_saved_plan_on_s3_is_applied_and_then_stale(s3_repo: tuple[Repo, str, 
     assert {d["status"] for d in json.loads((tmp_path / "again.json").read_text())["deployments"]} == {"stale"}
 
 
-def test_the_dashboard_index_reads_an_s3_store_with_listings(s3_repo: tuple[Repo, str, str], tmp_path: Path) -> None:
+def test_the_dashboard_index_reads_an_s3_store_with_listings(s3_repo: tuple[Repo, str, str], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A real apply on the S3 store, then the dashboard's index over it: runs found by a delimiter listing
     after the newest known, progress records by their ETags, a run's card and summary read back."""
     from orchestrator import keys
@@ -170,6 +171,9 @@ def test_the_dashboard_index_reads_an_s3_store_with_listings(s3_repo: tuple[Repo
     from orchestrator.store import open_store
 
     repo = s3_repo[0]
+    for name, value in repo.env.items():  # boto3 here reads this process's environment (moto's credentials)
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
     write_sample(repo)
     out = tmp_path / "apply.json"
     assert repo.tfo("apply", "--json-out", str(out)).returncode == 0

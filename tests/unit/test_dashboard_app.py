@@ -68,6 +68,8 @@ def test_every_route_needs_credentials(setup: tuple[TfoConfig, LocalStore, RunIn
         assert r.status_code == 401, (route, headers)
         assert r.headers["WWW-Authenticate"].startswith("Basic realm=")
         assert b"tfo" not in r.data.replace(b"tfo dashboard", b"")  # nothing of the store behind it
+    for method in ("HEAD", "OPTIONS", "POST"):  # not only GET
+        assert client.open(route, method=method).status_code == 401, (route, method)
     r = client.get(route, headers=OK)
     assert r.status_code != 401, route
     if route == "/api/events":
@@ -143,6 +145,11 @@ def test_the_metrics_as_prometheus_reads_them(setup: tuple[TfoConfig, LocalStore
     assert samples[("tfo_deployments_total", (("account", "acct-a"), ("action", "apply"), ("service", "s3"),
                                               ("status", "rolled_back")))] == 1
     assert samples[("tfo_rollbacks_total", (("status", "succeeded"), ("strategy", "reapply")))] == 1
+    # what alerts look at exists at 0 before its first step (increase() cannot see a series born at 1)
+    assert samples[("tfo_rollbacks_total", (("status", "failed"), ("strategy", "state")))] == 0
+    assert samples[("tfo_runs_total", (("action", "plan"), ("status", "succeeded")))] == 0
+    assert samples[("tfo_deployments_total", (("account", "acct-a"), ("action", "apply"), ("service", "s3"),
+                                              ("status", "rollback_failed")))] == 0
     assert samples[("tfo_runs_active", (("state", "running"),))] == 1
     assert samples[("tfo_deployments_active", (("phase", "apply"),))] == 1
     assert samples[("tfo_deployment_duration_seconds_count", (("account", "acct-a"), ("action", "apply"),
@@ -184,3 +191,20 @@ def test_the_stream_says_hello_and_a_change(setup: tuple[TfoConfig, LocalStore, 
     assert change.startswith("event: change\ndata: ") and json.loads(change.split("data: ")[1])["version"] == \
         index.version
     r.close()
+
+
+def test_a_head_of_the_stream_takes_no_live_slot(setup: tuple[TfoConfig, LocalStore, RunIndex]) -> None:
+    cfg, store, index = setup
+    from dataclasses import replace
+
+    one = replace(cfg, dashboard=replace(cfg.dashboard, max_streams=1))
+    client = create_app(one, store, index, Auth({USER: PASSWORD})).test_client()
+    for _ in range(3):
+        assert client.head("/api/events", headers=OK).status_code == 200
+    r = client.get("/api/events", headers=OK, buffered=False)
+    assert r.status_code == 200  # the one slot is free
+    assert client.get("/api/events", headers=OK).status_code == 503  # and now taken
+    r.close()
+    again = client.get("/api/events", headers=OK, buffered=False)  # given back when the first one closed
+    assert again.status_code == 200
+    again.close()

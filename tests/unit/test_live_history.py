@@ -174,10 +174,11 @@ def test_figures_count_today_and_the_time_parallel_runs_saved(store: LocalStore)
     from datetime import UTC, datetime
     now = datetime(2026, 12, 8, 12, tzinfo=UTC).timestamp()
     page = overview(index, now)
-    assert page["today"] == {"runs": 1, "deployments": 2, "succeeded": 1, "failed": 1, "rolled_back": 1,
+    assert page["today"] == {"runs": 1, "deployments": 2, "succeeded": 1, "failed": 0, "rolled_back": 1,
                              "average_duration_s": 8.0, "time_saved_s": 6.0}  # 8 + 8 one after another, in 10
     week = figures(index.all_runs(), now - 8 * 86400)
-    assert (week["runs"], week["deployments"], week["failed"], week["time_saved_s"]) == (2, 4, 2, 9.0)
+    assert (week["runs"], week["deployments"], week["failed"], week["rolled_back"], week["time_saved_s"]) == (
+        2, 4, 1, 1, 9.0)
     assert page["recent"][0]["run_id"] == a.run_id and "deployments" not in page["recent"][0]
 
 
@@ -223,3 +224,81 @@ def test_listing_keys_and_children_of_the_local_store(store: LocalStore) -> None
     time.sleep(0.01)
     store.put_json("runs/a/progress/x.json", {"v": 22})
     assert store.list_keys("runs/a/progress/")[0].stamp != before
+
+
+def test_a_run_that_cannot_be_read_is_tried_again_and_never_dropped(store: LocalStore) -> None:
+    runs = [_run(f"20261208T10{m:02d}00Z-{m:06x}") for m in range(4)]
+    for r in runs:
+        store.put_json(keys.run_summary(r.run_id), _summary(r, {"one": "succeeded", "two": "succeeded"}))
+    broken = runs[1].run_id
+    real_get = store.get_json
+    failing = {"on": True}
+
+    def get_json(key: str) -> Any:
+        if failing["on"] and key == keys.run_summary(broken):
+            raise OSError("SlowDown")
+        return real_get(key)
+
+    store.get_json = get_json  # type: ignore[method-assign]
+    now = [time.time()]
+    index = RunIndex(store, clock=lambda: now[0])
+    index.refresh()
+    assert index.total() == 3 and index.run(broken) is None
+    assert "could not be read yet" in index.partial and "SlowDown" in index.partial
+    failing["on"] = False
+    now[0] += 31  # its time to try again
+    assert index.refresh() is True and index.run(broken) is not None and index.partial == ""
+
+
+def test_a_run_older_than_the_listing_margin_is_found_by_the_full_listing(store: LocalStore) -> None:
+    newest = _run("20261208T120000Z-aaaaaa")
+    store.put_json(keys.run_summary(newest.run_id), _summary(newest, {"one": "succeeded", "two": "succeeded"}))
+    from datetime import UTC, datetime
+
+    now = [datetime(2026, 12, 8, 12, 30, tzinfo=UTC).timestamp()]
+    index = RunIndex(store, clock=lambda: now[0])
+    index.refresh()
+    late = _run("20261208T090000Z-bbbbbb")  # made three hours earlier, recorded only now (a spooled job)
+    live.write_card(store, late, "celery", "webhook")
+    index.refresh()
+    assert index.run(late.run_id) is None  # the quick listing starts after the newest run, less its margin
+    now[0] += 121
+    index.refresh()
+    assert index.run(late.run_id) is not None and [r.run_id for r in index.active()] == [late.run_id]
+
+
+def test_a_long_apply_beats_and_a_run_nobody_finishes_is_abandoned(store: LocalStore) -> None:
+    from datetime import UTC, datetime
+
+    now = [datetime(2026, 12, 8, 10, 1, tzinfo=UTC).timestamp()]
+    run = _run(RUN)
+    live.write_card(store, run, "local", "laptop")
+    recorder = live.ProgressRecorder(store, RUN, "laptop", interval=3600, heartbeat_s=300, clock=lambda: now[0])
+    recorder(_spec("one").id, "apply")
+    recorder.flush()
+    index = RunIndex(store, stuck_after_s=600, abandoned_after_s=3600, clock=lambda: now[0])
+    index.refresh()
+    for _ in range(4):  # 40 minutes of a silent apply: its process beats every 5 minutes
+        now[0] += 600
+        recorder._beat()
+        recorder.flush()
+        index.refresh()
+        assert index.run(RUN).status == "running"  # type: ignore[union-attr]
+    recorder.close()
+    now[0] += 700  # the process died: no beat any more
+    index.refresh()
+    assert index.run(RUN).status == "stuck"  # type: ignore[union-attr]
+    now[0] += 3600
+    index.refresh()
+    assert index.run(RUN).status == "abandoned" and index.active() == []  # type: ignore[union-attr]
+
+
+def test_a_long_record_keeps_its_first_phase(store: LocalStore) -> None:
+    recorder = live.ProgressRecorder(store, RUN, "h", interval=3600)
+    dep = _spec("one").id
+    for i in range(live.MAX_PHASES + 10):
+        recorder(dep, f"step-{i}")
+    recorder.close()
+    record = live.read_progress(store, RUN, dep)
+    assert record is not None and len(record.phases) == live.MAX_PHASES
+    assert record.phases[0].phase == "step-0" and record.phases[-1].phase == f"step-{live.MAX_PHASES + 9}"

@@ -81,8 +81,9 @@ function phaseBar(d) {
 }
 
 function deploymentRow(d, live) {
-  const elapsed = el("td", { class: "num", "data-field": "elapsed", "data-started": d.finished ? null : d.elapsed_s },
-    secs(d.finished ? d.duration_s : d.elapsed_s));
+  const running = !d.finished && d.phase !== "queued";
+  const elapsed = el("td", { class: "num", "data-field": "elapsed", "data-started": running ? d.elapsed_s : null },
+    d.finished ? secs(d.duration_s) : running ? secs(d.elapsed_s) : "");
   const plan = d.finished && d.plan ? `+${d.plan.add} ~${d.plan.change} -${d.plan.destroy}` : "";
   const cells = [
     el("td", {}, depLink(d.id)),
