@@ -5,8 +5,8 @@
 The runs are spread over 30 days, 1 to 12 deployments each, mostly succeeded with failures and rollbacks
 among them, and 3 runs still going (cards and progress records). Measured: how long the dashboard takes to
 index them (start to /healthz ok), its memory, and the time to answer `/`, `/api/overview` (the home page's
-data), `/api/runs`, one run's page and `/metrics` (computed again only when the index changed), each asked `--requests` times one after another (p50, p95, max).
-Target: `/` and `/api/runs` under 200 ms.
+data), `/api/runs`, one run's page and `/metrics` (computed again only when the index changed), each
+asked `--requests` times one after another (p50, p95, max). Target: `/` and `/api/runs` under 200 ms.
 """
 
 from __future__ import annotations
