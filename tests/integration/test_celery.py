@@ -188,6 +188,53 @@ def test_no_wait_then_runs_show_and_cancel(celery_repo: tuple[Repo, Workers], tm
     _state_matches_world(repo, "s3/acct-a/us-east-1/data-lake/terraform.tfstate", "s3.")
 
 
+def test_an_apply_that_completes_after_the_cancel_is_recorded_succeeded(celery_repo: tuple[Repo, Workers],
+                                                                        tmp_path: Path) -> None:
+    """`tfo runs cancel` reaches a deployment mid-apply: tfo sends terraform one SIGINT, but this terraform
+    finishes anyway ("Apply complete!", exit 0; here the signal never reaches it: it runs in a session of its
+    own behind a wrapper that ignores SIGINT). Its outcome decides: succeeded, with its last-good recorded,
+    so a later rollback targets this apply; the deployment queued behind it is cancelled; nothing is rolled
+    back."""
+    repo, workers = celery_repo
+    wrapper = tmp_path / "terraform-that-finishes"
+    wrapper.write_text(f"#!/bin/sh\ntrap '' INT\nexec setsid -w {repo.env['TFO_TERRAFORM_BIN']} \"$@\"\n")
+    wrapper.chmod(0o755)
+    env = {"TFO_TERRAFORM_BIN": str(wrapper)}
+    workers.start("w1", env=env)  # one process: the second deployment waits behind the first
+    repo.write("Accounts/acct-a/data-lake.tfvars", """\
+        s3_buckets = {
+          slow = { delay_seconds = 6 }
+        }
+        """)
+    repo.write("Accounts/acct-b/platform.tfvars", """\
+        iam_roles = {
+          deployer = { policy_file = "policies/deployer.json" }
+        }
+        """)
+    repo.write("Accounts/acct-b/policies/deployer.json", '{"Statement": []}\n')
+    r = repo.tfo("apply", "--no-wait", timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.strip().splitlines()[-1]
+    _wait_for_journal(repo)  # the bucket's create has started
+    assert repo.tfo("runs", "cancel", run_id).returncode == 0
+    deadline = time.monotonic() + 120
+    while (summary := json.loads(repo.tfo("runs", "show", run_id).stdout))["status"] == "running":
+        assert time.monotonic() < deadline, "the cancelled run never finished"
+        time.sleep(1)
+    by_id = {d["id"]: d for d in summary["deployments"]}
+    s3, iam = by_id["s3/acct-a/us-east-1/data-lake"], by_id["iam/acct-b/us-east-1/platform"]
+    assert s3["status"] == "succeeded" and s3["rollback"] is None, (s3["error"], s3)
+    assert iam["status"] == "cancelled" and "not started" in iam["error"], iam
+    assert summary["status"] == "cancelled"
+    assert set(repo.world_state()) == {"s3.acct-a.us-east-1.data-lake.slow"}
+    last_good = json.loads((repo.root / STORE / "last-good/s3/acct-a/us-east-1/data-lake.json").read_text())
+    assert last_good["run_id"] == run_id  # what a rollback would go back to is this apply
+    audit = repo.tfo("audit", "show", run_id)
+    assert "Apply complete!" in audit.stdout
+    _no_locks_left(repo)
+    _state_matches_world(repo, "s3/acct-a/us-east-1/data-lake/terraform.tfstate", "s3.")
+
+
 def _creates(repo: Repo) -> Counter[str]:
     return Counter(e["name"] for e in repo.journal() if e["event"] == "start" and e["op"] == "create")
 
